@@ -12,8 +12,15 @@ pub type Id = u64;
 /// A sample label: a string value or a number with an optional unit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SampleLabel {
-    Str { key: String, value: String },
-    Num { key: String, value: i64, unit: String },
+    Str {
+        key: String,
+        value: String,
+    },
+    Num {
+        key: String,
+        value: i64,
+        unit: String,
+    },
 }
 
 /// A mapping (loaded object) to attach locations to.

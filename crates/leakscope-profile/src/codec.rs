@@ -92,10 +92,7 @@ fn validate(p: &Profile) -> Result<(), DecodeError> {
             return Err(invalid("comment names a string out of range"));
         }
     }
-    if !string_ok(p.default_sample_type)
-        || !string_ok(p.drop_frames)
-        || !string_ok(p.keep_frames)
-    {
+    if !string_ok(p.default_sample_type) || !string_ok(p.drop_frames) || !string_ok(p.keep_frames) {
         return Err(invalid("header names a string out of range"));
     }
     let mapping_ids: std::collections::HashSet<u64> = p.mapping.iter().map(|m| m.id).collect();
@@ -106,8 +103,7 @@ fn validate(p: &Profile) -> Result<(), DecodeError> {
     }
     let function_ids: std::collections::HashSet<u64> = p.function.iter().map(|f| f.id).collect();
     for f in &p.function {
-        if f.id == 0 || !string_ok(f.name) || !string_ok(f.system_name) || !string_ok(f.filename)
-        {
+        if f.id == 0 || !string_ok(f.name) || !string_ok(f.system_name) || !string_ok(f.filename) {
             return Err(invalid(format!("function {} is malformed", f.id)));
         }
     }
@@ -122,7 +118,11 @@ fn validate(p: &Profile) -> Result<(), DecodeError> {
                 l.id, l.mapping_id
             )));
         }
-        if let Some(line) = l.line.iter().find(|ln| !function_ids.contains(&ln.function_id)) {
+        if let Some(line) = l
+            .line
+            .iter()
+            .find(|ln| !function_ids.contains(&ln.function_id))
+        {
             return Err(invalid(format!(
                 "location {} names missing function {}",
                 l.id, line.function_id
@@ -194,12 +194,21 @@ mod tests {
     fn rejects_dangling_references() {
         let mut p = small_profile();
         p.sample[0].location_id.push(999);
-        assert!(matches!(decode(&encode_gzip(&p)), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            decode(&encode_gzip(&p)),
+            Err(DecodeError::Invalid(_))
+        ));
         let mut p = small_profile();
         p.sample[0].value.pop();
-        assert!(matches!(decode(&encode_gzip(&p)), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            decode(&encode_gzip(&p)),
+            Err(DecodeError::Invalid(_))
+        ));
         let mut p = small_profile();
         p.function[0].name = 10_000;
-        assert!(matches!(decode(&encode_gzip(&p)), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            decode(&encode_gzip(&p)),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 }

@@ -32,7 +32,12 @@ fn by_stack(view: &StackView, index: usize) -> HashMap<Vec<String>, i64> {
 
 /// Per-stack change of one sample type, largest growth first; unchanged stacks
 /// are left out.
-pub fn diff(base: &StackView, base_index: usize, new: &StackView, new_index: usize) -> Vec<DiffRow> {
+pub fn diff(
+    base: &StackView,
+    base_index: usize,
+    new: &StackView,
+    new_index: usize,
+) -> Vec<DiffRow> {
     let base_values = by_stack(base, base_index);
     let mut new_values = by_stack(new, new_index);
     let mut rows: Vec<DiffRow> = base_values
@@ -42,9 +47,17 @@ pub fn diff(base: &StackView, base_index: usize, new: &StackView, new_index: usi
             DiffRow { stack, base, new }
         })
         .collect();
-    rows.extend(new_values.into_iter().map(|(stack, new)| DiffRow { stack, base: 0, new }));
+    rows.extend(new_values.into_iter().map(|(stack, new)| DiffRow {
+        stack,
+        base: 0,
+        new,
+    }));
     rows.retain(|r| r.delta() != 0);
-    rows.sort_by(|a, b| b.delta().cmp(&a.delta()).then_with(|| a.stack.cmp(&b.stack)));
+    rows.sort_by(|a, b| {
+        b.delta()
+            .cmp(&a.delta())
+            .then_with(|| a.stack.cmp(&b.stack))
+    });
     rows
 }
 
@@ -61,7 +74,11 @@ pub fn render_diff(rows: &[DiffRow], unit: &str, limit: usize, depth: usize) -> 
         rows.iter().filter(|r| r.delta() > 0).count(),
         format_value(-shrink, unit)
     );
-    let _ = writeln!(out, "{:>11} {:>10} {:>10}  stack (leaf first)", "delta", "base", "new");
+    let _ = writeln!(
+        out,
+        "{:>11} {:>10} {:>10}  stack (leaf first)",
+        "delta", "base", "new"
+    );
     for row in rows.iter().take(limit) {
         let mut stack: Vec<&str> = row.stack.iter().take(depth).map(String::as_str).collect();
         if row.stack.len() > depth {
@@ -70,7 +87,11 @@ pub fn render_diff(rows: &[DiffRow], unit: &str, limit: usize, depth: usize) -> 
         let _ = writeln!(
             out,
             "{:>11} {:>10} {:>10}  {}",
-            format!("{}{}", if row.delta() > 0 { "+" } else { "" }, format_value(row.delta(), unit)),
+            format!(
+                "{}{}",
+                if row.delta() > 0 { "+" } else { "" },
+                format_value(row.delta(), unit)
+            ),
             format_value(row.base, unit),
             format_value(row.new, unit),
             stack.join(" < ")
@@ -98,7 +119,12 @@ mod tests {
     #[test]
     fn reports_growth_first_and_skips_unchanged() {
         let base = profile(&[("steady", 10), ("shrinks", 50), ("grows", 5)]);
-        let new = profile(&[("fresh", 20), ("grows", 105), ("steady", 10), ("shrinks", 40)]);
+        let new = profile(&[
+            ("fresh", 20),
+            ("grows", 105),
+            ("steady", 10),
+            ("shrinks", 40),
+        ]);
         let rows = diff(&base, 0, &new, 0);
         let summary: Vec<(&str, i64)> = rows.iter().map(|r| (&r.stack[0][..], r.delta())).collect();
         assert_eq!(summary, [("grows", 100), ("fresh", 20), ("shrinks", -10)]);

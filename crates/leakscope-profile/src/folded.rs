@@ -14,7 +14,10 @@ pub fn folded(view: &StackView, index: usize) -> Vec<String> {
         if value == 0 {
             continue;
         }
-        let mut names: Vec<String> = view.function_names(sample).map(|n| n.replace(';', ":")).collect();
+        let mut names: Vec<String> = view
+            .function_names(sample)
+            .map(|n| n.replace(';', ":"))
+            .collect();
         names.reverse();
         *stacks.entry(names.join(";")).or_default() += value;
     }

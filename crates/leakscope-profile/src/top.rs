@@ -123,8 +123,16 @@ mod tests {
         assert_eq!(
             t.rows,
             vec![
-                TopRow { function: "leaf".into(), flat: 100, cum: 100 },
-                TopRow { function: "rec".into(), flat: 7, cum: 107 },
+                TopRow {
+                    function: "leaf".into(),
+                    flat: 100,
+                    cum: 100
+                },
+                TopRow {
+                    function: "rec".into(),
+                    flat: 7,
+                    cum: 107
+                },
             ]
         );
         assert!(t.render().contains("leaf"));

@@ -1,0 +1,99 @@
+//! Memory for the profiler's own tables, straight from the kernel.
+//!
+//! Nothing here goes through the global allocator, so the profiler can grow
+//! its tables while it is *inside* an allocation without recursing, and its
+//! memory never shows up in the profiles it writes.
+
+use std::ptr::NonNull;
+
+/// The system page size (4 KiB on the platforms we build for; the kernel
+/// rounds mappings up anyway).
+pub(crate) const PAGE: usize = 4096;
+
+fn round_to_pages(bytes: usize) -> usize {
+    bytes.div_ceil(PAGE) * PAGE
+}
+
+/// Maps `bytes` (rounded up to pages) of zeroed, private, read-write memory.
+/// Returns `None` when the kernel refuses.
+pub(crate) fn map_zeroed(bytes: usize) -> Option<NonNull<u8>> {
+    let len = round_to_pages(bytes.max(1));
+    // SAFETY: an anonymous private mapping with a null hint has no
+    // preconditions; the kernel picks an unused range. The result is checked
+    // against MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Returns memory obtained from [`map_zeroed`].
+///
+/// # Safety
+/// `ptr` and `bytes` must be exactly a pointer returned by `map_zeroed` and the
+/// size passed to it, and nothing may use the memory afterwards.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, bytes: usize) {
+    // SAFETY: the caller guarantees this is a whole mapping we created and
+    // that it is no longer referenced.
+    unsafe {
+        libc::munmap(ptr.as_ptr().cast(), round_to_pages(bytes.max(1)));
+    }
+}
+
+/// A bump allocator over mapped chunks, for data that lives as long as the
+/// process (interned stacks). Not thread-safe: callers hold a lock.
+pub(crate) struct Arena {
+    next: usize,
+    end: usize,
+}
+
+impl Arena {
+    const CHUNK: usize = 1 << 20;
+
+    pub(crate) const fn new() -> Self {
+        Arena { next: 0, end: 0 }
+    }
+
+    /// Allocates `bytes` aligned to 8, or `None` when memory is exhausted.
+    pub(crate) fn alloc(&mut self, bytes: usize) -> Option<NonNull<u8>> {
+        let bytes = bytes.next_multiple_of(8);
+        if self.end - self.next < bytes {
+            let chunk = bytes.max(Self::CHUNK);
+            let base = map_zeroed(chunk)?;
+            self.next = base.as_ptr() as usize;
+            self.end = self.next + round_to_pages(chunk);
+        }
+        let p = self.next;
+        self.next += bytes;
+        NonNull::new(p as *mut u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_hands_out_aligned_disjoint_zeroed_memory() {
+        let mut arena = Arena::new();
+        let a = arena.alloc(3).unwrap().as_ptr() as usize;
+        let b = arena.alloc(16).unwrap().as_ptr() as usize;
+        assert_eq!(a % 8, 0);
+        assert_eq!(b, a + 8);
+        let big = arena.alloc(3 << 20).unwrap();
+        // SAFETY: the arena just handed out 3 MiB at `big`.
+        let zero = unsafe { *big.as_ptr().add((3 << 20) - 1) };
+        assert_eq!(zero, 0);
+    }
+}

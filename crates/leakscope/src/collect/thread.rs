@@ -1,0 +1,140 @@
+//! Per-thread state of the profiler, in one `const`-initialised thread-local
+//! with no destructor: reading it never allocates, never registers a TLS
+//! destructor, and stays valid while a thread is exiting (allocations made by
+//! other TLS destructors still reach us).
+
+use std::cell::Cell;
+
+pub(crate) struct ThreadState {
+    /// Set while this thread runs profiler code; allocations made meanwhile
+    /// (by libc or by symbolisation) pass through untracked.
+    pub(crate) in_profiler: Cell<bool>,
+    /// Depth of [`UntrackedScope`]s: profiler API calls (building a profile,
+    /// symbolising) whose own allocations must not show up in profiles.
+    pub(crate) untracked_depth: Cell<u32>,
+    /// Bytes left until the next sample point of this thread's Poisson
+    /// process. Starts at 0, so the first allocation enters the slow path and
+    /// draws the first gap.
+    pub(crate) bytes_until_sample: Cell<i64>,
+    /// xorshift state of this thread's sampler; 0 until first use.
+    pub(crate) rng: Cell<u64>,
+    /// Bounds of this thread's stack, `[stack_low, stack_high)`; 0 until first
+    /// looked up, `usize::MAX` in `stack_high` when they are unknown.
+    pub(crate) stack_low: Cell<usize>,
+    pub(crate) stack_high: Cell<usize>,
+}
+
+impl ThreadState {
+    pub(crate) const fn new() -> Self {
+        ThreadState {
+            in_profiler: Cell::new(false),
+            untracked_depth: Cell::new(0),
+            bytes_until_sample: Cell::new(0),
+            rng: Cell::new(0),
+            stack_low: Cell::new(0),
+            stack_high: Cell::new(0),
+        }
+    }
+}
+
+// A destructor would make this thread-local lazily registered (and that
+// registration allocates); keep it trivially droppable.
+const _: () = assert!(!std::mem::needs_drop::<ThreadState>());
+
+thread_local! {
+    static THREAD: ThreadState = const { ThreadState::new() };
+}
+
+/// Runs `f` with this thread's state.
+#[inline(always)]
+pub(crate) fn with<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
+    THREAD.with(f)
+}
+
+/// Marks this thread as inside the profiler for as long as it lives.
+///
+/// `enter` refuses (returns `None`) when the thread is already inside, which
+/// is how re-entry is detected: an allocation made by code the profiler calls
+/// (libc's `pthread_getattr_np`, the symboliser) must not be profiled, and a
+/// signal handler that allocates while we hold a lock must not take it again.
+pub(crate) struct ReentryGuard {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl ReentryGuard {
+    #[inline]
+    pub(crate) fn enter() -> Option<ReentryGuard> {
+        Self::enter_if(|t| !t.in_profiler.get())
+    }
+
+    /// Like [`ReentryGuard::enter`], but also refuses inside an
+    /// [`UntrackedScope`]: for recording a new allocation.
+    #[inline]
+    pub(crate) fn enter_to_track() -> Option<ReentryGuard> {
+        Self::enter_if(|t| !t.in_profiler.get() && t.untracked_depth.get() == 0)
+    }
+
+    #[inline]
+    fn enter_if(allowed: impl FnOnce(&ThreadState) -> bool) -> Option<ReentryGuard> {
+        with(|t| {
+            if !allowed(t) {
+                None
+            } else {
+                t.in_profiler.set(true);
+                Some(ReentryGuard {
+                    _not_send: std::marker::PhantomData,
+                })
+            }
+        })
+    }
+
+    /// True if this thread is inside profiler code right now.
+    #[cfg(test)]
+    pub(crate) fn is_active() -> bool {
+        with(|t| t.in_profiler.get())
+    }
+}
+
+impl Drop for ReentryGuard {
+    #[inline]
+    fn drop(&mut self) {
+        with(|t| t.in_profiler.set(false));
+    }
+}
+
+/// While alive, allocations of this thread are not tracked (frees still
+/// are). Profiler API calls hold one, so the memory they use to build and
+/// symbolise a profile stays out of the profile.
+pub struct UntrackedScope {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl UntrackedScope {
+    pub fn enter() -> Self {
+        with(|t| t.untracked_depth.set(t.untracked_depth.get() + 1));
+        UntrackedScope {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for UntrackedScope {
+    fn drop(&mut self) {
+        with(|t| t.untracked_depth.set(t.untracked_depth.get() - 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_refuses_reentry_until_dropped() {
+        let outer = ReentryGuard::enter().expect("first entry");
+        assert!(ReentryGuard::is_active());
+        assert!(ReentryGuard::enter().is_none());
+        drop(outer);
+        assert!(!ReentryGuard::is_active());
+        assert!(ReentryGuard::enter().is_some());
+    }
+}

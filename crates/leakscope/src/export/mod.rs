@@ -1,0 +1,124 @@
+//! Export: reading the collection tables into a [`HeapProfile`], and writing
+//! it as pprof. Runs in ordinary code (never inside the allocator), inside an
+//! [`UntrackedScope`] so that its own allocations stay out of the figures.
+
+pub(crate) mod at_exit;
+pub(crate) mod maps;
+mod pprof;
+pub(crate) mod symbolize;
+
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::collect::sampler::weight;
+use crate::collect::stack_table::load_f64;
+use crate::collect::thread::UntrackedScope;
+use crate::collect::{self, LIVE, STACKS};
+use crate::config::Mode;
+
+/// The figures of one call site (stack + labels). Sampled figures are
+/// already unbiased estimates; full-mode figures are exact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteFigures {
+    /// Return addresses, innermost first (allocator frames included).
+    pub frames: Vec<usize>,
+    pub alloc_objects: f64,
+    pub alloc_space: f64,
+    pub inuse_objects: f64,
+    pub inuse_space: f64,
+}
+
+/// A heap profile read from the running process: per call site, what was
+/// allocated since start and what is live now.
+#[derive(Debug, Clone)]
+pub struct HeapProfile {
+    mode: Mode,
+    rate: u64,
+    time: SystemTime,
+    sites: Vec<SiteFigures>,
+}
+
+/// Reads the current heap profile of this process.
+pub fn heap_profile() -> HeapProfile {
+    let _scope = UntrackedScope::enter();
+    let rate = collect::rate();
+    let mut sites: Vec<SiteFigures> = Vec::new();
+    let read_site = |id: u32| {
+        let r = STACKS.record(id);
+        let exact_objects = r.exact_objects.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let exact_bytes = r.exact_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        SiteFigures {
+            frames: r.frames().to_vec(),
+            alloc_objects: exact_objects + load_f64(&r.estimated_objects),
+            alloc_space: exact_bytes + load_f64(&r.estimated_bytes),
+            inuse_objects: 0.0,
+            inuse_space: 0.0,
+        }
+    };
+    sites.extend((0..STACKS.len()).map(read_site));
+    LIVE.for_each(|_, entry| {
+        // A site created after the loop above: read it now.
+        while sites.len() <= entry.site as usize {
+            sites.push(read_site(sites.len() as u32));
+        }
+        let w = if entry.sampled {
+            weight(entry.size, rate)
+        } else {
+            1.0
+        };
+        let site = &mut sites[entry.site as usize];
+        site.inuse_objects += w;
+        site.inuse_space += w * entry.size as f64;
+    });
+    // Blocks allocated before a site's counters were read can be live with
+    // no allocation counted yet; a profile must never show more in use than
+    // allocated.
+    for s in &mut sites {
+        s.alloc_objects = s.alloc_objects.max(s.inuse_objects);
+        s.alloc_space = s.alloc_space.max(s.inuse_space);
+    }
+    sites.retain(|s| s.alloc_objects > 0.0 || s.inuse_objects > 0.0);
+    HeapProfile {
+        mode: collect::mode(),
+        rate,
+        time: SystemTime::now(),
+        sites,
+    }
+}
+
+impl HeapProfile {
+    /// The mode the process was in when the profile was read.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Mean bytes between samples (meaningful in sampled mode).
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Per-site figures, unsymbolised.
+    pub fn sites(&self) -> &[SiteFigures] {
+        &self.sites
+    }
+
+    /// Builds the pprof message: symbolises every address (in one batch) and
+    /// drops the allocator's own frames.
+    pub fn to_pprof(&self) -> leakscope_profile::pb::Profile {
+        let _scope = UntrackedScope::enter();
+        pprof::build(self)
+    }
+
+    /// The gzipped pprof encoding, as `go tool pprof` reads it.
+    pub fn encode_pprof(&self) -> Vec<u8> {
+        let _scope = UntrackedScope::enter();
+        leakscope_profile::encode_gzip(&self.to_pprof())
+    }
+
+    /// Writes the gzipped pprof encoding to `path`.
+    pub fn write_pprof(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        let _scope = UntrackedScope::enter();
+        std::fs::write(path, self.encode_pprof())
+    }
+}

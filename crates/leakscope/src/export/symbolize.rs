@@ -1,0 +1,188 @@
+//! Turning return addresses into function names, files and lines (inlined
+//! calls included), in one batch per profile, outside the allocator.
+
+use blazesym::symbolize::{source, Input, Symbolized, Symbolizer};
+use blazesym::Pid;
+
+/// One (possibly inlined) frame at an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SymFrame {
+    pub(crate) name: String,
+    pub(crate) file: String,
+    pub(crate) line: i64,
+}
+
+/// Symbolises code addresses of this process. For each input, the frames at
+/// that address innermost first (inlined callees, then the function that
+/// contains the code); empty when unknown.
+pub(crate) fn symbolize_in_process(addrs: &[u64]) -> Vec<Vec<SymFrame>> {
+    if addrs.is_empty() {
+        return Vec::new();
+    }
+    let symbolizer = Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build();
+    let mut process = source::Process::new(Pid::Slf);
+    process.perf_map = false;
+    // /proc/self/map_files may need privileges; the symbolic paths in
+    // /proc/self/maps work for our own process.
+    process.map_files = false;
+    let src = source::Source::Process(process);
+    let Ok(results) = symbolizer.symbolize(&src, Input::AbsAddr(addrs)) else {
+        return vec![Vec::new(); addrs.len()];
+    };
+    results.into_iter().map(frames_of).collect()
+}
+
+fn frames_of(result: Symbolized<'_>) -> Vec<SymFrame> {
+    let Symbolized::Sym(sym) = result else {
+        return Vec::new();
+    };
+    let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| match info {
+        Some(info) => (
+            info.to_path().display().to_string(),
+            info.line.map_or(0, i64::from),
+        ),
+        None => (String::new(), 0),
+    };
+    let mut frames: Vec<SymFrame> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|inlined| {
+            let (file, line) = location(inlined.code_info.as_ref());
+            SymFrame {
+                name: inlined.name.to_string(),
+                file,
+                line,
+            }
+        })
+        .collect();
+    let (file, line) = location(sym.code_info.as_deref());
+    frames.push(SymFrame {
+        name: sym.name.to_string(),
+        file,
+        line,
+    });
+    frames
+}
+
+/// Frames of the allocation machinery itself: the profiler and the global
+/// allocator shims. Always dropped from the leaf end of a stack.
+pub(crate) fn is_allocator_plumbing(name: &str) -> bool {
+    const PREFIXES: [&str; 9] = [
+        "leakscope::",
+        "<leakscope::",
+        "leakscope_preload::",
+        "<leakscope_preload::",
+        "__rust_alloc",
+        "__rust_realloc",
+        "__rustc::",
+        "__rdl_",
+        "__rg_",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Frames of Rust's standard library (`core`, `alloc`, `std`, and
+/// `hashbrown` behind std's `HashMap`). At the leaf end of a stack they are
+/// how memory gets allocated (`Vec::with_capacity`, `RawVec::grow_one`,
+/// `HashMap::insert`), not who asked for it; they are dropped there, as Go
+/// drops `runtime.mallocgc` and `growslice`, so that the leaf is the caller's
+/// code. A trait method counts as the standard library's when the type it is
+/// implemented for is (`<Vec<T> as Clone>::clone`) or is a primitive
+/// (`<u8 as SpecFromElem>::from_elem`); `<myapp::Foo as Clone>::clone` is the
+/// application's.
+pub(crate) fn is_standard_library(name: &str) -> bool {
+    const STD_CRATES: [&str; 4] = ["core", "alloc", "std", "hashbrown"];
+    let mut head = name;
+    loop {
+        let trimmed = head
+            .trim_start_matches(['<', '&', '[', '(', '*'])
+            .trim_start_matches("mut ")
+            .trim_start_matches("const ")
+            .trim_start_matches("dyn ");
+        if trimmed.len() == head.len() {
+            break;
+        }
+        head = trimmed;
+    }
+    let first_path_end = head.find("::").unwrap_or(head.len());
+    let self_part = &head[..first_path_end];
+    // `u8 as alloc`, `T as core`, `str as alloc`: the self type has no path.
+    let krate = match self_part.split_once(" as ") {
+        Some((self_type, trait_start)) if !self_type.contains("::") => {
+            trait_start.trim_start_matches('<')
+        }
+        _ => self_part,
+    };
+    let krate = krate.split(['<', ' ', ']', ';', '>']).next().unwrap_or("");
+    STD_CRATES.contains(&krate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_known_function() -> usize {
+        std::hint::black_box(42)
+    }
+
+    #[test]
+    fn names_a_function_of_this_binary() {
+        let addr = a_known_function as usize as u64 + 1;
+        let frames = symbolize_in_process(&[addr, 8]);
+        assert_eq!(frames.len(), 2);
+        let outer = frames[0].last().expect("symbolised");
+        assert!(outer.name.ends_with("a_known_function"), "{}", outer.name);
+        assert!(outer.file.ends_with("symbolize.rs"), "{}", outer.file);
+        assert!(frames[1].is_empty(), "address 8 is not code");
+    }
+
+    #[test]
+    fn recognises_allocator_plumbing() {
+        assert!(is_allocator_plumbing(
+            "<leakscope::Profiler as core::alloc::global::GlobalAlloc>::alloc"
+        ));
+        assert!(is_allocator_plumbing("__rust_alloc"));
+        assert!(is_allocator_plumbing(
+            "leakscope::collect::backtrace::capture"
+        ));
+        assert!(!is_allocator_plumbing(
+            "alloc::raw_vec::RawVec<T>::grow_one"
+        ));
+        assert!(!is_allocator_plumbing("leakscope_lab::server::handle"));
+    }
+
+    #[test]
+    fn recognises_standard_library_frames() {
+        for std_frame in [
+            "alloc::raw_vec::RawVecInner<A>::try_allocate_in",
+            "<alloc::alloc::Global>::alloc_impl",
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "<&str as alloc::string::ToString>::to_string",
+            "<[T] as alloc::slice::hack::ConvertVec>::to_vec",
+            "<alloc::vec::Vec<myapp::Foo> as core::clone::Clone>::clone",
+            "core::iter::traits::iterator::Iterator::collect",
+            "hashbrown::raw::RawTable<T,A>::reserve_rehash",
+            "std::collections::hash::map::HashMap<K,V,S>::insert",
+            "<T as core::convert::Into<U>>::into",
+        ] {
+            assert!(is_standard_library(std_frame), "{std_frame}");
+        }
+        for user_frame in [
+            "main",
+            "leaky::decode_request",
+            "<myapp::Foo as core::clone::Clone>::clone",
+            "bytes::bytes_mut::BytesMut::reserve_inner",
+            "leaky::main::{{closure}}",
+            "allocator_api2::alloc::Global",
+            "corelib::thing",
+        ] {
+            assert!(!is_standard_library(user_frame), "{user_frame}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! # leakscope
+//!
+//! A memory-leak self-check for Rust services. This crate is the runtime: a
+//! global allocator that records where memory is allocated, cheaply enough to
+//! leave on in production, and writes heap profiles that `go tool pprof` and
+//! the `leakscope` CLI read.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static ALLOC: leakscope::Profiler = leakscope::Profiler::new();
+//!
+//! fn main() {
+//!     // ... run the service ...
+//!     leakscope::heap_profile().write_pprof("heap.pb.gz").unwrap();
+//! }
+//! ```
+//!
+//! ## Modes
+//! - `sampled` (default): about one allocation per `LEAKSCOPE_RATE` bytes
+//!   (512 KiB) is tracked, chosen by a Poisson process over allocated bytes;
+//!   every figure is an unbiased estimate.
+//! - `full`: every allocation is tracked; figures are exact.
+//! - `off`: calls go straight to the wrapped allocator.
+//!
+//! Set the mode with `LEAKSCOPE_MODE`, or in code with
+//! [`Profiler::with_mode`] and [`set_mode`].
+//!
+//! ## Call stacks
+//! Stacks are captured by walking frame pointers. Build with
+//! `-C force-frame-pointers=yes` (in `.cargo/config.toml`:
+//! `[build] rustflags = ["-C", "force-frame-pointers=yes"]`) and keep line
+//! tables in release builds (`[profile.release] debug = "line-tables-only"`)
+//! so that profiles name functions, files and lines. Where frame pointers are
+//! missing, libunwind (if installed) finishes the stack.
+//!
+//! ## The four views
+//! A heap profile has four values per call stack: `alloc_objects` and
+//! `alloc_space` (allocations and bytes since start), `inuse_objects` and
+//! `inuse_space` (what is still live: allocated minus freed). Growth of
+//! `inuse_space` over time is what a leak looks like.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod collect;
+mod config;
+mod export;
+mod profiler;
+
+pub use collect::{mode, rate, set_mode, stats, Stats};
+pub use config::{Mode, DEFAULT_RATE};
+pub use export::{heap_profile, HeapProfile, SiteFigures};
+pub use profiler::Profiler;
+
+/// The event interface for front ends other than [`Profiler`] (the
+/// `LD_PRELOAD` library). Application code does not need it.
+pub mod frontend {
+    pub use crate::collect::thread::UntrackedScope;
+    pub use crate::collect::{
+        initialize, on_alloc, on_free, restore_after_failed_realloc, take_for_realloc, TrackedBlock,
+    };
+    pub use crate::config::Settings;
+}
