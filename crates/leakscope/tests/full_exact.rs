@@ -5,28 +5,12 @@ use std::alloc::{alloc, dealloc, Layout};
 use std::hint::black_box;
 
 use leakscope::{Mode, Profiler};
-use leakscope_profile::StackView;
+
+mod common;
+use common::{current_view, figures_for};
 
 #[global_allocator]
 static ALLOC: Profiler = Profiler::new().with_mode(Mode::Full);
-
-/// Figures summed over every sample whose stack contains `function`:
-/// `[alloc_objects, alloc_space, inuse_objects, inuse_space]`.
-fn figures_for(view: &StackView, function: &str) -> [i64; 4] {
-    let mut out = [0; 4];
-    for s in &view.samples {
-        if view.function_names(s).any(|f| f.ends_with(function)) {
-            for (o, v) in out.iter_mut().zip(&s.values) {
-                *o += v;
-            }
-        }
-    }
-    out
-}
-
-fn current_view() -> StackView {
-    StackView::new(&leakscope::heap_profile().to_pprof())
-}
 
 #[inline(never)]
 fn planted_keep(n: usize, size: usize) -> Vec<Vec<u8>> {

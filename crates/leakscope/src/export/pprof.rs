@@ -125,7 +125,7 @@ fn leaf_frames_to_trim(frames: &[(usize, u64, Option<&SymFrame>)]) -> usize {
         .take_while(|&k| name(k).is_some_and(is_allocator_plumbing))
         .count();
     let std = (plumbing..frames.len())
-        .take_while(|&k| name(k).is_some_and(is_standard_library))
+        .take_while(|&k| frames[k].2.is_some_and(is_standard_library))
         .count();
     if plumbing + std < frames.len() {
         plumbing + std

@@ -86,16 +86,32 @@ pub(crate) fn is_allocator_plumbing(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Frames of Rust's standard library (`core`, `alloc`, `std`, and
-/// `hashbrown` behind std's `HashMap`). At the leaf end of a stack they are
-/// how memory gets allocated (`Vec::with_capacity`, `RawVec::grow_one`,
-/// `HashMap::insert`), not who asked for it; they are dropped there, as Go
-/// drops `runtime.mallocgc` and `growslice`, so that the leaf is the caller's
-/// code. A trait method counts as the standard library's when the type it is
-/// implemented for is (`<Vec<T> as Clone>::clone`) or is a primitive
+/// Frames of Rust's standard library (`core`, `alloc`, `std`, and the crates
+/// std vendors, such as `hashbrown` behind `HashMap`). At the leaf end of a
+/// stack they are how memory gets allocated (`Vec::with_capacity`,
+/// `RawVec::grow_one`, `HashMap::insert`), not who asked for it; they are
+/// dropped there, as Go drops `runtime.mallocgc` and `growslice`, so that the
+/// leaf is the caller's code.
+///
+/// The source file decides: the Rust distribution's sources are remapped to
+/// `/rustc/<commit>/library/...` and `/rust/deps/...` in its debug info.
+/// Without a file, the name decides (see [`is_standard_library_name`]).
+pub(crate) fn is_standard_library(frame: &SymFrame) -> bool {
+    let file = &frame.file;
+    if file.is_empty() {
+        return is_standard_library_name(&frame.name);
+    }
+    file.starts_with("/rustc/")
+        || file.starts_with("/rust/deps/")
+        || file.contains("/lib/rustlib/src/rust/library/")
+}
+
+/// Name-based fallback of [`is_standard_library`]. A trait method counts as
+/// the standard library's when the type it is implemented for is
+/// (`<Vec<T> as Clone>::clone`) or is a primitive
 /// (`<u8 as SpecFromElem>::from_elem`); `<myapp::Foo as Clone>::clone` is the
 /// application's.
-pub(crate) fn is_standard_library(name: &str) -> bool {
+pub(crate) fn is_standard_library_name(name: &str) -> bool {
     const STD_CRATES: [&str; 4] = ["core", "alloc", "std", "hashbrown"];
     let mut head = name;
     loop {
@@ -171,7 +187,7 @@ mod tests {
             "std::collections::hash::map::HashMap<K,V,S>::insert",
             "<T as core::convert::Into<U>>::into",
         ] {
-            assert!(is_standard_library(std_frame), "{std_frame}");
+            assert!(is_standard_library_name(std_frame), "{std_frame}");
         }
         for user_frame in [
             "main",
@@ -182,7 +198,28 @@ mod tests {
             "allocator_api2::alloc::Global",
             "corelib::thing",
         ] {
-            assert!(!is_standard_library(user_frame), "{user_frame}");
+            assert!(!is_standard_library_name(user_frame), "{user_frame}");
         }
+        let frame = |name: &str, file: &str| SymFrame {
+            name: name.into(),
+            file: file.into(),
+            line: 1,
+        };
+        assert!(is_standard_library(&frame(
+            "<[u8]>::to_vec_in::<alloc::alloc::Global>",
+            "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/alloc/src/slice.rs"
+        )));
+        assert!(is_standard_library(&frame(
+            "hashbrown::raw::RawTable::reserve_rehash",
+            "/rust/deps/hashbrown-0.15.5/src/raw/mod.rs"
+        )));
+        assert!(!is_standard_library(&frame(
+            "hashbrown::raw::RawTable::reserve_rehash",
+            "/home/u/.cargo/registry/src/x/hashbrown-0.16.0/src/raw/mod.rs"
+        )));
+        assert!(!is_standard_library(&frame(
+            "core::fake",
+            "/work/app/src/main.rs"
+        )));
     }
 }
