@@ -37,12 +37,15 @@ pub struct MappingInfo<'a> {
     pub has_inline_frames: bool,
 }
 
+/// A location's identity: mapping, address and `(function, line)` lines.
+type LocationKey = (Id, u64, Vec<(Id, i64)>);
+
 /// Accumulates a profile; [`ProfileBuilder::build`] returns the message.
 pub struct ProfileBuilder {
     profile: pb::Profile,
     strings: HashMap<String, i64>,
     functions: HashMap<(i64, i64, i64, i64), Id>,
-    locations: HashMap<(Id, u64, Vec<(Id, i64)>), Id>,
+    locations: HashMap<LocationKey, Id>,
 }
 
 impl ProfileBuilder {

@@ -161,8 +161,8 @@ mod tests {
         assert!(n >= 3, "only {n} frames");
         assert_ne!(end, WalkEnd::Full);
         // The first two return addresses lie inside our two helpers, in order.
-        let two = depth_two as usize;
-        let three = depth_three as usize;
+        let two = depth_two as *const () as usize;
+        let three = depth_three as *const () as usize;
         assert!(
             out[0] > two && out[0] < two + 256,
             "{:#x} vs {two:#x}",

@@ -355,10 +355,10 @@ mod tests {
             let frames = [i, i + 1, 7];
             ids.push(table.intern(&frames, (i % 3) as u32));
         }
-        for i in 0..10_000usize {
+        for (i, &expected) in ids.iter().enumerate() {
             let frames = [i, i + 1, 7];
             let id = table.intern(&frames, (i % 3) as u32);
-            assert_eq!(id, ids[i]);
+            assert_eq!(id, expected);
             assert_eq!(table.record(id).frames(), &frames);
             assert_ne!(id, OVERFLOW_SITE);
         }

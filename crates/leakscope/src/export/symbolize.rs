@@ -73,10 +73,10 @@ fn frames_of(result: Symbolized<'_>) -> Vec<SymFrame> {
 /// allocator shims. Always dropped from the leaf end of a stack.
 pub(crate) fn is_allocator_plumbing(name: &str) -> bool {
     const PREFIXES: [&str; 9] = [
-        "leakscope::",
-        "<leakscope::",
+        "leakscope::collect::",
+        "<leakscope::profiler::Profiler",
+        "leakscope::profiler::",
         "leakscope_preload::",
-        "<leakscope_preload::",
         "__rust_alloc",
         "__rust_realloc",
         "__rustc::",
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn names_a_function_of_this_binary() {
-        let addr = a_known_function as usize as u64 + 1;
+        let addr = a_known_function as *const () as u64 + 1;
         let frames = symbolize_in_process(&[addr, 8]);
         assert_eq!(frames.len(), 2);
         let outer = frames[0].last().expect("symbolised");
@@ -161,7 +161,11 @@ mod tests {
     #[test]
     fn recognises_allocator_plumbing() {
         assert!(is_allocator_plumbing(
-            "<leakscope::Profiler as core::alloc::global::GlobalAlloc>::alloc"
+            "<leakscope::profiler::Profiler<A> as core::alloc::global::GlobalAlloc>::alloc"
+        ));
+        // The CLI's binary crate is also called leakscope; its code is not plumbing.
+        assert!(!is_allocator_plumbing(
+            "leakscope::commands::demo::decode_body"
         ));
         assert!(is_allocator_plumbing("__rust_alloc"));
         assert!(is_allocator_plumbing(

@@ -1,0 +1,80 @@
+//! `leakscope`: the command-line front end. This file only parses arguments
+//! and maps errors to one line and an exit code; each command lives in
+//! `commands/`.
+
+mod commands;
+mod input;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+// The CLI can profile itself (LEAKSCOPE_MODE=full leakscope ...), and the
+// demo re-runs this binary with profiling on; by default it is off.
+#[global_allocator]
+static ALLOC: leakscope::Profiler =
+    leakscope::Profiler::new().with_default_mode(leakscope::Mode::Off);
+
+#[derive(Parser)]
+#[command(
+    name = "leakscope",
+    version,
+    about = "Memory-leak self-check for Rust services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Functions ranked by memory, like `go tool pprof -top`.
+    Top(commands::top::Args),
+    /// What grew between two heap profiles, by call stack.
+    Diff(commands::diff::Args),
+    /// Draw a heap profile as a flame graph (SVG).
+    Flame(commands::flame::Args),
+    /// Profile a small built-in program that leaks, and show what leakscope finds.
+    Demo(commands::demo::Args),
+    /// (internal) the workload the demo profiles.
+    #[command(hide = true)]
+    DemoWorkload(commands::demo::WorkloadArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("leakscope: {first} (see leakscope --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Top(args) => commands::top::run(args),
+        Command::Diff(args) => commands::diff::run(args),
+        Command::Flame(args) => commands::flame::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::DemoWorkload(args) => commands::demo::workload(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, joined.
+            eprintln!("leakscope: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
