@@ -31,6 +31,7 @@ pub(crate) mod sampler;
 pub(crate) mod spinlock;
 pub(crate) mod stack_table;
 pub mod thread;
+pub(crate) mod thread_counters;
 pub(crate) mod unwind;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -166,6 +167,7 @@ pub fn initialize(settings: &Settings) -> bool {
         RATE.store(resolved.rate, Ordering::Relaxed);
         sampler::SEED.store(resolved.seed, Ordering::Relaxed);
         unwind::set_policy(resolved.unwind);
+        thread_counters::install();
         fork::install_handlers();
         MODE.store(encode(resolved.mode), Ordering::Release);
     }
@@ -228,13 +230,20 @@ fn record(ptr: *mut u8, size: usize, sampled_at: Option<u64>) {
     let mut frames = [0usize; backtrace::MAX_FRAMES];
     let depth = backtrace::capture(&mut frames);
     let site = STACKS.intern(&frames[..depth], 0);
+    // This thread's own counters; the site record's shared ones only while
+    // the thread is being torn down.
+    let counts = thread::with(|t| thread_counters::counts_for(t, site));
     let record = STACKS.record(site);
-    match sampled_at {
-        Some(rate) => {
+    match (sampled_at, counts) {
+        (Some(rate), counts) => {
             let w = sampler::weight(size as u64, rate);
-            record.add_estimate(w, w * size as f64);
+            match counts {
+                Some(c) => c.add_estimate(w, w * size as f64),
+                None => record.add_estimate(w, w * size as f64),
+            }
         }
-        None => record.add_exact(size as u64),
+        (None, Some(c)) => c.add_exact(size as u64),
+        (None, None) => record.add_exact(size as u64),
     }
     let addr = ptr as usize;
     let mut stored = None;
@@ -293,6 +302,8 @@ pub struct Stats {
     pub profiler_bytes: usize,
     /// Blocks that went untracked because table memory was refused.
     pub dropped_blocks: u64,
+    /// Per-thread counter blocks in existence (reused as threads come and go).
+    pub counter_blocks: usize,
 }
 
 /// Reads the profiler's own counters.
@@ -300,15 +311,19 @@ pub fn stats() -> Stats {
     Stats {
         tracked_blocks: LIVE.len(),
         sites: STACKS.len() as usize,
-        profiler_bytes: LIVE.memory_bytes() + STACKS.memory_bytes(),
+        profiler_bytes: LIVE.memory_bytes()
+            + STACKS.memory_bytes()
+            + thread_counters::memory_bytes(),
         dropped_blocks: DROPPED.load(Ordering::Relaxed),
+        counter_blocks: thread_counters::block_count(),
     }
 }
 
 /// Takes every profiler lock (fork's prepare handler), in the one global
-/// order: mode switch, stack table, live-table shards.
+/// order: mode switch, free counter blocks, stack table, live-table shards.
 pub(crate) fn lock_all() {
     MODE_SWITCH.raw_lock();
+    thread_counters::lock_for_fork();
     STACKS.lock_for_fork();
     LIVE.lock_for_fork();
 }
@@ -323,6 +338,7 @@ pub(crate) unsafe fn unlock_all() {
     unsafe {
         LIVE.unlock_after_fork();
         STACKS.unlock_after_fork();
+        thread_counters::unlock_after_fork();
         MODE_SWITCH.raw_unlock();
     }
 }

@@ -27,17 +27,28 @@ const CHUNK_BITS: u32 = 16;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 const CHUNKS: usize = (MAX_SITES as usize) >> CHUNK_BITS;
 
-/// One interned site and its allocation counters.
-///
-/// The counters split exact figures (blocks tracked one by one in `full`
-/// mode) from estimates (sampled blocks, each already scaled by its weight),
-/// so that exact counts stay integers.
-#[repr(C, align(64))]
+/// One interned site: its identity (read by every lookup, written once) and
+/// its allocation counters (written by every allocation), on separate cache
+/// lines so that counting never slows down other threads' lookups.
+#[repr(C)]
 pub(crate) struct SiteRecord {
+    key: SiteKey,
+    pub(crate) counters: SiteCounters,
+}
+
+#[repr(C, align(64))]
+struct SiteKey {
     hash: u64,
     frames: *const usize,
     depth: u32,
     labels: u32,
+}
+
+/// The counters split exact figures (blocks tracked one by one in `full`
+/// mode) from estimates (sampled blocks, each already scaled by its weight),
+/// so that exact counts stay integers.
+#[repr(C, align(64))]
+pub(crate) struct SiteCounters {
     pub(crate) exact_objects: AtomicU64,
     pub(crate) exact_bytes: AtomicU64,
     /// `f64` bits of the estimated number of allocations.
@@ -46,28 +57,29 @@ pub(crate) struct SiteRecord {
     pub(crate) estimated_bytes: AtomicU64,
 }
 
-// A record per cache line: counters of different sites never share a line.
-const _: () = assert!(std::mem::size_of::<SiteRecord>() == 64);
+const _: () = assert!(std::mem::size_of::<SiteRecord>() == 128);
 
 impl SiteRecord {
     /// Return addresses, innermost first.
     pub(crate) fn frames(&self) -> &[usize] {
-        if self.frames.is_null() {
+        if self.key.frames.is_null() {
             return &[];
         }
         // SAFETY: `frames` points to `depth` words copied into the arena when
         // the record was created; arena memory is never freed or rewritten.
-        unsafe { std::slice::from_raw_parts(self.frames, self.depth as usize) }
+        unsafe { std::slice::from_raw_parts(self.key.frames, self.key.depth as usize) }
     }
 
     pub(crate) fn add_exact(&self, bytes: u64) {
-        self.exact_objects.fetch_add(1, Ordering::Relaxed);
-        self.exact_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.counters.exact_objects.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .exact_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn add_estimate(&self, objects: f64, bytes: f64) {
-        add_f64(&self.estimated_objects, objects);
-        add_f64(&self.estimated_bytes, bytes);
+        add_f64(&self.counters.estimated_objects, objects);
+        add_f64(&self.counters.estimated_bytes, bytes);
     }
 }
 
@@ -178,7 +190,7 @@ impl StackTable {
             if v & 0xFFFF_FFFF_0000_0000 == hash & 0xFFFF_FFFF_0000_0000 {
                 let id = (v & 0xFFFF_FFFF) as SiteId - 1;
                 let rec = self.record(id);
-                if rec.hash == hash && rec.labels == labels && rec.frames() == frames {
+                if rec.key.hash == hash && rec.key.labels == labels && rec.frames() == frames {
                     return Some(id);
                 }
             }
@@ -272,14 +284,18 @@ impl StackTable {
         // before `count` is published below.
         unsafe {
             chunk.add(id as usize & (CHUNK_LEN - 1)).write(SiteRecord {
-                hash,
-                frames: stored_frames,
-                depth: frames.len() as u32,
-                labels,
-                exact_objects: AtomicU64::new(0),
-                exact_bytes: AtomicU64::new(0),
-                estimated_objects: AtomicU64::new(0f64.to_bits()),
-                estimated_bytes: AtomicU64::new(0f64.to_bits()),
+                key: SiteKey {
+                    hash,
+                    frames: stored_frames,
+                    depth: frames.len() as u32,
+                    labels,
+                },
+                counters: SiteCounters {
+                    exact_objects: AtomicU64::new(0),
+                    exact_bytes: AtomicU64::new(0),
+                    estimated_objects: AtomicU64::new(0f64.to_bits()),
+                    estimated_bytes: AtomicU64::new(0f64.to_bits()),
+                },
             });
         }
         self.count.store(id + 1, Ordering::Release);
@@ -308,7 +324,7 @@ impl StackTable {
                 if v == 0 {
                     continue;
                 }
-                let hash = self.record((v & 0xFFFF_FFFF) as SiteId - 1).hash;
+                let hash = self.record((v & 0xFFFF_FFFF) as SiteId - 1).key.hash;
                 let mut i = reduce(hash, cap);
                 while slots[i].load(Ordering::Relaxed) != 0 {
                     i = if i + 1 == cap { 0 } else { i + 1 };

@@ -22,6 +22,10 @@ pub(crate) struct ThreadState {
     /// looked up, `usize::MAX` in `stack_high` when they are unknown.
     pub(crate) stack_low: Cell<usize>,
     pub(crate) stack_high: Cell<usize>,
+    /// This thread's block of allocation counters (see `thread_counters`).
+    pub(crate) counter_block: Cell<*mut super::thread_counters::Block>,
+    /// Set once the block was handed back at thread exit.
+    pub(crate) counters_released: Cell<bool>,
 }
 
 impl ThreadState {
@@ -33,6 +37,8 @@ impl ThreadState {
             rng: Cell::new(0),
             stack_low: Cell::new(0),
             stack_high: Cell::new(0),
+            counter_block: Cell::new(std::ptr::null_mut()),
+            counters_released: Cell::new(false),
         }
     }
 }

@@ -46,17 +46,32 @@ pub fn heap_profile() -> HeapProfile {
     let mut sites: Vec<SiteFigures> = Vec::new();
     let read_site = |id: u32| {
         let r = STACKS.record(id);
-        let exact_objects = r.exact_objects.load(std::sync::atomic::Ordering::Relaxed) as f64;
-        let exact_bytes = r.exact_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let exact_objects = r
+            .counters
+            .exact_objects
+            .load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let exact_bytes = r
+            .counters
+            .exact_bytes
+            .load(std::sync::atomic::Ordering::Relaxed) as f64;
         SiteFigures {
             frames: r.frames().to_vec(),
-            alloc_objects: exact_objects + load_f64(&r.estimated_objects),
-            alloc_space: exact_bytes + load_f64(&r.estimated_bytes),
+            alloc_objects: exact_objects + load_f64(&r.counters.estimated_objects),
+            alloc_space: exact_bytes + load_f64(&r.counters.estimated_bytes),
             inuse_objects: 0.0,
             inuse_space: 0.0,
         }
     };
     sites.extend((0..STACKS.len()).map(read_site));
+    let mut per_thread = Vec::new();
+    crate::collect::thread_counters::sum_into(&mut per_thread);
+    for (id, (objects, bytes)) in per_thread.into_iter().enumerate() {
+        while sites.len() <= id {
+            sites.push(read_site(sites.len() as u32));
+        }
+        sites[id].alloc_objects += objects;
+        sites[id].alloc_space += bytes;
+    }
     LIVE.for_each(|_, entry| {
         // A site created after the loop above: read it now.
         while sites.len() <= entry.site as usize {

@@ -1,0 +1,111 @@
+//! The allocation-heavy workload every allocator configuration runs, and the
+//! one-line JSON report each run prints for `bench/run.sh`.
+//!
+//! The workload imitates request handling in a service: each request
+//! allocates a body, a header map of small strings, a response built by
+//! pushes (reallocations), a batch of small boxed objects, and sometimes a
+//! large buffer; a bounded per-thread cache keeps recent bodies alive, so the
+//! heap has a steady live set as well as churn.
+
+use std::collections::{HashMap, VecDeque};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Threads and requests, from `BENCH_THREADS` / `BENCH_REQUESTS` (per thread).
+pub struct Config {
+    pub threads: usize,
+    pub requests_per_thread: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Self {
+        let get = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Config {
+            threads: get("BENCH_THREADS", 4),
+            requests_per_thread: get("BENCH_REQUESTS", 200_000),
+        }
+    }
+}
+
+#[inline(never)]
+fn handle_request(i: usize, seed: &mut u64, cache: &mut VecDeque<Vec<u8>>) -> usize {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let body = vec![(i % 251) as u8; 256 + (*seed % 4096) as usize];
+    let mut headers: HashMap<String, String> = HashMap::with_capacity(8);
+    for h in 0..8 {
+        headers.insert(format!("x-header-{h}"), format!("value-{i}-{h}"));
+    }
+    let mut response = Vec::new();
+    for chunk in body.chunks(64) {
+        response.extend_from_slice(chunk);
+        response.push(b'\n');
+    }
+    let items: Vec<Box<[u64; 4]>> = (0..16).map(|k| Box::new([k; 4])).collect();
+    if i % 97 == 0 {
+        black_box(vec![0u8; 256 * 1024]);
+    }
+    cache.push_back(body);
+    if cache.len() > 2000 {
+        cache.pop_front();
+    }
+    black_box(&headers);
+    black_box(&items);
+    response.len()
+}
+
+/// Runs one thread's requests; returns its cache so that the live set is
+/// still held when the report reads the profiler's figures.
+fn worker(thread: usize, requests: usize) -> (usize, VecDeque<Vec<u8>>) {
+    let mut seed = 0x9E37_79B9_7F4A_7C15 ^ (thread as u64 + 1);
+    let mut cache = VecDeque::new();
+    let total = (0..requests)
+        .map(|i| handle_request(i, &mut seed, &mut cache))
+        .sum();
+    (total, cache)
+}
+
+/// Peak resident set of this process, in KiB.
+pub fn max_rss_kib() -> i64 {
+    // SAFETY: getrusage fills the struct we own.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    usage.ru_maxrss
+}
+
+/// Runs the workload and prints one JSON line: the configuration's name,
+/// wall time, peak RSS, and whatever `extra` adds (`"key":value` pairs).
+pub fn run_and_report(name: &str, extra: impl FnOnce() -> String) {
+    let cfg = Config::from_env();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..cfg.threads)
+        .map(|t| {
+            let n = cfg.requests_per_thread;
+            std::thread::spawn(move || worker(t, n))
+        })
+        .collect();
+    let results: Vec<(usize, VecDeque<Vec<u8>>)> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let wall = start.elapsed();
+    black_box(results.iter().map(|r| r.0).sum::<usize>());
+    let extra = extra();
+    drop(results);
+    println!(
+        "{{\"config\":\"{name}\",\"threads\":{},\"requests\":{},\"wall_ms\":{:.3},\"max_rss_kib\":{}{}{}}}",
+        cfg.threads,
+        cfg.threads * cfg.requests_per_thread,
+        wall.as_secs_f64() * 1e3,
+        max_rss_kib(),
+        if extra.is_empty() { "" } else { "," },
+        extra
+    );
+}
