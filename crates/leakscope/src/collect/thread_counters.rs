@@ -300,8 +300,7 @@ pub(crate) fn memory_bytes() -> usize {
         // SAFETY: registered blocks are never freed.
         let b = unsafe { b.as_ref() };
         if let Some(table) = NonNull::new(b.table.load(Ordering::Acquire)) {
-            total +=
-                std::mem::size_of::<Block>() + slots(table).len() * std::mem::size_of::<Counts>();
+            total += std::mem::size_of::<Block>() + std::mem::size_of_val(slots(table));
         }
         block = b.next;
     }
