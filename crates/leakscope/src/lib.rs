@@ -56,7 +56,8 @@ pub use profiler::Profiler;
 pub mod frontend {
     pub use crate::collect::thread::UntrackedScope;
     pub use crate::collect::{
-        initialize, on_alloc, on_free, restore_after_failed_realloc, take_for_realloc, TrackedBlock,
+        initialize, may_be_tracked, plan_alloc, record_alloc, restore_after_failed_realloc,
+        sampled_layout, untrack, Plan, TrackedBlock, ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
     };
     pub use crate::config::Settings;
 }

@@ -12,6 +12,8 @@
 //! (see [`super::unwind`]). libgcc's `_Unwind_Backtrace` is never used here: it
 //! is slow and takes locks that may be held by the very `malloc` we are in.
 
+use std::mem::MaybeUninit;
+
 use super::thread::{self, ThreadState};
 
 /// Deepest stack recorded; deeper stacks keep their innermost frames.
@@ -69,76 +71,124 @@ fn stack_bounds(t: &ThreadState) -> Option<(usize, usize)> {
     bounds
 }
 
+/// Return addresses of one stack, innermost first. Not zero-initialised:
+/// filling 1 KiB on every capture would cost more than the walk.
+pub(crate) struct StackBuf {
+    frames: [MaybeUninit<usize>; MAX_FRAMES],
+    len: usize,
+}
+
+impl StackBuf {
+    pub(crate) fn new() -> Self {
+        StackBuf {
+            frames: [const { MaybeUninit::uninit() }; MAX_FRAMES],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.len == MAX_FRAMES
+    }
+
+    pub(crate) fn push(&mut self, addr: usize) {
+        if self.len < MAX_FRAMES {
+            self.frames[self.len].write(addr);
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[usize] {
+        // SAFETY: the first `len` entries were written by `push`.
+        unsafe { std::slice::from_raw_parts(self.frames.as_ptr().cast::<usize>(), self.len) }
+    }
+}
+
 /// How a frame-pointer walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WalkEnd {
     /// Reached the outermost frame (a null frame pointer or return address).
     Complete,
-    /// Stopped at a frame pointer outside the stack: some caller has no frame
-    /// pointer, and frames beyond it are missing.
-    Broken,
+    /// Stopped because the frame record at `last` points to something that is
+    /// not a frame record: the next caller has no frame pointer.
+    Broken { last: usize },
     /// Filled the buffer.
     Full,
 }
 
 /// Captures return addresses of the callers of the function that calls this
-/// one, innermost first, into `out`. Returns how many were written.
+/// one, innermost first.
+///
+/// Under the `auto` unwind policy a broken frame-pointer chain is finished by
+/// libunwind, except where this thread's chain is known to end anyway: the
+/// main thread's chain breaks at `main`'s caller in libc on every walk. The
+/// first time a walk breaks at a given frame, libunwind is asked once; if it
+/// finds at most a few more frames, that frame is remembered as this thread's
+/// outer edge and later walks that end there are taken as complete.
 #[inline(never)]
-pub(crate) fn capture(out: &mut [usize; MAX_FRAMES]) -> usize {
-    if super::unwind::always_dwarf() {
-        if let Some(n) = super::unwind::backtrace(out) {
-            return n;
-        }
+pub(crate) fn capture(out: &mut StackBuf) {
+    if super::unwind::always_dwarf() && super::unwind::backtrace(out) {
+        return;
     }
-    let (n, end) = walk_frame_pointers(out);
-    if end == WalkEnd::Broken {
-        if let Some(n) = super::unwind::backtrace(out) {
-            return n;
-        }
+    let WalkEnd::Broken { last } = walk_frame_pointers(out) else {
+        return;
+    };
+    if super::unwind::policy() != super::unwind::UnwindPolicy::Auto
+        || thread::with(|t| t.fp_outer_edge.get()) == last
+    {
+        return;
     }
-    n
+    let mut dwarf = StackBuf::new();
+    if !super::unwind::backtrace(&mut dwarf) {
+        return;
+    }
+    const FEW: usize = 3;
+    if dwarf.len <= out.len + FEW {
+        thread::with(|t| t.fp_outer_edge.set(last));
+    } else {
+        *out = dwarf;
+    }
 }
 
 /// The frame-pointer walk on its own.
 #[inline(never)]
-pub(crate) fn walk_frame_pointers(out: &mut [usize; MAX_FRAMES]) -> (usize, WalkEnd) {
+pub(crate) fn walk_frame_pointers(out: &mut StackBuf) -> WalkEnd {
     let mut fp = frame_pointer();
     let here = &fp as *const usize as usize;
     let Some((low, high)) = thread::with(stack_bounds) else {
-        return (0, WalkEnd::Broken);
+        return WalkEnd::Broken { last: 0 };
     };
     // On an alternate signal stack or a user-space coroutine stack we cannot
     // tell which addresses are mapped; record nothing rather than guess.
     if here < low || here >= high {
-        return (0, WalkEnd::Broken);
+        return WalkEnd::Broken { last: 0 };
     }
-    let mut n = 0;
-    while n < MAX_FRAMES {
+    let mut last = 0;
+    while !out.is_full() {
         // A frame record is two words at `fp`: the caller's frame pointer,
         // then the return address. It lives above our own locals.
         if fp < here || fp % std::mem::align_of::<usize>() != 0 || fp > high - 16 {
-            return (n, WalkEnd::Broken);
+            return WalkEnd::Broken { last };
         }
         // SAFETY: `fp` is aligned and `[fp, fp + 16)` lies inside
         // `[here, high)`, the live part of this thread's stack, which is
         // mapped and readable.
         let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
         if ret == 0 {
-            return (n, WalkEnd::Complete);
+            return WalkEnd::Complete;
         }
-        out[n] = ret;
-        n += 1;
+        out.push(ret);
         if next == 0 {
-            return (n, WalkEnd::Complete);
+            return WalkEnd::Complete;
         }
         if next <= fp {
             // Frames only move toward the stack's high end; anything else is
             // not a frame pointer.
-            return (n, WalkEnd::Broken);
+            return WalkEnd::Broken { last: fp };
         }
+        last = fp;
         fp = next;
     }
-    (n, WalkEnd::Full)
+    WalkEnd::Full
 }
 
 #[cfg(test)]
@@ -146,43 +196,61 @@ mod tests {
     use super::*;
 
     #[inline(never)]
-    fn depth_three(out: &mut [usize; MAX_FRAMES]) -> (usize, WalkEnd) {
+    fn depth_three(out: &mut StackBuf) -> WalkEnd {
         std::hint::black_box(depth_two(out))
     }
     #[inline(never)]
-    fn depth_two(out: &mut [usize; MAX_FRAMES]) -> (usize, WalkEnd) {
+    fn depth_two(out: &mut StackBuf) -> WalkEnd {
         std::hint::black_box(walk_frame_pointers(out))
     }
 
     #[test]
     fn walk_finds_callers_and_ends_cleanly() {
-        let mut out = [0; MAX_FRAMES];
-        let (n, end) = depth_three(&mut out);
-        assert!(n >= 3, "only {n} frames");
+        let mut out = StackBuf::new();
+        let end = depth_three(&mut out);
+        let frames = out.as_slice();
+        assert!(frames.len() >= 3, "only {} frames", frames.len());
         assert_ne!(end, WalkEnd::Full);
         // The first two return addresses lie inside our two helpers, in order.
         let two = depth_two as *const () as usize;
         let three = depth_three as *const () as usize;
         assert!(
-            out[0] > two && out[0] < two + 256,
+            frames[0] > two && frames[0] < two + 256,
             "{:#x} vs {two:#x}",
-            out[0]
+            frames[0]
         );
         assert!(
-            out[1] > three && out[1] < three + 256,
+            frames[1] > three && frames[1] < three + 256,
             "{:#x} vs {three:#x}",
-            out[1]
+            frames[1]
         );
     }
 
     #[test]
-    fn walk_reaches_the_thread_entry() {
-        let handle = std::thread::spawn(|| {
-            let mut out = [0; MAX_FRAMES];
-            walk_frame_pointers(&mut out)
-        });
-        let (n, end) = handle.join().unwrap();
-        assert!(n >= 2);
-        println!("thread walk: {n} frames, {end:?}");
+    fn spawned_threads_walk_to_their_entry() {
+        let end = std::thread::spawn(|| {
+            let mut out = StackBuf::new();
+            let end = walk_frame_pointers(&mut out);
+            assert!(out.as_slice().len() >= 2);
+            end
+        })
+        .join()
+        .unwrap();
+        assert_eq!(end, WalkEnd::Complete);
+    }
+
+    #[test]
+    fn a_full_buffer_stops_the_walk() {
+        #[inline(never)]
+        fn recurse(depth: usize, out: &mut StackBuf) -> WalkEnd {
+            if depth == 0 {
+                walk_frame_pointers(out)
+            } else {
+                std::hint::black_box(recurse(depth - 1, std::hint::black_box(out)))
+            }
+        }
+        let mut out = StackBuf::new();
+        assert_eq!(recurse(MAX_FRAMES + 10, &mut out), WalkEnd::Full);
+        assert_eq!(out.as_slice().len(), MAX_FRAMES);
     }
 }

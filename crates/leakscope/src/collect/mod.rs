@@ -1,22 +1,24 @@
 //! Collection: the part of leakscope that runs inside `malloc` and `free`.
 //!
 //! Every front end (the [`crate::Profiler`] global allocator; the `LD_PRELOAD`
-//! library) reports events through three calls: [`on_alloc`], [`on_free`] and
-//! the realloc pair [`take_for_realloc`] / [`on_alloc`]. Their fast paths are
-//! a few instructions; anything more goes through a `#[cold]` slow path that
-//! holds a [`thread::ReentryGuard`], so allocations made by code the profiler
-//! calls are never profiled and never recurse.
+//! library) reports events through a few calls: [`plan_alloc`] before an
+//! allocation (what to do with it), [`record_alloc`] after a tracked one,
+//! [`may_be_tracked`] and [`untrack`] before a free or realloc. The fast
+//! paths are a thread-local subtraction (alloc) and one test of address bits
+//! (free); anything more goes through a `#[cold]` slow path that holds a
+//! [`thread::ReentryGuard`], so allocations made by code the profiler calls
+//! are never profiled and never recurse.
 //!
 //! ```text
-//!            on_alloc ──► sampler (Poisson countdown, per thread)
-//!                            │ sampled, or full mode
-//!                            ▼
-//!                 backtrace::capture (frame pointers / libunwind)
-//!                            ▼
-//!                 stack_table::intern ──► SiteId, per-site alloc counters
-//!                            ▼
-//!                 live_table::insert (address → size, site, flags)
-//!            on_free ──► filter ──► live_table::remove
+//!   plan_alloc ──► countdown (per thread) ──► sampler / mode
+//!                       │ Sampled (256-aligned block) or Exact (full mode)
+//!                       ▼
+//!   record_alloc ──► backtrace::capture (frame pointers / libunwind)
+//!                       ▼
+//!                  stack_table::intern ──► SiteId; per-thread alloc counters
+//!                       ▼
+//!                  live_table::insert (address → size, site, flags)
+//!   may_be_tracked (address bits) ──► untrack ──► filter ──► live_table::remove
 //! ```
 //!
 //! Nothing here allocates through the global allocator: tables live in
@@ -34,7 +36,7 @@ pub mod thread;
 pub(crate) mod thread_counters;
 pub(crate) mod unwind;
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::config::{Mode, Settings};
 use filter::FreeFilter;
@@ -84,52 +86,166 @@ pub fn rate() -> u64 {
     RATE.load(Ordering::Relaxed)
 }
 
-/// Reports a new block of `size` bytes at `ptr` (non-null).
+/// How an allocation is to be made and recorded; see [`plan_alloc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Not recorded: allocate as asked.
+    Untracked,
+    /// Recorded exactly (full mode): allocate as asked.
+    Exact,
+    /// Recorded as a sample: allocate with at least [`SAMPLED_ALIGN`]
+    /// alignment, which is how `free` recognises candidates cheaply.
+    Sampled,
+}
+
+/// Alignment of every small block tracked by sampling. A small block whose
+/// address has any of the low bits set cannot be a sample, so `free` of the
+/// other 15 in 16 small blocks returns after one test ([`may_be_tracked`]).
+/// The cost is at most 255 bytes of padding per *sampled* block (one per 512
+/// KiB allocated by default).
+pub const SAMPLED_ALIGN: usize = 256;
+
+/// Blocks of this size and more are always checked at free (the check is
+/// nothing next to freeing them), and when sampled keep the caller's layout:
+/// over-aligning them would cost memalign's waste and, for zeroed blocks,
+/// calloc's lazily zeroed fresh pages.
+pub const ALWAYS_CHECKED_SIZE: usize = 64 << 10;
+
+/// Low address bits that rule a block out as tracked: `SAMPLED_ALIGN - 1`,
+/// or 0 (check every free) once full mode has been on, since full mode
+/// tracks blocks at any address.
+static FREE_MASK: AtomicUsize = AtomicUsize::new(SAMPLED_ALIGN - 1);
+
+/// Bytes an `off`-mode thread allocates between looks at the mode, so that a
+/// switch with [`set_mode`] reaches threads that are not sampling.
+const OFF_RECHECK_BYTES: i64 = 64 << 20;
+
+/// Decides, before the inner allocator is called, what to do with an
+/// allocation of `size` bytes. The fast path is one thread-local subtraction
+/// and a branch: the sampler's countdown doubles as the mode check (full
+/// mode keeps it negative; off mode sets it far ahead).
 #[inline(always)]
-pub fn on_alloc(ptr: *mut u8, size: usize, settings: &Settings) {
-    match MODE.load(Ordering::Relaxed) {
-        OFF => {}
-        SAMPLED => {
-            let crossed = thread::with(|t| {
-                let left = t.bytes_until_sample.get() - size as i64;
-                t.bytes_until_sample.set(left);
-                left < 0
-            });
-            if crossed {
-                sampled_slow(ptr, size);
+pub fn plan_alloc(size: usize, settings: &Settings) -> Plan {
+    if count_down(size) {
+        Plan::Untracked
+    } else {
+        plan_slow(size, settings)
+    }
+}
+
+/// The fast path of [`plan_alloc`] on its own: true means "untracked, no
+/// more to do"; false means the caller must call [`plan_slow`]. Front ends
+/// use the split to keep their fast path free of the slow path's registers.
+#[inline(always)]
+pub fn count_down(size: usize) -> bool {
+    thread::with(|t| {
+        let left = t.bytes_until_sample.get().wrapping_sub(size as i64);
+        t.bytes_until_sample.set(left);
+        left >= 0
+    })
+}
+
+/// The slow path of [`plan_alloc`], after [`count_down`] returned false.
+#[cold]
+#[inline(never)]
+pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
+    let mut mode = MODE.load(Ordering::Acquire);
+    if mode == UNINIT {
+        initialize(settings);
+        mode = MODE.load(Ordering::Acquire);
+    }
+    thread::with(|t| {
+        let may_track = !t.in_profiler.get() && t.untracked_depth.get() == 0;
+        match mode {
+            SAMPLED => {
+                // Re-arm the countdown even when not tracking, or every later
+                // allocation of this thread would come back here.
+                let sampled = sampler::crossed(t, size, RATE.load(Ordering::Relaxed));
+                if sampled && may_track {
+                    Plan::Sampled
+                } else {
+                    Plan::Untracked
+                }
+            }
+            FULL => {
+                t.bytes_until_sample.set(-1);
+                if may_track {
+                    Plan::Exact
+                } else {
+                    Plan::Untracked
+                }
+            }
+            OFF => {
+                t.bytes_until_sample.set(OFF_RECHECK_BYTES);
+                Plan::Untracked
+            }
+            // Another thread is initialising: stay on the slow path until it
+            // is done, and leave this allocation untracked.
+            _ => {
+                t.bytes_until_sample.set(-1);
+                Plan::Untracked
             }
         }
-        FULL => full_slow(ptr, size),
-        _ => init_slow(ptr, size, settings),
+    })
+}
+
+/// The layout a [`Plan::Sampled`] block is allocated with.
+pub fn sampled_layout(layout: std::alloc::Layout) -> std::alloc::Layout {
+    if layout.size() >= ALWAYS_CHECKED_SIZE {
+        layout
+    } else {
+        layout.align_to(SAMPLED_ALIGN).unwrap_or(layout)
     }
 }
 
-/// Reports that the block at `ptr` is about to be freed. Must be called
-/// *before* the block is returned to the inner allocator, so that another
-/// thread cannot be handed the same address while it is still recorded.
-#[inline(always)]
-pub fn on_free(ptr: *mut u8) {
-    if MODE.load(Ordering::Acquire) == FULL || FILTER.may_contain(ptr as usize) {
-        free_slow(ptr);
+/// Records a block allocated under a [`Plan::Exact`] or [`Plan::Sampled`]
+/// plan (`ptr` non-null). Returns false if a sampled block could not be
+/// recorded (table memory refused): the front end must then replace it by a
+/// block allocated as asked, since nothing will remember its alignment.
+#[inline]
+pub fn record_alloc(ptr: *mut u8, size: usize, plan: Plan) -> bool {
+    match plan {
+        Plan::Untracked => true,
+        Plan::Exact => {
+            record_slow(ptr, size, None);
+            true
+        }
+        Plan::Sampled => record_slow(ptr, size, Some(RATE.load(Ordering::Relaxed))),
     }
 }
 
-/// First half of a realloc: forgets the old block and returns what was
-/// recorded, for [`restore_after_failed_realloc`] if the realloc fails. On
-/// success the front end reports the new block with [`on_alloc`].
+/// Could the block of `size` bytes at `ptr` be tracked? False for almost
+/// every small block that was not sampled, after a load and two tests.
 #[inline(always)]
-pub fn take_for_realloc(ptr: *mut u8) -> Option<TrackedBlock> {
+pub fn may_be_tracked(ptr: *mut u8, size: usize) -> bool {
+    ptr as usize & FREE_MASK.load(Ordering::Relaxed) == 0 || size >= ALWAYS_CHECKED_SIZE
+}
+
+/// Forgets a block that is about to be freed (or reallocated) and returns
+/// what was recorded. Call it when [`may_be_tracked`] says so, *before* the
+/// block goes back to the inner allocator, so that another thread cannot be
+/// handed the same address while it is still recorded.
+#[inline]
+pub fn untrack(ptr: *mut u8) -> Option<TrackedBlock> {
     if MODE.load(Ordering::Acquire) == FULL || FILTER.may_contain(ptr as usize) {
         return free_slow(ptr).map(TrackedBlock);
     }
     None
 }
 
-/// What the profiler knew about a block handed to `realloc`.
+/// What the profiler knew about a block being freed or reallocated.
 #[derive(Debug, Clone, Copy)]
 pub struct TrackedBlock(LiveEntry);
 
-/// The inner realloc failed, so the old block is still live: record it again.
+impl TrackedBlock {
+    /// Whether the block was allocated under [`Plan::Sampled`] (and so with
+    /// [`sampled_layout`]).
+    pub fn was_sampled(&self) -> bool {
+        self.0.sampled
+    }
+}
+
+/// A realloc failed, so the old block is still live: record it again.
 #[cold]
 pub fn restore_after_failed_realloc(ptr: *mut u8, block: Option<TrackedBlock>) {
     let Some(TrackedBlock(entry)) = block else {
@@ -140,14 +256,6 @@ pub fn restore_after_failed_realloc(ptr: *mut u8, block: Option<TrackedBlock>) {
     };
     if LIVE.insert(ptr as usize, || entry).is_ok() && entry.in_filter {
         FILTER.add(ptr as usize);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn init_slow(ptr: *mut u8, size: usize, settings: &Settings) {
-    if initialize(settings) {
-        on_alloc(ptr, size, settings);
     }
 }
 
@@ -169,6 +277,9 @@ pub fn initialize(settings: &Settings) -> bool {
         unwind::set_policy(resolved.unwind);
         thread_counters::install();
         fork::install_handlers();
+        if resolved.mode == Mode::Full {
+            FREE_MASK.store(0, Ordering::Release);
+        }
         MODE.store(encode(resolved.mode), Ordering::Release);
     }
     if let Some(hook) = settings.on_init {
@@ -178,12 +289,22 @@ pub fn initialize(settings: &Settings) -> bool {
 }
 
 /// Switches the mode at run time. Blocks already tracked stay tracked until
-/// freed; blocks allocated while tracking was off are never seen.
+/// freed; blocks allocated while tracking was off are never seen. The calling
+/// thread follows at once; other threads follow at their next sampling
+/// decision (within 64 MiB of allocation for threads that were not
+/// sampling).
 pub fn set_mode(mode: Mode) {
     initialize(&Settings::new());
     let _guard = ReentryGuard::enter();
     let _switch = MODE_SWITCH.lock();
     let new = encode(mode);
+    if new == FULL {
+        // Full mode tracks blocks at any address: from now on every free
+        // must look. Published before the mode, so that any thread that sees
+        // full mode also sees the mask.
+        FREE_MASK.store(0, Ordering::Release);
+    }
+    thread::with(|t| t.bytes_until_sample.set(-1));
     if MODE.load(Ordering::Acquire) == FULL && new != FULL {
         // Blocks tracked in full mode skipped the free filter (full mode
         // looks every free up). Enter them now, with every shard locked so no
@@ -202,34 +323,17 @@ pub fn set_mode(mode: Mode) {
     }
 }
 
-#[cold]
-#[inline(never)]
-fn sampled_slow(ptr: *mut u8, size: usize) {
-    let rate = RATE.load(Ordering::Relaxed);
-    // Re-arm the countdown even when re-entered, or every later allocation of
-    // this thread would come back here.
-    if !thread::with(|t| sampler::crossed(t, size, rate)) {
-        return;
-    }
-    if let Some(_guard) = ReentryGuard::enter_to_track() {
-        record(ptr, size, Some(rate));
-    }
-}
-
-#[inline(never)]
-fn full_slow(ptr: *mut u8, size: usize) {
-    if let Some(_guard) = ReentryGuard::enter_to_track() {
-        record(ptr, size, None);
-    }
-}
-
 /// Records a tracked block: its stack, its counters, its live entry.
 /// `sampled_at` is the rate it was sampled at, `None` for exact tracking.
-#[inline(always)]
-fn record(ptr: *mut u8, size: usize, sampled_at: Option<u64>) {
-    let mut frames = [0usize; backtrace::MAX_FRAMES];
-    let depth = backtrace::capture(&mut frames);
-    let site = STACKS.intern(&frames[..depth], 0);
+/// Returns false when the live table could not take the entry.
+#[inline(never)]
+fn record_slow(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
+    let Some(_guard) = ReentryGuard::enter() else {
+        return false;
+    };
+    let mut stack = backtrace::StackBuf::new();
+    backtrace::capture(&mut stack);
+    let site = STACKS.intern(stack.as_slice(), 0);
     // This thread's own counters; the site record's shared ones only while
     // the thread is being torn down.
     let counts = thread::with(|t| thread_counters::counts_for(t, site));
@@ -267,9 +371,11 @@ fn record(ptr: *mut u8, size: usize, sampled_at: Option<u64>) {
             if entry.in_filter {
                 FILTER.add(addr);
             }
+            true
         }
         _ => {
             DROPPED.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 }

@@ -86,12 +86,17 @@ fn next_gap(t: &ThreadState, rate: u64) -> i64 {
 
 /// Called when an allocation of `size` bytes drove this thread's countdown
 /// below zero: a sample point falls inside the block, so it is sampled, and
-/// the countdown is re-armed from the block's end. On a thread's first
-/// allocation the countdown was never armed; the first gap is drawn here.
+/// the countdown is re-armed from the block's end.
+///
+/// The countdown may also have been negative *before* this allocation: on a
+/// thread's first allocation, or after full mode or a mode switch parked it
+/// at -1. Then no sample point was crossed; the first gap is drawn here and
+/// the block is sampled only if it falls inside it.
 ///
 /// `t.bytes_until_sample` already has `size` subtracted.
 pub(crate) fn crossed(t: &ThreadState, size: usize, rate: u64) -> bool {
-    if t.rng.get() == 0 {
+    let before = t.bytes_until_sample.get().wrapping_add(size as i64);
+    if t.rng.get() == 0 || before < 0 {
         let gap = next_gap(t, rate);
         if gap >= size as i64 {
             t.bytes_until_sample.set(gap - size as i64);

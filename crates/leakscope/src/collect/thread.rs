@@ -13,8 +13,9 @@ pub(crate) struct ThreadState {
     /// symbolising) whose own allocations must not show up in profiles.
     pub(crate) untracked_depth: Cell<u32>,
     /// Bytes left until the next sample point of this thread's Poisson
-    /// process. Starts at 0, so the first allocation enters the slow path and
-    /// draws the first gap.
+    /// process; negative sends the next allocation to the slow path. Starts
+    /// at -1, so the first allocation (even of 0 bytes) learns the mode there
+    /// and draws the first gap. Full mode keeps it at -1.
     pub(crate) bytes_until_sample: Cell<i64>,
     /// xorshift state of this thread's sampler; 0 until first use.
     pub(crate) rng: Cell<u64>,
@@ -22,6 +23,9 @@ pub(crate) struct ThreadState {
     /// looked up, `usize::MAX` in `stack_high` when they are unknown.
     pub(crate) stack_low: Cell<usize>,
     pub(crate) stack_high: Cell<usize>,
+    /// Address of the frame record where this thread's frame-pointer chain is
+    /// known to end (see `backtrace::capture`); 0 if not learnt.
+    pub(crate) fp_outer_edge: Cell<usize>,
     /// This thread's block of allocation counters (see `thread_counters`).
     pub(crate) counter_block: Cell<*mut super::thread_counters::Block>,
     /// Set once the block was handed back at thread exit.
@@ -33,10 +37,11 @@ impl ThreadState {
         ThreadState {
             in_profiler: Cell::new(false),
             untracked_depth: Cell::new(0),
-            bytes_until_sample: Cell::new(0),
+            bytes_until_sample: Cell::new(-1),
             rng: Cell::new(0),
             stack_low: Cell::new(0),
             stack_high: Cell::new(0),
+            fp_outer_edge: Cell::new(0),
             counter_block: Cell::new(std::ptr::null_mut()),
             counters_released: Cell::new(false),
         }
@@ -71,13 +76,6 @@ impl ReentryGuard {
     #[inline]
     pub(crate) fn enter() -> Option<ReentryGuard> {
         Self::enter_if(|t| !t.in_profiler.get())
-    }
-
-    /// Like [`ReentryGuard::enter`], but also refuses inside an
-    /// [`UntrackedScope`]: for recording a new allocation.
-    #[inline]
-    pub(crate) fn enter_to_track() -> Option<ReentryGuard> {
-        Self::enter_if(|t| !t.in_profiler.get() && t.untracked_depth.get() == 0)
     }
 
     #[inline]

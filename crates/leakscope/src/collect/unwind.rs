@@ -12,7 +12,9 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
-use super::backtrace::MAX_FRAMES;
+use std::mem::MaybeUninit;
+
+use super::backtrace::{StackBuf, MAX_FRAMES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -88,27 +90,29 @@ fn function() -> Option<UnwBacktrace> {
     function()
 }
 
-/// Unwinds the current stack with libunwind if the policy allows it and the
-/// library is available. This function's own frame is dropped, so the result
-/// starts, like a frame-pointer walk, with the return address into the
-/// capture function.
+/// Unwinds the current stack with libunwind into `out` if the policy allows
+/// it and the library is available; false otherwise. This function's own
+/// frame is dropped, so the result starts, like a frame-pointer walk, with
+/// the return address into the capture function.
 #[inline(never)]
-pub(crate) fn backtrace(out: &mut [usize; MAX_FRAMES]) -> Option<usize> {
+pub(crate) fn backtrace(out: &mut StackBuf) -> bool {
     if policy() == UnwindPolicy::FramePointers {
-        return None;
+        return false;
     }
-    let f = function()?;
+    let Some(f) = function() else {
+        return false;
+    };
     const SKIP: usize = 1;
-    let mut raw = [std::ptr::null_mut::<libc::c_void>(); MAX_FRAMES + SKIP];
-    // SAFETY: the buffer holds `raw.len()` pointers and we pass that length.
-    let n = unsafe { f(raw.as_mut_ptr(), raw.len() as libc::c_int) };
-    let n = (n.max(0) as usize).saturating_sub(SKIP);
-    // unw_backtrace reports the instruction pointer of each frame; callers'
-    // entries are return addresses, like the frame-pointer walk's.
-    for (dst, src) in out.iter_mut().zip(&raw[SKIP..SKIP + n]) {
-        *dst = *src as usize;
+    let mut raw = [const { MaybeUninit::<*mut libc::c_void>::uninit() }; MAX_FRAMES + SKIP];
+    // SAFETY: the buffer holds `raw.len()` pointers and we pass that length;
+    // unw_backtrace initialises the first `n` it returns.
+    let n = unsafe { f(raw.as_mut_ptr().cast(), raw.len() as libc::c_int) };
+    let n = (n.max(0) as usize).min(raw.len());
+    for r in raw.iter().take(n).skip(SKIP) {
+        // SAFETY: entries below `n` were written by unw_backtrace.
+        out.push(unsafe { r.assume_init() } as usize);
     }
-    Some(n)
+    true
 }
 
 /// Whether stacks should always be unwound with libunwind.

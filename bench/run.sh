@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of leakscope against the alternatives, in one run:
+#   - the multi-threaded workload (src/lib.rs) on: the system allocator alone;
+#     leakscope off / sampled (512 KiB) / full; jemalloc, and jemalloc with
+#     profiling at the same rate; heaptrack and dhat on the same workload;
+#   - profiler memory per tracked block (1M live blocks, full mode);
+#   - instruction counts of the hot path under callgrind (deterministic);
+#   - criterion micro-benchmarks of one alloc+free pair per mode.
+# Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPEATS=${1:-7}
+SLOW_REPEATS=${SLOW_REPEATS:-3}
+export BENCH_THREADS=${BENCH_THREADS:-4}
+export BENCH_REQUESTS=${BENCH_REQUESTS:-50000}
+OUT=$(mktemp -d)
+RAW="$OUT/raw.jsonl"
+
+cargo build --release -q -p leakscope-bench --bins
+B=target/release
+
+# Runs one configuration; records the in-process report plus the whole
+# command's wall time (heaptrack's and dhat's costs partly fall outside the
+# workload's own clock).
+run() {
+    local name=$1; shift
+    local start end line
+    start=$(date +%s%N)
+    line=$("$@" 2>/dev/null | grep '^{"config"' | tail -1)
+    end=$(date +%s%N)
+    echo "{\"name\":\"$name\",\"process_ms\":$(( (end - start) / 1000000 )),\"report\":$line}" >> "$RAW"
+}
+
+echo "bench: workload, $REPEATS rounds (threads=$BENCH_THREADS, requests/thread=$BENCH_REQUESTS)"
+for round in $(seq "$REPEATS"); do
+    run system "$B/workload-system"
+    run leakscope-off env LEAKSCOPE_MODE=off "$B/workload-leakscope"
+    run leakscope-sampled env LEAKSCOPE_MODE=sampled "$B/workload-leakscope"
+    run leakscope-full env LEAKSCOPE_MODE=full "$B/workload-leakscope"
+    run jemalloc "$B/workload-jemalloc"
+    run jemalloc-prof env _RJEM_MALLOC_CONF=prof:true,prof_active:true,lg_prof_sample:19 "$B/workload-jemalloc"
+    echo "  round $round/$REPEATS done"
+done
+for round in $(seq "$SLOW_REPEATS"); do
+    if command -v heaptrack >/dev/null 2>&1; then
+        run heaptrack heaptrack -o "$OUT/heaptrack.$round" "$B/workload-system"
+    fi
+    run dhat "$B/workload-dhat"
+    echo "  slow round $round/$SLOW_REPEATS done"
+done
+
+echo "bench: profiler memory per tracked block"
+LEAKSCOPE_MODE=full BENCH_LIVE_BLOCKS=1000000 BENCH_REQUESTS=1000 "$B/workload-leakscope" > "$OUT/memory.json"
+
+echo "bench: callgrind instruction counts (1 thread)"
+CALLGRIND="$OUT/callgrind.txt"
+: > "$CALLGRIND"
+for cfg in system:workload-system: off:workload-leakscope:off sampled:workload-leakscope:sampled full:workload-leakscope:full; do
+    IFS=: read -r name bin mode <<< "$cfg"
+    env BENCH_THREADS=1 BENCH_REQUESTS=5000 ${mode:+LEAKSCOPE_MODE=$mode} \
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.$name" "$B/$bin" > /dev/null 2> "$OUT/cg.$name.log"
+    echo "$name $(grep -o 'Collected : [0-9]*' "$OUT/cg.$name.log" | grep -o '[0-9]*')" >> "$CALLGRIND"
+done
+
+echo "bench: criterion hot path"
+cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
+
+python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion > bench/RESULTS.md
+echo "bench: wrote bench/RESULTS.md"
