@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
-raw_path, memory_path, callgrind_path, criterion_dir = sys.argv[1:5]
+raw_path, memory_path, callgrind_path, criterion_dir, pairs_path, allocations_path = sys.argv[1:7]
 
 
 def cmd(*args):
@@ -44,6 +44,13 @@ for line in open(callgrind_path):
     parts = line.split()
     if len(parts) == 2 and parts[1].isdigit():
         instructions[parts[0]] = int(parts[1])
+
+
+pairs = {}
+for line in open(pairs_path):
+    parts = line.split()
+    if len(parts) == 2 and parts[1].isdigit():
+        pairs[parts[0]] = int(parts[1]) / 100000
 
 
 def criterion(group, name):
@@ -85,7 +92,10 @@ p("")
 
 p("## Hot path, instruction counts (callgrind, 1 thread, 5000 requests)")
 p("")
-p("Deterministic: the same binary and input always execute the same instructions, whatever the machine is doing.")
+p("Deterministic for a given binary and environment, but not a clean comparison at the 1% level: the system "
+  "and leakscope binaries differ in size and start-up, and glibc malloc's own work varies by a few million "
+  "instructions with heap layout (compare `off`, which adds 7 instructions per pair, against `system`). "
+  "The per-pair counts below isolate what leakscope adds.")
 p("")
 p("| configuration | instructions | ratio |")
 p("| --- | --- | --- |")
@@ -93,6 +103,25 @@ for n in ["system", "off", "sampled", "full"]:
     if n in instructions:
         p(f"| {n} | {instructions[n]:,} | {instructions[n] / instructions['system']:.4f}× |")
 p("")
+
+p("## One alloc + free pair, instructions (callgrind)")
+p("")
+p("64-byte blocks cycling through a ring of 64 live blocks (so addresses vary), 100 000 pairs.")
+p("")
+p("| configuration | instructions per pair | added |")
+p("| --- | --- | --- |")
+for n in ["system", "off", "sampled", "full"]:
+    if n in pairs:
+        p(f"| {n} | {pairs[n]:.1f} | {pairs[n] - pairs['system']:+.1f} |")
+p("")
+
+allocations = json.load(open(allocations_path)).get("allocations")
+if allocations and "sampled" in pairs and "system" in instructions:
+    share = (pairs["sampled"] - pairs["system"]) * allocations / instructions["system"]
+    p(f"The one-thread workload run above makes {allocations:,.0f} allocations (counted in full mode); at "
+      f"{pairs['sampled'] - pairs['system']:.1f} added instructions per alloc+free pair, sampled mode adds "
+      f"about **{share * 100:.2f}%** to its {instructions['system']:,} instructions.")
+    p("")
 
 p("## One alloc + free pair (criterion, mean ns)")
 p("")
@@ -125,11 +154,11 @@ sampled = wall["leakscope-sampled"] / wall["system"]
 off = wall["leakscope-off"] / wall["system"]
 full = wall["leakscope-full"] / wall["system"]
 rows = [
-    ("sampled ≤ 1.01× system (workload wall time)", f"{sampled:.3f}×", sampled <= 1.01),
+    ("sampled ≤ 1.01× system (workload wall time, median)", f"{sampled:.3f}×", sampled <= 1.01),
 ]
-if "sampled" in instructions:
-    ratio = instructions["sampled"] / instructions["system"]
-    rows.append(("sampled ≤ 1.01× system (instructions)", f"{ratio:.4f}×", ratio <= 1.01))
+if allocations and "sampled" in pairs and "system" in instructions:
+    share = (pairs["sampled"] - pairs["system"]) * allocations / instructions["system"]
+    rows.append(("sampled ≤ 1.01× system (instructions added per pair × allocations)", f"{1 + share:.4f}×", share <= 0.01))
 if "jemalloc-prof" in wall:
     je = wall["jemalloc-prof"] / wall["jemalloc"]
     rows.append(("sampled overhead below jemalloc profiling's", f"{sampled:.3f}× vs {je:.3f}×", sampled <= je))

@@ -4,7 +4,8 @@
 #     leakscope off / sampled (512 KiB) / full; jemalloc, and jemalloc with
 #     profiling at the same rate; heaptrack and dhat on the same workload;
 #   - profiler memory per tracked block (1M live blocks, full mode);
-#   - instruction counts of the hot path under callgrind (deterministic);
+#   - instruction counts under callgrind (deterministic): the whole workload
+#     on one thread, and one alloc+free pair in isolation;
 #   - criterion micro-benchmarks of one alloc+free pair per mode.
 # Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]
 set -euo pipefail
@@ -62,8 +63,20 @@ for cfg in system:workload-system: off:workload-leakscope:off sampled:workload-l
     echo "$name $(grep -o 'Collected : [0-9]*' "$OUT/cg.$name.log" | grep -o '[0-9]*')" >> "$CALLGRIND"
 done
 
+# Allocations in that one-thread run, counted exactly in full mode.
+BENCH_THREADS=1 BENCH_REQUESTS=5000 LEAKSCOPE_MODE=full "$B/workload-leakscope" > "$OUT/allocations.json"
+
+echo "bench: instructions per alloc+free pair (callgrind)"
+PAIRS="$OUT/pairs.txt"
+: > "$PAIRS"
+for cfg in system off sampled full; do
+    valgrind --tool=callgrind --toggle-collect='*measured_pairs*' --callgrind-out-file="$OUT/cgp.$cfg" \
+        "$B/hot-path-pairs" "$cfg" 100000 > /dev/null 2> "$OUT/cgp.$cfg.log"
+    echo "$cfg $(grep -o 'Collected : [0-9]*' "$OUT/cgp.$cfg.log" | grep -o '[0-9]*')" >> "$PAIRS"
+done
+
 echo "bench: criterion hot path"
 cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
 
-python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion > bench/RESULTS.md
+python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" > bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md"

@@ -19,6 +19,15 @@ fn main() {
             "\"tracked_blocks\":{},\"sites\":{},\"profiler_bytes\":{}",
             s.tracked_blocks, s.sites, s.profiler_bytes
         );
+        if leakscope::mode() == leakscope::Mode::Full {
+            // Every allocation of the run, counted exactly.
+            let allocations: f64 = leakscope::heap_profile()
+                .sites()
+                .iter()
+                .map(|s| s.alloc_objects)
+                .sum();
+            extra += &format!(",\"allocations\":{allocations}");
+        }
         if let Some(n) = std::env::var("BENCH_LIVE_BLOCKS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())

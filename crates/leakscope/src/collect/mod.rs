@@ -214,23 +214,24 @@ pub fn record_alloc(ptr: *mut u8, size: usize, plan: Plan) -> bool {
     }
 }
 
-/// Could the block of `size` bytes at `ptr` be tracked? False for almost
-/// every small block that was not sampled, after a load and two tests.
+/// Could the block of `size` bytes at `ptr` be tracked? False means
+/// certainly not. For a small block that was not sampled this takes a load
+/// and a test of the address's low bits; for the few that pass (aligned by
+/// chance, or large), a lookup in the free filter.
 #[inline(always)]
 pub fn may_be_tracked(ptr: *mut u8, size: usize) -> bool {
-    ptr as usize & FREE_MASK.load(Ordering::Relaxed) == 0 || size >= ALWAYS_CHECKED_SIZE
+    (ptr as usize & FREE_MASK.load(Ordering::Relaxed) == 0 || size >= ALWAYS_CHECKED_SIZE)
+        && (MODE.load(Ordering::Acquire) == FULL || FILTER.may_contain(ptr as usize))
 }
 
 /// Forgets a block that is about to be freed (or reallocated) and returns
-/// what was recorded. Call it when [`may_be_tracked`] says so, *before* the
-/// block goes back to the inner allocator, so that another thread cannot be
-/// handed the same address while it is still recorded.
+/// what was recorded. Call it when [`may_be_tracked`] says so (it is correct,
+/// only slower, otherwise), *before* the block goes back to the inner
+/// allocator, so that another thread cannot be handed the same address while
+/// it is still recorded.
 #[inline]
 pub fn untrack(ptr: *mut u8) -> Option<TrackedBlock> {
-    if MODE.load(Ordering::Acquire) == FULL || FILTER.may_contain(ptr as usize) {
-        return free_slow(ptr).map(TrackedBlock);
-    }
-    None
+    free_slow(ptr).map(TrackedBlock)
 }
 
 /// What the profiler knew about a block being freed or reallocated.
