@@ -71,7 +71,7 @@ PAIRS="$OUT/pairs.txt"
 : > "$PAIRS"
 for cfg in system off sampled full; do
     valgrind --tool=callgrind --toggle-collect='*measured_pairs*' --callgrind-out-file="$OUT/cgp.$cfg" \
-        "$B/hot-path-pairs" "$cfg" 100000 > /dev/null 2> "$OUT/cgp.$cfg.log"
+        "$B/hot-path-pairs" "$cfg" 1000000 > /dev/null 2> "$OUT/cgp.$cfg.log"
     echo "$cfg $(grep -o 'Collected : [0-9]*' "$OUT/cgp.$cfg.log" | grep -o '[0-9]*')" >> "$PAIRS"
 done
 

@@ -86,10 +86,6 @@ impl StackBuf {
         }
     }
 
-    pub(crate) fn is_full(&self) -> bool {
-        self.len == MAX_FRAMES
-    }
-
     pub(crate) fn push(&mut self, addr: usize) {
         if self.len < MAX_FRAMES {
             self.frames[self.len].write(addr);
@@ -159,14 +155,18 @@ pub(crate) fn walk_frame_pointers(out: &mut StackBuf) -> WalkEnd {
     };
     // On an alternate signal stack or a user-space coroutine stack we cannot
     // tell which addresses are mapped; record nothing rather than guess.
-    if here < low || here >= high {
+    if here < low || here >= high - 16 {
         return WalkEnd::Broken { last: 0 };
     }
+    // A frame record (two words: the caller's frame pointer, then the return
+    // address) must lie in [here, high - 16], aligned: one unsigned compare
+    // checks both ends.
+    let span = high - 16 - here;
     let mut last = 0;
-    while !out.is_full() {
-        // A frame record is two words at `fp`: the caller's frame pointer,
-        // then the return address. It lives above our own locals.
-        if fp < here || fp % std::mem::align_of::<usize>() != 0 || fp > high - 16 {
+    let mut n = out.len;
+    while n < MAX_FRAMES {
+        if fp.wrapping_sub(here) > span || fp % std::mem::align_of::<usize>() != 0 {
+            out.len = n;
             return WalkEnd::Broken { last };
         }
         // SAFETY: `fp` is aligned and `[fp, fp + 16)` lies inside
@@ -174,20 +174,25 @@ pub(crate) fn walk_frame_pointers(out: &mut StackBuf) -> WalkEnd {
         // mapped and readable.
         let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
         if ret == 0 {
+            out.len = n;
             return WalkEnd::Complete;
         }
-        out.push(ret);
-        if next == 0 {
-            return WalkEnd::Complete;
-        }
+        out.frames[n].write(ret);
+        n += 1;
         if next <= fp {
-            // Frames only move toward the stack's high end; anything else is
-            // not a frame pointer.
-            return WalkEnd::Broken { last: fp };
+            out.len = n;
+            // A null link is the outermost frame; anything else that does not
+            // move toward the stack's high end is not a frame pointer.
+            return if next == 0 {
+                WalkEnd::Complete
+            } else {
+                WalkEnd::Broken { last: fp }
+            };
         }
         last = fp;
         fp = next;
     }
+    out.len = n;
     WalkEnd::Full
 }
 
