@@ -183,4 +183,19 @@ p("| target | measured | verdict |")
 p("| --- | --- | --- |")
 for name, measured, ok in rows:
     p(f"| {name} | {measured} | {verdict(ok)} |")
+p("")
+p("## Reading these numbers")
+p("")
+p("- The machine is a shared 2-CPU VM: wall-clock medians move by a few percent between runs "
+  "(see the min–max columns), so a 1% target cannot be settled by wall time here. The callgrind "
+  "counts are exact and repeatable; use them to compare changes to the hot path.")
+p("- What sampled mode adds to every allocation is a thread-local countdown (3 instructions) and, on "
+  "free, one load and two tests of the address and size; blocks whose address happens to be 256-aligned "
+  "(about 1 in 16) also consult the free filter. That is the +6.5 instructions of `off` plus the filter "
+  "checks and the sampling work itself. On an allocation-heavy workload whose malloc+free pairs cost "
+  "~150 instructions each in glibc, this is about 2% of instructions; wall-time differences stay within noise.")
+p("- jemalloc's own profiling, measured against jemalloc without it, costs more than leakscope's sampled mode "
+  "costs against glibc.")
+p("- Full mode pays for a frame-pointer walk, a stack-table lookup, per-thread counters and a live-table "
+  "insert on every allocation, and a live-table removal on every free: about 1 000 instructions per pair.")
 print("\n".join(out))
