@@ -233,3 +233,65 @@ fn demo_finds_the_planted_leak() {
         "full mode must count the kept bodies exactly"
     );
 }
+
+#[test]
+fn leakscope_out_writes_a_profile_at_exit() {
+    // The CLI itself runs on leakscope's allocator (off unless told): profile
+    // a `top` run through the environment and read the result back.
+    let dir = scratch("at-exit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let template = dir.join("cli-%p.pb.gz");
+    let go = fixture("go-heap.pb.gz");
+    let child = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args(["top", go.to_str().unwrap()])
+        .env("LEAKSCOPE_MODE", "full")
+        .env("LEAKSCOPE_OUT", &template)
+        .output()
+        .unwrap();
+    assert!(child.status.success(), "{}", stderr(&child));
+    let written: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let name = written[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        name.starts_with("cli-") && name.ends_with(".pb.gz") && !name.contains("%p"),
+        "{name}"
+    );
+    let bytes = std::fs::read(&written[0]).unwrap();
+    let view = leakscope_profile::StackView::new(&leakscope_profile::decode(&bytes).unwrap());
+    // Decoding the Go profile allocated memory under the `top` command.
+    assert!(
+        view.samples.iter().any(|s| view
+            .function_names(s)
+            .any(|f| f.contains("commands::top::run"))),
+        "no sample under the top command"
+    );
+    assert!(
+        view.comments.iter().any(|c| c.contains("full")),
+        "{:?}",
+        view.comments
+    );
+}
+
+#[test]
+fn a_bad_environment_setting_warns_and_carries_on() {
+    let go = fixture("go-heap.pb.gz");
+    let o = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args(["top", go.to_str().unwrap()])
+        .env("LEAKSCOPE_MODE", "turbo")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("ignoring LEAKSCOPE_MODE=turbo"),
+        "{}",
+        stderr(&o)
+    );
+}
