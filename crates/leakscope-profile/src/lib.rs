@@ -12,11 +12,13 @@
 //! - [`StackView`]: a profile resolved into readable stacks (function names,
 //!   inlined frames expanded), the input of every transform.
 //! - transforms: [`top`], [`diff`], [`folded`].
+//! - [`snapshot`]: the snapshot file (who holds memory) and its refs profile.
 
 pub mod builder;
 pub mod codec;
 pub mod diff;
 pub mod folded;
+pub mod snapshot;
 pub mod top;
 pub mod units;
 pub mod view;

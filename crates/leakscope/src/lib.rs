@@ -45,11 +45,13 @@ mod collect;
 mod config;
 mod export;
 mod profiler;
+pub mod snapshot;
 
 pub use collect::{mode, rate, set_mode, stats, Stats};
 pub use config::{Mode, DEFAULT_RATE};
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use profiler::Profiler;
+pub use snapshot::{snapshot, Snapshot, SnapshotError};
 
 /// The event interface for front ends other than [`Profiler`] (the
 /// `LD_PRELOAD` library). Application code does not need it.

@@ -313,6 +313,34 @@ impl LiveTable {
         after();
     }
 
+    /// Visits every live block without taking locks.
+    ///
+    /// # Safety
+    /// Every shard lock must be held by the caller (see
+    /// [`LiveTable::lock_for_fork`]), or the caller is a fork child's only
+    /// thread.
+    pub(crate) unsafe fn for_each_unlocked(&self, mut f: impl FnMut(usize, LiveEntry)) {
+        for shard in &self.shards {
+            // SAFETY: forwarded from the caller.
+            let shard = unsafe { shard.0.get_unlocked() };
+            for s in shard.slots().iter().filter(|s| s.addr != 0) {
+                f(s.addr, LiveEntry::unpack(s.meta));
+            }
+        }
+    }
+
+    /// Number of tracked blocks, without taking locks.
+    ///
+    /// # Safety
+    /// As [`LiveTable::for_each_unlocked`].
+    pub(crate) unsafe fn len_unlocked(&self) -> usize {
+        // SAFETY: forwarded from the caller.
+        self.shards
+            .iter()
+            .map(|s| unsafe { s.0.get_unlocked() }.len)
+            .sum()
+    }
+
     /// Number of tracked blocks.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.0.lock().len).sum()

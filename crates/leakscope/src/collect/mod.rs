@@ -50,6 +50,10 @@ const INITIALIZING: u8 = 1;
 const OFF: u8 = 2;
 const SAMPLED: u8 = 3;
 const FULL: u8 = 4;
+/// The child of a snapshot fork: it must neither allocate nor free (another
+/// thread may have held an allocator lock at the fork); any attempt aborts
+/// it with a message instead of deadlocking.
+const SNAPSHOT_CHILD: u8 = 5;
 
 /// The profiling mode, or the initialisation state before it is known.
 static MODE: AtomicU8 = AtomicU8::new(UNINIT);
@@ -76,7 +80,7 @@ fn encode(mode: Mode) -> u8 {
 pub fn mode() -> Mode {
     match MODE.load(Ordering::Acquire) {
         SAMPLED => Mode::Sampled,
-        FULL => Mode::Full,
+        FULL | SNAPSHOT_CHILD => Mode::Full,
         _ => Mode::Off,
     }
 }
@@ -179,6 +183,7 @@ pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
                 t.bytes_until_sample.set(OFF_RECHECK_BYTES);
                 Plan::Untracked
             }
+            SNAPSHOT_CHILD => die_in_snapshot_child("allocation"),
             // Another thread is initialising: stay on the slow path until it
             // is done, and leave this allocation untracked.
             _ => {
@@ -221,7 +226,26 @@ pub fn record_alloc(ptr: *mut u8, size: usize, plan: Plan) -> bool {
 #[inline(always)]
 pub fn may_be_tracked(ptr: *mut u8, size: usize) -> bool {
     (ptr as usize & FREE_MASK.load(Ordering::Relaxed) == 0 || size >= ALWAYS_CHECKED_SIZE)
-        && (MODE.load(Ordering::Acquire) == FULL || FILTER.may_contain(ptr as usize))
+        && (MODE.load(Ordering::Acquire) >= FULL || FILTER.may_contain(ptr as usize))
+}
+
+/// Turns this process into a snapshot child: from now on any allocation or
+/// free aborts (see [`SNAPSHOT_CHILD`]).
+pub(crate) fn enter_snapshot_child() {
+    FREE_MASK.store(0, Ordering::Release);
+    MODE.store(SNAPSHOT_CHILD, Ordering::Release);
+    thread::with(|t| t.bytes_until_sample.set(-1));
+}
+
+#[cold]
+fn die_in_snapshot_child(what: &str) -> ! {
+    crate::config::warn(&[
+        "snapshot child: ",
+        what,
+        " attempted; aborting the analysis",
+    ]);
+    // SAFETY: _exit ends the child at once, running nothing else.
+    unsafe { libc::_exit(70) }
 }
 
 /// Forgets a block that is about to be freed (or reallocated) and returns
@@ -383,6 +407,9 @@ fn record_slow(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
 
 #[inline(never)]
 fn free_slow(ptr: *mut u8) -> Option<LiveEntry> {
+    if MODE.load(Ordering::Relaxed) == SNAPSHOT_CHILD {
+        die_in_snapshot_child("free");
+    }
     let addr = ptr as usize;
     let removed = match ReentryGuard::enter() {
         Some(_guard) => LIVE.remove(addr),

@@ -39,6 +39,17 @@ impl<T> SpinLock<T> {
             .then_some(SpinGuard { lock: self })
     }
 
+    /// The value, without locking.
+    ///
+    /// # Safety
+    /// The caller must hold the lock by other means (`raw_lock`, or being a
+    /// fork child's only thread that inherited it), so that nobody writes
+    /// the value meanwhile.
+    pub(crate) unsafe fn get_unlocked(&self) -> &T {
+        // SAFETY: forwarded from the caller.
+        unsafe { &*self.value.get() }
+    }
+
     /// Takes the lock without a guard; pair with [`SpinLock::raw_unlock`].
     /// Used by the fork handlers, which lock in one callback and unlock in
     /// another.

@@ -5,6 +5,7 @@
 pub(crate) mod at_exit;
 pub(crate) mod maps;
 mod pprof;
+pub(crate) mod stacks;
 pub(crate) mod symbolize;
 
 use std::io;

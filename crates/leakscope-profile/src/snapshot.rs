@@ -1,0 +1,460 @@
+//! The snapshot file: what a heap snapshot found, in a versioned JSON form
+//! that outlives the process (so that `leakscope refs` can read it, and two
+//! snapshots can be compared), and the holder-chain ("refs") profile derived
+//! from it.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::builder::Id;
+use crate::units::format_value;
+use crate::{pb, ProfileBuilder};
+
+/// The `format` field of every snapshot file.
+pub const FORMAT: &str = "leakscope-snapshot";
+/// The newest version this code writes and reads.
+pub const VERSION: u32 = 1;
+
+/// A count of blocks and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amount {
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
+impl Amount {
+    pub fn add(&mut self, bytes: u64) {
+        self.blocks += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// What a node of the reference graph is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    /// A named global variable (a Rust `static`).
+    Static,
+    /// Words of an object's writable data outside any named variable.
+    Data,
+    /// A thread's registers.
+    Registers,
+    /// A thread's thread-local storage.
+    ThreadLocal,
+    /// A stack frame (or stack words outside any frame).
+    Stack,
+    /// A heap block.
+    Heap,
+}
+
+/// A root or a heap block, named for a reader.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Node {
+    pub kind: NodeKind,
+    /// `myapp::CACHE`, `thread main: myapp::run`, or for a heap block the
+    /// function that allocated it.
+    pub name: String,
+    /// For heap blocks: the allocation stack, leaf first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub site: Vec<String>,
+    /// For heap blocks: the block's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl Node {
+    /// The label used in chains and the refs profile.
+    pub fn label(&self) -> String {
+        match self.kind {
+            NodeKind::Heap => format!("{} (heap)", self.name),
+            NodeKind::Static => format!("static {}", self.name),
+            _ => self.name.clone(),
+        }
+    }
+}
+
+/// One link of a reference chain: a node, and where inside it the pointer
+/// to the next link sits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub node: Node,
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// A node that keeps memory alive: everything it dominates would be freed
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub node: Node,
+    pub retained: Amount,
+    /// From a root to the holder (inclusive), shortest.
+    pub chain: Vec<Link>,
+}
+
+/// Large buffers kept alive by small slices of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pinning {
+    /// The node that holds the slices (the buffers' dominator).
+    pub holder: Node,
+    /// Allocation stack of the buffers, leaf first.
+    pub buffer_site: Vec<String>,
+    pub buffers: Amount,
+    /// Bytes the slices actually cover.
+    pub slice_bytes: u64,
+    /// From a root to the holder.
+    pub chain: Vec<Link>,
+}
+
+/// How a group of blocks stands, in Valgrind's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakKind {
+    /// No pointer to it anywhere.
+    DefinitelyLost,
+    /// Pointed to only from lost blocks.
+    IndirectlyLost,
+    /// Reachable only through pointers into its middle.
+    PossiblyLost,
+    /// Reachable from a root.
+    StillReachable,
+}
+
+/// Blocks of one kind allocated at one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakGroup {
+    pub kind: LeakKind,
+    /// Allocation stack, leaf first.
+    pub site: Vec<String>,
+    pub amount: Amount,
+    /// For reachable groups: the chain to the group's largest block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Link>,
+}
+
+/// Bytes reached along one chain of labels (root first), for the refs
+/// profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPath {
+    pub path: Vec<String>,
+    pub amount: Amount,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadReport {
+    pub tid: i32,
+    pub name: String,
+    /// False if it did not stop in time (its stack was not scanned).
+    pub stopped: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub live: Amount,
+    pub still_reachable: Amount,
+    pub possibly_lost: Amount,
+    pub definitely_lost: Amount,
+    pub indirectly_lost: Amount,
+    /// Tracked entries left out because their memory was not readable.
+    pub dropped_entries: u64,
+    pub scanned_bytes: u64,
+    pub edges: u64,
+}
+
+/// Everything a snapshot found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotReport {
+    pub format: String,
+    pub version: u32,
+    pub pid: u32,
+    pub time_unix_ms: u64,
+    /// How long the process was stopped.
+    pub pause_ms: f64,
+    /// How long the analysis took (in the forked child).
+    pub analysis_ms: f64,
+    pub threads: Vec<ThreadReport>,
+    pub totals: Totals,
+    pub holders: Vec<Holder>,
+    pub pinned: Vec<Pinning>,
+    pub groups: Vec<LeakGroup>,
+    pub retention: Vec<RetentionPath>,
+}
+
+/// Why a snapshot file could not be read.
+#[derive(Debug)]
+pub enum SnapshotFileError {
+    Json(serde_json::Error),
+    NotASnapshot,
+    Version(u32),
+}
+
+impl std::fmt::Display for SnapshotFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotFileError::Json(e) => write!(f, "not a leakscope snapshot file ({e})"),
+            SnapshotFileError::NotASnapshot => write!(f, "not a leakscope snapshot file"),
+            SnapshotFileError::Version(v) => {
+                write!(
+                    f,
+                    "snapshot format version {v} is newer than this leakscope reads ({VERSION})"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SnapshotFileError {}
+
+impl SnapshotReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a snapshot report always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<SnapshotReport, SnapshotFileError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let probe: Probe = serde_json::from_str(text).map_err(SnapshotFileError::Json)?;
+        if probe.format.as_deref() != Some(FORMAT) {
+            return Err(SnapshotFileError::NotASnapshot);
+        }
+        match probe.version {
+            Some(v) if v > VERSION => return Err(SnapshotFileError::Version(v)),
+            None => return Err(SnapshotFileError::NotASnapshot),
+            _ => {}
+        }
+        serde_json::from_str(text).map_err(SnapshotFileError::Json)
+    }
+
+    /// The holder-chain profile, in the style of Go's goref: each sample's
+    /// stack is a reference chain (leaf: the block's allocating function;
+    /// then its holders; last: the root), with `inuse_objects` and
+    /// `inuse_space`, so pprof tools show retention as they show allocation.
+    pub fn refs_profile(&self) -> pb::Profile {
+        let mut b = ProfileBuilder::new(
+            &[("inuse_objects", "count"), ("inuse_space", "bytes")],
+            ("space", "bytes"),
+            1,
+        );
+        b.set_default_sample_type("inuse_space");
+        b.set_time_nanos(self.time_unix_ms as i64 * 1_000_000);
+        b.add_comment(
+            "leakscope refs: stacks are reference chains (leaf: allocating function; root last)",
+        );
+        let mut locations: HashMap<&str, Id> = HashMap::new();
+        for path in &self.retention {
+            let ids: Vec<Id> = path
+                .path
+                .iter()
+                .rev()
+                .map(|label| {
+                    let next = locations.len() as u64 + 1;
+                    *locations.entry(label.as_str()).or_insert_with(|| {
+                        let f = b.function(label, label, "", 0);
+                        b.location(0, next, &[(f, 0)])
+                    })
+                })
+                .collect();
+            b.add_sample(
+                &ids,
+                &[path.amount.blocks as i64, path.amount.bytes as i64],
+                &[],
+            );
+        }
+        b.build()
+    }
+
+    /// A text report: totals, top holders with chains, pinned buffers, leaks.
+    pub fn render(&self, limit: usize) -> String {
+        let mut out = String::new();
+        let b = |v: u64| format_value(v as i64, "bytes");
+        let t = &self.totals;
+        let _ = writeln!(
+            out,
+            "Heap snapshot of pid {}: {} in {} live blocks (paused {:.1} ms, analysed in {:.1} ms)",
+            self.pid,
+            b(t.live.bytes),
+            t.live.blocks,
+            self.pause_ms,
+            self.analysis_ms
+        );
+        for (name, a) in [
+            ("still reachable", t.still_reachable),
+            ("possibly lost", t.possibly_lost),
+            ("indirectly lost", t.indirectly_lost),
+            ("definitely lost", t.definitely_lost),
+        ] {
+            let _ = writeln!(
+                out,
+                "  {name:<16} {:>10} in {} blocks",
+                b(a.bytes),
+                a.blocks
+            );
+        }
+        for th in self.threads.iter().filter(|th| !th.stopped) {
+            let _ = writeln!(
+                out,
+                "  warning: thread {} ({}) did not stop; its stack was not scanned",
+                th.name, th.tid
+            );
+        }
+        let _ = writeln!(out, "\nTop holders by retained size:");
+        for (i, h) in self.holders.iter().take(limit).enumerate() {
+            let _ = writeln!(
+                out,
+                "{:>3}. {} retains {} in {} blocks",
+                i + 1,
+                h.node.label(),
+                b(h.retained.bytes),
+                h.retained.blocks
+            );
+            let _ = writeln!(out, "     chain: {}", chain_text(&h.chain));
+        }
+        if !self.pinned.is_empty() {
+            let _ = writeln!(out, "\nBuffers pinned by small slices:");
+            for p in self.pinned.iter().take(limit) {
+                let _ = writeln!(
+                    out,
+                    "  {} buffers ({}) allocated in {} are kept alive by {} of slices held in {}",
+                    p.buffers.blocks,
+                    b(p.buffers.bytes),
+                    p.buffer_site.first().map_or("?", String::as_str),
+                    b(p.slice_bytes),
+                    p.holder.label()
+                );
+                let _ = writeln!(out, "     chain: {}", chain_text(&p.chain));
+            }
+        }
+        let lost: Vec<&LeakGroup> = self
+            .groups
+            .iter()
+            .filter(|g| matches!(g.kind, LeakKind::DefinitelyLost | LeakKind::IndirectlyLost))
+            .collect();
+        if !lost.is_empty() {
+            let _ = writeln!(out, "\nUnreachable (leaked) blocks:");
+            for g in lost.iter().take(limit) {
+                let _ = writeln!(
+                    out,
+                    "  {:?}: {} in {} blocks allocated in {}",
+                    g.kind,
+                    b(g.amount.bytes),
+                    g.amount.blocks,
+                    g.site.first().map_or("?", String::as_str)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// `root -> ... -> holder`, with offsets.
+pub fn chain_text(chain: &[Link]) -> String {
+    chain
+        .iter()
+        .map(|l| {
+            if l.offset > 0 {
+                format!("{} [+{}]", l.node.label(), l.offset)
+            } else {
+                l.node.label()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SnapshotReport {
+        let stat = Node {
+            kind: NodeKind::Static,
+            name: "app::CACHE".into(),
+            site: vec![],
+            size: None,
+        };
+        let table = Node {
+            kind: NodeKind::Heap,
+            name: "app::remember".into(),
+            site: vec!["app::remember".into(), "app::main".into()],
+            size: Some(1024),
+        };
+        SnapshotReport {
+            format: FORMAT.into(),
+            version: VERSION,
+            pid: 42,
+            time_unix_ms: 1_700_000_000_000,
+            pause_ms: 1.5,
+            analysis_ms: 20.0,
+            threads: vec![ThreadReport {
+                tid: 42,
+                name: "main".into(),
+                stopped: true,
+            }],
+            totals: Totals {
+                live: Amount {
+                    blocks: 3,
+                    bytes: 2048,
+                },
+                ..Totals::default()
+            },
+            holders: vec![Holder {
+                node: stat.clone(),
+                retained: Amount {
+                    blocks: 2,
+                    bytes: 2000,
+                },
+                chain: vec![Link {
+                    node: stat.clone(),
+                    offset: 0,
+                }],
+            }],
+            pinned: vec![],
+            groups: vec![],
+            retention: vec![RetentionPath {
+                path: vec![stat.label(), table.label()],
+                amount: Amount {
+                    blocks: 1,
+                    bytes: 1024,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let r = sample();
+        assert_eq!(SnapshotReport::from_json(&r.to_json()).unwrap(), r);
+    }
+
+    #[test]
+    fn refuses_other_files_and_newer_versions() {
+        assert!(matches!(
+            SnapshotReport::from_json("{}"),
+            Err(SnapshotFileError::NotASnapshot)
+        ));
+        assert!(matches!(
+            SnapshotReport::from_json("not json"),
+            Err(SnapshotFileError::Json(_))
+        ));
+        let mut newer = sample();
+        newer.version = VERSION + 1;
+        assert!(matches!(
+            SnapshotReport::from_json(&newer.to_json()),
+            Err(SnapshotFileError::Version(_))
+        ));
+    }
+
+    #[test]
+    fn refs_profile_puts_the_root_last() {
+        let p = sample().refs_profile();
+        let view = crate::StackView::new(&p);
+        let names: Vec<&str> = view.function_names(&view.samples[0]).collect();
+        assert_eq!(names, ["app::remember (heap)", "static app::CACHE"]);
+        assert_eq!(view.samples[0].values, [1, 1024]);
+    }
+}

@@ -1,0 +1,114 @@
+//! Call stacks as readers see them: return addresses symbolised in one batch,
+//! inlined frames expanded, and the allocator's own frames (and, below the
+//! first frame of other code, the standard library's) trimmed from the leaf
+//! end. Shared by the pprof export and the snapshot report.
+
+use std::collections::HashMap;
+
+use super::symbolize::{
+    is_allocator_plumbing, is_standard_library, symbolize_in_process, SymFrame,
+};
+
+/// The address of the call instruction a return address follows: what
+/// symbolises to the calling line.
+pub(crate) fn call_site(return_address: usize) -> u64 {
+    (return_address as u64).saturating_sub(1)
+}
+
+/// One frame of an expanded stack: the index of the return address it came
+/// from, its code address, and its symbol (`None` where unknown).
+#[derive(Clone, Copy)]
+pub(crate) struct ExpandedFrame<'a> {
+    pub(crate) index: usize,
+    pub(crate) addr: u64,
+    pub(crate) frame: Option<&'a SymFrame>,
+}
+
+/// Symbols of a batch of code addresses.
+pub(crate) struct Symbols(HashMap<u64, Vec<SymFrame>>);
+
+impl Symbols {
+    /// Symbolises the return addresses of every given stack, in one batch.
+    pub(crate) fn for_stacks<'a>(stacks: impl Iterator<Item = &'a [usize]>) -> Symbols {
+        Self::for_code(stacks.flat_map(|s| s.iter().map(|&r| call_site(r))))
+    }
+
+    /// Symbolises code addresses as given.
+    pub(crate) fn for_code(addrs: impl Iterator<Item = u64>) -> Symbols {
+        let mut addrs: Vec<u64> = addrs.collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        Symbols(
+            addrs
+                .iter()
+                .copied()
+                .zip(symbolize_in_process(&addrs))
+                .collect(),
+        )
+    }
+
+    /// The frames at one code address, innermost first (empty if unknown).
+    pub(crate) fn at(&self, addr: u64) -> &[SymFrame] {
+        self.0.get(&addr).map_or(&[], Vec::as_slice)
+    }
+
+    /// A stack of return addresses, expanded (inlined frames included) and
+    /// trimmed at the leaf end.
+    pub(crate) fn expand(&self, stack: &[usize]) -> Vec<ExpandedFrame<'_>> {
+        let expanded: Vec<ExpandedFrame<'_>> = stack
+            .iter()
+            .enumerate()
+            .flat_map(|(index, &ret)| {
+                let addr = call_site(ret);
+                match self.0.get(&addr) {
+                    Some(frames) if !frames.is_empty() => frames
+                        .iter()
+                        .map(|f| ExpandedFrame {
+                            index,
+                            addr,
+                            frame: Some(f),
+                        })
+                        .collect(),
+                    _ => vec![ExpandedFrame {
+                        index,
+                        addr,
+                        frame: None,
+                    }],
+                }
+            })
+            .collect();
+        let skip = leaf_frames_to_trim(&expanded);
+        expanded.into_iter().skip(skip).collect()
+    }
+
+    /// Function names of a stack, leaf first, trimmed.
+    pub(crate) fn names(&self, stack: &[usize]) -> Vec<String> {
+        self.expand(stack)
+            .iter()
+            .map(|f| {
+                f.frame
+                    .map_or_else(|| format!("{:#x}", f.addr), |s| s.name.clone())
+            })
+            .collect()
+    }
+}
+
+/// How many frames at the leaf end belong to the allocator or, below the
+/// first frame of other code, to the standard library.
+fn leaf_frames_to_trim(frames: &[ExpandedFrame<'_>]) -> usize {
+    let plumbing = frames
+        .iter()
+        .take_while(|f| f.frame.is_some_and(|s| is_allocator_plumbing(&s.name)))
+        .count();
+    let std = frames[plumbing..]
+        .iter()
+        .take_while(|f| f.frame.is_some_and(is_standard_library))
+        .count();
+    if plumbing + std < frames.len() {
+        plumbing + std
+    } else {
+        // Nothing but the standard library (its own start-up allocations):
+        // keep those frames rather than an empty stack.
+        plumbing
+    }
+}

@@ -1,0 +1,832 @@
+//! The analysis that runs in the snapshot's forked child.
+//!
+//! The child is a frozen copy of the process: every other thread is gone,
+//! and any lock they held stays held. It therefore never allocates or frees
+//! (its arrays are [`MmapVec`]s; see `collect::enter_snapshot_child`), reads
+//! only memory it has checked against `/proc/self/maps`, and writes its
+//! results into a shared mapping the parent reads after it exits.
+//!
+//! Steps: index the live blocks by address; scan every root region and every
+//! block for words that point into a block (interior pointers included);
+//! build the graph (super-root → roots → blocks); breadth-first shortest
+//! chains; dominators and retained sizes; classify what no root reaches
+//! (definitely / indirectly lost) and what only interior pointers reach
+//! (possibly lost); find large blocks kept alive by small slices of them.
+
+use super::graph::{self, Csr, NONE};
+use super::mmap_vec::MmapVec;
+use super::threads::{FP, PC, SAVED_REGS, SP};
+use super::wire::{BlockOut, Header, Output, RootKind, RootOut};
+use crate::collect::backtrace::MAX_FRAMES;
+use crate::collect::LIVE;
+
+/// A thread's roots as the handler saved them.
+#[derive(Clone, Copy)]
+pub(crate) struct ThreadRoots {
+    /// False when the thread did not stop in time: nothing of it is scanned.
+    pub(crate) stopped: bool,
+    /// The snapshotting thread itself (its stack is scanned from the child's
+    /// own stack pointer).
+    pub(crate) is_self: bool,
+    pub(crate) regs: [u64; SAVED_REGS],
+    pub(crate) tp: u64,
+}
+
+/// What the parent prepared for the child (read-only, in the child's copy of
+/// the parent's memory).
+pub(crate) struct ChildInput<'a> {
+    /// The snapshotting thread's stack starts at its caller's frame.
+    pub(crate) caller: super::CallerFrame,
+    pub(crate) segments: &'a [(u64, u64)],
+    /// Disjoint, sorted variable ranges inside the segments.
+    pub(crate) variables: &'a [(u64, u64)],
+    pub(crate) threads: &'a [ThreadRoots],
+    pub(crate) static_tls_bytes: u64,
+}
+
+/// Root-entity slots per thread: registers, thread-local storage, stack
+/// words outside any frame, then one per frame.
+pub(crate) const PER_THREAD: u32 = 3 + MAX_FRAMES as u32;
+
+/// Node ids of the root entities, in the order the parent expects.
+#[derive(Clone, Copy)]
+pub(crate) struct RootLayout {
+    pub(crate) variables: u32,
+    pub(crate) segments: u32,
+    pub(crate) threads: u32,
+}
+
+impl RootLayout {
+    pub(crate) fn variable(&self, i: usize) -> u32 {
+        1 + i as u32
+    }
+    pub(crate) fn segment(&self, i: usize) -> u32 {
+        1 + self.variables + i as u32
+    }
+    pub(crate) fn thread(&self, t: usize) -> u32 {
+        1 + self.variables + self.segments + t as u32 * PER_THREAD
+    }
+    /// Number of root entities (node ids `1..=roots()`).
+    pub(crate) fn roots(&self) -> u32 {
+        self.variables + self.segments + self.threads * PER_THREAD
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Block {
+    addr: u64,
+    size: u64,
+    site: u32,
+    sampled: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Edge {
+    from: u32,
+    /// Target node; the top bit marks an interior pointer.
+    to: u32,
+    /// Byte offset of the pointer inside its source.
+    offset: u32,
+}
+
+const INTERIOR: u32 = 1 << 31;
+
+/// Readable memory of the child, from `/proc/self/maps`.
+struct Readable {
+    ranges: MmapVec<(u64, u64)>,
+}
+
+impl Readable {
+    fn read() -> Option<Readable> {
+        let mut text: MmapVec<u8> = MmapVec::new();
+        // SAFETY: open/read/close on a path we own, into memory we own.
+        unsafe {
+            let fd = libc::open(
+                c"/proc/self/maps".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return None;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    break;
+                }
+                for &b in &buf[..n as usize] {
+                    text.push(b)?;
+                }
+            }
+            libc::close(fd);
+        }
+        let mut ranges = MmapVec::new();
+        for line in text.split(|&b| b == b'\n') {
+            let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
+            let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let name = fields.nth(3).unwrap_or(b"");
+            // Device mappings and the kernel's special areas may fault or
+            // have side effects when read.
+            if perms.first() != Some(&b'r') || name.starts_with(b"[v") || name.starts_with(b"/dev/")
+            {
+                continue;
+            }
+            let Some(dash) = range.iter().position(|&b| b == b'-') else {
+                continue;
+            };
+            if let (Some(start), Some(end)) = (hex(&range[..dash]), hex(&range[dash + 1..])) {
+                ranges.push((start, end))?;
+            }
+        }
+        ranges.as_mut_slice().sort_unstable();
+        Some(Readable { ranges })
+    }
+
+    /// The readable mapping containing `addr`.
+    fn mapping(&self, addr: u64) -> Option<(u64, u64)> {
+        let i = self.ranges.partition_point(|&(start, _)| start <= addr);
+        let (start, end) = *self.ranges.get(i.checked_sub(1)?)?;
+        (addr < end).then_some((start, end))
+    }
+
+    /// Whether `[start, end)` is readable (possibly across adjacent mappings).
+    fn covers(&self, start: u64, end: u64) -> bool {
+        let mut at = start;
+        while at < end {
+            match self.mapping(at) {
+                Some((_, e)) => at = e,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+fn hex(s: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    for &c in s {
+        let d = (c as char).to_digit(16)?;
+        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+    }
+    Some(v)
+}
+
+/// Live blocks sorted by address, with a radix table over address buckets.
+struct BlockIndex {
+    blocks: MmapVec<Block>,
+    starts: MmapVec<u64>,
+    bucket_first: MmapVec<u32>,
+    min: u64,
+    max_end: u64,
+    shift: u32,
+}
+
+impl BlockIndex {
+    fn build(readable: &Readable) -> Option<(BlockIndex, u32)> {
+        let mut blocks = MmapVec::new();
+        // SAFETY: we are the fork child's only thread; the shard locks were
+        // held by the parent's snapshot thread (us) at the fork.
+        unsafe {
+            LIVE.for_each_unlocked(|addr, e| {
+                let _ = blocks.push(Block {
+                    addr: addr as u64,
+                    size: e.size,
+                    site: e.site,
+                    sampled: e.sampled,
+                });
+            });
+        }
+        blocks.as_mut_slice().sort_unstable_by_key(|b| b.addr);
+        // Drop entries whose memory is not readable or that overlap the
+        // previous block: stale records of blocks freed behind our back.
+        let mut kept: MmapVec<Block> = MmapVec::new();
+        kept.reserve(blocks.len())?;
+        let mut dropped = 0u32;
+        let mut last_end = 0;
+        for &b in blocks.iter() {
+            if b.addr < last_end || !readable.covers(b.addr, b.addr + b.size) {
+                dropped += 1;
+                continue;
+            }
+            last_end = b.addr + b.size.max(1);
+            kept.push(b)?;
+        }
+        let mut starts = MmapVec::new();
+        starts.reserve(kept.len())?;
+        for b in kept.iter() {
+            starts.push(b.addr)?;
+        }
+        let min = kept.first().map_or(0, |b| b.addr);
+        let max_end = kept
+            .iter()
+            .map(|b| b.addr + b.size.max(1))
+            .max()
+            .unwrap_or(0);
+        let span = max_end.saturating_sub(min).max(1);
+        let target_buckets = (kept.len() as u64).clamp(1, 1 << 22);
+        let mut shift = 0;
+        while (span >> shift) > target_buckets {
+            shift += 1;
+        }
+        let n_buckets = (span >> shift) as usize + 2;
+        let mut bucket_first = MmapVec::filled(n_buckets, 0u32)?;
+        let mut i = 0;
+        for (bucket, first) in bucket_first.iter_mut().enumerate() {
+            let bucket_start = min + ((bucket as u64) << shift);
+            while i < starts.len() && starts[i] < bucket_start {
+                i += 1;
+            }
+            *first = i as u32;
+        }
+        Some((
+            BlockIndex {
+                blocks: kept,
+                starts,
+                bucket_first,
+                min,
+                max_end,
+                shift,
+            },
+            dropped,
+        ))
+    }
+
+    /// The block `word` points into, and whether it points past its start.
+    #[inline]
+    fn find(&self, word: u64) -> Option<(u32, bool)> {
+        if word < self.min || word >= self.max_end {
+            return None;
+        }
+        let bucket = ((word - self.min) >> self.shift) as usize;
+        let lo = (self.bucket_first[bucket] as usize).saturating_sub(1);
+        let hi = (*self.bucket_first.get(bucket + 1)? as usize)
+            .max(lo + 1)
+            .min(self.starts.len());
+        let i = lo + self.starts[lo..hi].partition_point(|&s| s <= word);
+        let i = i.checked_sub(1)?;
+        let b = &self.blocks[i];
+        if word == b.addr {
+            Some((i as u32, false))
+        } else if word < b.addr + b.size {
+            Some((i as u32, true))
+        } else {
+            None
+        }
+    }
+}
+
+/// Scans the aligned words of `[start, end)` and records an edge for each
+/// that points into a block. `node_of` names the source node of a word.
+fn scan(
+    start: u64,
+    end: u64,
+    index: &BlockIndex,
+    first_block: u32,
+    mut node_of: impl FnMut(u64) -> (u32, u64),
+    edges: &mut MmapVec<Edge>,
+) -> Option<u64> {
+    let mut at = start.next_multiple_of(8);
+    let mut scanned = 0;
+    while at + 8 <= end {
+        // SAFETY: the caller checked `[start, end)` against the readable
+        // mappings of this (frozen, single-threaded) process.
+        let word = unsafe { std::ptr::read_volatile(at as *const u64) };
+        if let Some((b, interior)) = index.find(word) {
+            let (from, base) = node_of(at);
+            let to = first_block + b;
+            if from != to && from != NONE {
+                let offset = (at - base).min(u64::from(u32::MAX)) as u32;
+                edges.push(Edge {
+                    from,
+                    to: to | if interior { INTERIOR } else { 0 },
+                    offset,
+                })?;
+            }
+        }
+        at += 8;
+        scanned += 8;
+    }
+    Some(scanned)
+}
+
+/// The frames of a thread's stack, from its saved registers: `(high end of
+/// the frame's words, program counter)`, innermost first. A word at address
+/// `a` belongs to the first frame whose high end is above `a`.
+fn stack_frames(
+    sp: u64,
+    fp: u64,
+    pc: u64,
+    stack_end: u64,
+    out: &mut [(u64, u64); MAX_FRAMES],
+) -> usize {
+    let mut n = 0;
+    let (mut fp, mut pc) = (fp, pc);
+    while n < MAX_FRAMES {
+        if fp < sp || fp % 8 != 0 || fp + 16 > stack_end {
+            break;
+        }
+        out[n] = (fp + 16, pc);
+        n += 1;
+        // SAFETY: `[fp, fp + 16)` lies within the thread's stack mapping,
+        // checked readable by the caller.
+        let (next, ret) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
+        if next <= fp {
+            break;
+        }
+        fp = next;
+        pc = ret;
+    }
+    n
+}
+
+/// The frame pointer of the calling function.
+#[inline(always)]
+pub(crate) fn frame_pointer() -> u64 {
+    let fp: u64;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reading a register has no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reading a register has no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags));
+    }
+    fp
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Block flags in [`BlockOut::flags`].
+pub(crate) mod flags {
+    pub(crate) const REACHABLE: u32 = 1;
+    pub(crate) const DEFINITELY_LOST: u32 = 2;
+    pub(crate) const INDIRECTLY_LOST: u32 = 4;
+    pub(crate) const POSSIBLY_LOST: u32 = 8;
+    pub(crate) const PINNED: u32 = 16;
+    pub(crate) const SAMPLED: u32 = 32;
+}
+
+/// Blocks at least this large are checked for slice pinning.
+pub(crate) const PIN_MIN_BYTES: u64 = 4096;
+
+/// Runs the whole analysis and writes it to `out`. Returns an exit code.
+pub(crate) fn run(input: &ChildInput<'_>, out: &mut Output) -> i32 {
+    match analyse(input, out) {
+        Some(()) => 0,
+        None => 71,
+    }
+}
+
+fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
+    let started = now_ns();
+    let readable = Readable::read()?;
+    let (index, dropped) = BlockIndex::build(&readable)?;
+    let layout = RootLayout {
+        variables: input.variables.len() as u32,
+        segments: input.segments.len() as u32,
+        threads: input.threads.len() as u32,
+    };
+    let first_block = layout.roots() + 1;
+    let n_blocks = index.blocks.len();
+    let n_nodes = first_block as usize + n_blocks;
+    if n_blocks > out.block_capacity() || first_block as usize > out.root_capacity() {
+        return None;
+    }
+    let mut roots_out = MmapVec::filled(first_block as usize, RootOut::default())?;
+    let mut edges: MmapVec<Edge> = MmapVec::new();
+    let mut scanned: u64 = 0;
+
+    // Roots: writable segments, word by word attributed to the variable that
+    // contains it, else to the segment.
+    for (si, &(start, end)) in input.segments.iter().enumerate() {
+        let seg_node = layout.segment(si);
+        roots_out[seg_node as usize] = RootOut::new(RootKind::Segment, si as u32, 0, 0, start, end);
+        let mut vi = input.variables.partition_point(|&(_, e)| e <= start);
+        let mut at = start;
+        while at < end {
+            let Some((m_start, m_end)) = readable.mapping(at) else {
+                at = readable
+                    .ranges
+                    .iter()
+                    .map(|r| r.0)
+                    .find(|&s| s > at)
+                    .unwrap_or(end)
+                    .min(end);
+                continue;
+            };
+            let chunk_end = m_end.min(end);
+            let variables = input.variables;
+            scanned += scan(
+                at.max(m_start),
+                chunk_end,
+                &index,
+                first_block,
+                |word| {
+                    while vi < variables.len() && variables[vi].1 <= word {
+                        vi += 1;
+                    }
+                    match variables.get(vi) {
+                        Some(&(vs, _)) if vs <= word => (layout.variable(vi), vs),
+                        _ => (seg_node, start),
+                    }
+                },
+                &mut edges,
+            )?;
+            at = chunk_end;
+        }
+    }
+    for (vi, &(start, end)) in input.variables.iter().enumerate() {
+        roots_out[layout.variable(vi) as usize] =
+            RootOut::new(RootKind::Variable, vi as u32, 0, 0, start, end);
+    }
+
+    // Roots: each thread's registers, thread-local storage and stack.
+    for (ti, t) in input.threads.iter().enumerate() {
+        let base = layout.thread(ti);
+        let (sp, fp, pc) = if t.is_self {
+            (input.caller.stack_start, input.caller.fp, input.caller.pc)
+        } else {
+            (t.regs[SP], t.regs[FP], t.regs[PC])
+        };
+        roots_out[base as usize] = RootOut::new(RootKind::Registers, ti as u32, 0, 0, 0, 0);
+        if !t.stopped {
+            continue;
+        }
+        if !t.is_self {
+            for (r, &value) in t.regs.iter().enumerate() {
+                if let Some((b, interior)) = index.find(value) {
+                    edges.push(Edge {
+                        from: base,
+                        to: (first_block + b) | if interior { INTERIOR } else { 0 },
+                        offset: r as u32 * 8,
+                    })?;
+                }
+            }
+        }
+        // Static TLS sits just below the thread pointer (x86-64 and glibc's
+        // aarch64 layout keep the TCB around it).
+        let tls_node = base + 1;
+        let (mut tls_lo, mut tls_hi) = (
+            t.tp.saturating_sub(input.static_tls_bytes + 2048),
+            t.tp + 2304,
+        );
+        if let Some((m_start, m_end)) = readable.mapping(t.tp) {
+            tls_lo = tls_lo.max(m_start);
+            tls_hi = tls_hi.min(m_end);
+            roots_out[tls_node as usize] =
+                RootOut::new(RootKind::ThreadLocal, ti as u32, 0, 0, tls_lo, tls_hi);
+            scanned += scan(
+                tls_lo,
+                tls_hi,
+                &index,
+                first_block,
+                |_| (tls_node, tls_lo),
+                &mut edges,
+            )?;
+        } else {
+            tls_lo = u64::MAX;
+        }
+        // The stack, from below the red zone to the end of its mapping (or
+        // the TLS area, when the thread library put it on top of the stack).
+        let Some((_, stack_map_end)) = readable.mapping(sp) else {
+            continue;
+        };
+        // Below the stack pointer, the red zone may hold a leaf function's
+        // live data; the snapshotting thread starts exactly at its caller.
+        let below = if t.is_self { 0 } else { 128 };
+        let lo = sp.saturating_sub(below).max(
+            readable
+                .mapping(sp.saturating_sub(below))
+                .map_or(sp, |m| m.0),
+        );
+        let hi = if tls_lo > sp && tls_lo < stack_map_end {
+            tls_lo
+        } else {
+            stack_map_end
+        };
+        let mut frames = [(0u64, 0u64); MAX_FRAMES];
+        let n_frames = stack_frames(sp, fp, pc, hi, &mut frames);
+        let other = base + 2;
+        roots_out[other as usize] = RootOut::new(RootKind::StackOther, ti as u32, 0, 0, lo, hi);
+        for (k, &(frame_hi, frame_pc)) in frames[..n_frames].iter().enumerate() {
+            let frame_lo = if k == 0 { lo } else { frames[k - 1].0 };
+            roots_out[(base + 3 + k as u32) as usize] = RootOut::new(
+                RootKind::StackFrame,
+                ti as u32,
+                k as u32,
+                frame_pc,
+                frame_lo,
+                frame_hi,
+            );
+        }
+        let mut k = 0;
+        scanned += scan(
+            lo,
+            hi,
+            &index,
+            first_block,
+            |word| {
+                while k < n_frames && frames[k].0 <= word {
+                    k += 1;
+                }
+                if k < n_frames {
+                    let frame_lo = if k == 0 { lo } else { frames[k - 1].0 };
+                    (base + 3 + k as u32, frame_lo)
+                } else {
+                    (other, lo)
+                }
+            },
+            &mut edges,
+        )?;
+    }
+
+    // Heap blocks.
+    for (i, b) in index.blocks.iter().enumerate() {
+        let node = first_block + i as u32;
+        scanned += scan(
+            b.addr,
+            b.addr + b.size,
+            &index,
+            first_block,
+            |_| (node, b.addr),
+            &mut edges,
+        )?;
+    }
+    // The super-root points to every root.
+    for r in 1..first_block {
+        edges.push(Edge {
+            from: 0,
+            to: r,
+            offset: 0,
+        })?;
+    }
+
+    // Graph: successors in edge order sorted by source, predecessors by
+    // target.
+    let n_edges = edges.len();
+    edges
+        .as_mut_slice()
+        .sort_unstable_by_key(|e| (e.from, e.to & !INTERIOR));
+    let mut succ_off = MmapVec::filled(n_nodes + 1, 0u32)?;
+    let mut succ_to = MmapVec::filled(n_edges, 0u32)?;
+    let mut pairs: MmapVec<(u32, u32)> = MmapVec::new();
+    pairs.reserve(n_edges)?;
+    for e in edges.iter() {
+        pairs.push((e.from, e.to & !INTERIOR))?;
+    }
+    graph::build_csr(&pairs, false, &mut succ_off, &mut succ_to);
+    let mut pred_off = MmapVec::filled(n_nodes + 1, 0u32)?;
+    let mut pred_from = MmapVec::filled(n_edges, 0u32)?;
+    graph::build_csr(&pairs, true, &mut pred_off, &mut pred_from);
+    drop(pairs);
+    let succ = Csr {
+        offsets: &succ_off,
+        targets: &succ_to,
+    };
+    let pred = Csr {
+        offsets: &pred_off,
+        targets: &pred_from,
+    };
+
+    let mut parent = MmapVec::filled(n_nodes, NONE)?;
+    {
+        let mut queue = MmapVec::filled(n_nodes, 0u32)?;
+        graph::breadth_first(succ, &mut parent, &mut queue);
+    }
+    let mut order = MmapVec::filled(n_nodes, 0u32)?;
+    let mut rpo = MmapVec::filled(n_nodes, NONE)?;
+    let reached = {
+        let mut stack = MmapVec::filled(n_nodes, (0u32, 0u32))?;
+        graph::reverse_postorder(succ, &mut order, &mut rpo, &mut stack)
+    };
+    let mut idom = MmapVec::filled(n_nodes, NONE)?;
+    graph::dominators(pred, &order[..reached], &rpo, &mut idom);
+    let mut size = MmapVec::filled(n_nodes, 0u64)?;
+    for (i, b) in index.blocks.iter().enumerate() {
+        size[first_block as usize + i] = b.size;
+    }
+    let mut kept_bytes = MmapVec::filled(n_nodes, 0u64)?;
+    let mut kept_blocks = MmapVec::filled(n_nodes, 0u32)?;
+    graph::retained(
+        &order[..reached],
+        &idom,
+        &size,
+        first_block,
+        &mut kept_bytes,
+        &mut kept_blocks,
+    );
+
+    // Per block: the offset of the pointer that reached it first (from the
+    // sorted edge list), and whether a reachable node holds a pointer to
+    // its start.
+    let mut parent_offset = MmapVec::filled(n_nodes, 0u32)?;
+    let mut start_pointed = MmapVec::filled(n_nodes, false)?;
+    let mut unreachable_in = MmapVec::filled(n_nodes, 0u32)?;
+    for e in edges.iter() {
+        let to = (e.to & !INTERIOR) as usize;
+        let from_reached = parent[e.from as usize] != NONE;
+        if parent[to] == e.from && parent_offset[to] == 0 {
+            parent_offset[to] = e.offset;
+        }
+        if from_reached && e.to & INTERIOR == 0 {
+            start_pointed[to] = true;
+        }
+        if !from_reached {
+            unreachable_in[to] += 1;
+        }
+    }
+
+    let mut block_flags = MmapVec::filled(n_blocks, 0u32)?;
+    // Unreachable blocks: no incoming pointer from another unreachable block
+    // makes one definitely lost; what it points to is indirectly lost.
+    // Cycles with no way in get one leader, in address order.
+    {
+        let mut queue = MmapVec::filled(n_nodes, 0u32)?;
+        let mut lost = |leader: usize, block_flags: &mut MmapVec<u32>| {
+            block_flags[leader] |= flags::DEFINITELY_LOST;
+            let (mut head, mut tail) = (0, 1);
+            queue[0] = first_block + leader as u32;
+            while head < tail {
+                let n = queue[head];
+                head += 1;
+                for &m in succ.neighbours(n) {
+                    let i = (m - first_block) as usize;
+                    if m >= first_block && parent[m as usize] == NONE && block_flags[i] == 0 {
+                        block_flags[i] = flags::INDIRECTLY_LOST;
+                        queue[tail] = m;
+                        tail += 1;
+                    }
+                }
+            }
+        };
+        for i in 0..n_blocks {
+            let node = first_block as usize + i;
+            if parent[node] == NONE && unreachable_in[node] == 0 {
+                lost(i, &mut block_flags);
+            }
+        }
+        for i in 0..n_blocks {
+            if parent[first_block as usize + i] == NONE && block_flags[i] == 0 {
+                lost(i, &mut block_flags);
+            }
+        }
+    }
+    for (i, b) in index.blocks.iter().enumerate() {
+        let node = first_block as usize + i;
+        if parent[node] != NONE {
+            block_flags[i] |= flags::REACHABLE;
+            if !start_pointed[node] {
+                block_flags[i] |= flags::POSSIBLY_LOST;
+            }
+        }
+        if b.sampled {
+            block_flags[i] |= flags::SAMPLED;
+        }
+    }
+
+    // Slice pinning: a large block whose dominator holds it only through
+    // small views: pointers into it followed by a plausible length (the
+    // layout of Rust slices, `Bytes` and `&str`). A pointer without a
+    // plausible length counts as a pointer-sized view: conservative scanning
+    // also meets stale words, which must not hide a pinned buffer.
+    let mut view_bytes = MmapVec::filled(n_blocks, u64::MAX)?;
+    {
+        let mut candidates: MmapVec<(u32, u32)> = MmapVec::new();
+        for (i, b) in index.blocks.iter().enumerate() {
+            let node = first_block as usize + i;
+            if b.size >= PIN_MIN_BYTES && parent[node] != NONE && idom[node] != 0 {
+                candidates.push((idom[node], i as u32))?;
+            }
+        }
+        candidates.as_mut_slice().sort_unstable();
+        let mut g = 0;
+        while g < candidates.len() {
+            let holder = candidates[g].0;
+            let mut g_end = g;
+            while g_end < candidates.len() && candidates[g_end].0 == holder {
+                view_bytes[candidates[g_end].1 as usize] = 0;
+                g_end += 1;
+            }
+            let (h_start, h_end) = if holder >= first_block {
+                let hb = &index.blocks[(holder - first_block) as usize];
+                (hb.addr, hb.addr + hb.size)
+            } else {
+                let r = &roots_out[holder as usize];
+                (r.start, r.end)
+            };
+            if h_end > h_start && readable.covers(h_start, h_end) {
+                let mut at = h_start.next_multiple_of(8);
+                while at + 8 <= h_end {
+                    // SAFETY: checked readable above.
+                    let word = unsafe { std::ptr::read_volatile(at as *const u64) };
+                    if let Some((b, _)) = index.find(word) {
+                        let node = (first_block + b) as usize;
+                        if idom[node] == holder && view_bytes[b as usize] != u64::MAX {
+                            let blk = &index.blocks[b as usize];
+                            let len = if at + 16 <= h_end {
+                                // SAFETY: `at + 16 <= h_end`, checked readable.
+                                unsafe { std::ptr::read_volatile((at + 8) as *const u64) }
+                            } else {
+                                0
+                            };
+                            let plausible = len > 0 && word + len <= blk.addr + blk.size;
+                            view_bytes[b as usize] += if plausible { len } else { 8 };
+                        }
+                    }
+                    at += 8;
+                }
+            }
+            g = g_end;
+        }
+        for (i, b) in index.blocks.iter().enumerate() {
+            if view_bytes[i] == u64::MAX {
+                continue;
+            }
+            if view_bytes[i] == 0 || view_bytes[i] * 8 > b.size {
+                view_bytes[i] = u64::MAX;
+            } else {
+                block_flags[i] |= flags::PINNED;
+            }
+        }
+    }
+
+    // Results.
+    for r in 1..first_block as usize {
+        let root = &mut roots_out[r];
+        root.retained = kept_bytes[r];
+        root.retained_blocks = kept_blocks[r];
+        root.reachable = u32::from(parent[r] != NONE);
+    }
+    out.write_roots(&roots_out[..]);
+    for (i, b) in index.blocks.iter().enumerate() {
+        let node = first_block as usize + i;
+        out.write_block(
+            i,
+            &BlockOut {
+                addr: b.addr,
+                size: b.size,
+                site: b.site,
+                flags: block_flags[i],
+                parent: parent[node],
+                parent_offset: parent_offset[node],
+                idom: idom[node],
+                retained_blocks: kept_blocks[node],
+                retained: kept_bytes[node],
+                view_bytes: view_bytes[i],
+            },
+        );
+    }
+    out.write_header(&Header {
+        roots: first_block - 1,
+        blocks: n_blocks as u32,
+        threads: input.threads.len() as u32,
+        dropped_blocks: dropped,
+        edges: n_edges as u64,
+        scanned_bytes: scanned,
+        analysis_ns: now_ns() - started,
+        ..Header::default()
+    });
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_partition_the_stack() {
+        // A fake stack: frame records at 0x1100 -> 0x1200 -> 0x1300 -> end.
+        let mut stack = vec![0u64; 0x100];
+        let base = stack.as_mut_ptr() as u64;
+        let rec = |off: u64| base + off;
+        let put = |stack: &mut Vec<u64>, at: u64, v: u64| stack[((at - base) / 8) as usize] = v;
+        put(&mut stack, rec(0x100), rec(0x200));
+        put(&mut stack, rec(0x108), 0xAAA);
+        put(&mut stack, rec(0x200), rec(0x300));
+        put(&mut stack, rec(0x208), 0xBBB);
+        put(&mut stack, rec(0x300), 0);
+        put(&mut stack, rec(0x308), 0xCCC);
+        let mut out = [(0, 0); MAX_FRAMES];
+        let n = stack_frames(rec(0x40), rec(0x100), 0x999, base + 0x800, &mut out);
+        assert_eq!(
+            &out[..n],
+            &[
+                (rec(0x110), 0x999),
+                (rec(0x210), 0xAAA),
+                (rec(0x310), 0xBBB)
+            ]
+        );
+    }
+}

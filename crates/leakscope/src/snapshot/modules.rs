@@ -1,0 +1,199 @@
+//! The roots in loaded objects: every writable segment (data and bss) of the
+//! executable and its shared libraries, and the named variables in them.
+//!
+//! Gathered before threads are stopped (with `dl_iterate_phdr`, which takes
+//! the loader lock, and by reading symbol tables), cached per object.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::sync::Mutex;
+
+use blazesym::inspect::{source, Inspector};
+use blazesym::SymType;
+
+/// A writable segment of a loaded object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// Index into [`Modules::paths`].
+    pub(crate) module: u32,
+}
+
+/// A named variable (a Rust `static`, a C global) in a writable segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Variable {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) name: String,
+}
+
+/// Writable segments and variables of every loaded object, sorted by address.
+#[derive(Debug, Default)]
+pub(crate) struct Modules {
+    pub(crate) paths: Vec<String>,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) variables: Vec<Variable>,
+    /// Total size of the static TLS blocks of the loaded objects.
+    pub(crate) static_tls_bytes: u64,
+}
+
+struct Loaded {
+    path: String,
+    base: u64,
+    segments: Vec<(u64, u64)>,
+    tls_bytes: u64,
+}
+
+unsafe extern "C" fn collect_object(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: dl_iterate_phdr passes a valid info for the duration of the
+    // call, and `data` is the &mut Vec<Loaded> we passed in.
+    let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<Loaded>>()) };
+    let path = if info.dlpi_name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
+        unsafe { CStr::from_ptr(info.dlpi_name) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut loaded = Loaded {
+        path,
+        base: info.dlpi_addr,
+        segments: Vec::new(),
+        tls_bytes: 0,
+    };
+    // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+    let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    for ph in headers {
+        if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 && ph.p_memsz > 0 {
+            let start = info.dlpi_addr + ph.p_vaddr;
+            loaded.segments.push((start, start + ph.p_memsz));
+        }
+        if ph.p_type == libc::PT_TLS {
+            loaded.tls_bytes += ph.p_memsz.next_multiple_of(ph.p_align.max(1));
+        }
+    }
+    out.push(loaded);
+    0
+}
+
+/// A variable of an object file: offset from its load base, size, name.
+type FileVariable = (u64, u64, String);
+
+/// Variables of one object file.
+fn variables_of(path: &str) -> Vec<FileVariable> {
+    let inspector = Inspector::new();
+    let mut src = source::Elf::new(path);
+    src.debug_syms = false;
+    let mut out = Vec::new();
+    let _ = inspector.for_each(&source::Source::Elf(src), |sym| {
+        if sym.sym_type == SymType::Variable {
+            if let Some(size) = sym.size.filter(|&s| s > 0) {
+                out.push((sym.addr, size as u64, demangle(&sym.name)));
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    out
+}
+
+fn demangle(name: &str) -> String {
+    format!("{:#}", rustc_demangle::demangle(name))
+}
+
+/// Per object path: its variables (offsets from base), read once.
+static SYMBOL_CACHE: Mutex<Option<HashMap<String, Vec<FileVariable>>>> = Mutex::new(None);
+
+/// Reads the loaded objects now.
+pub(crate) fn loaded_modules() -> Modules {
+    let mut loaded: Vec<Loaded> = Vec::new();
+    // SAFETY: the callback matches dl_iterate_phdr's signature and only
+    // writes to the Vec we pass as `data`.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(collect_object),
+            (&mut loaded as *mut Vec<Loaded>).cast(),
+        )
+    };
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut modules = Modules::default();
+    let mut cache = SYMBOL_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    for object in loaded {
+        let path = if object.path.is_empty() {
+            exe.clone()
+        } else {
+            object.path
+        };
+        modules.static_tls_bytes += object.tls_bytes;
+        if object.segments.is_empty() || path.starts_with("linux-vdso") || path.is_empty() {
+            continue;
+        }
+        let index = modules.paths.len() as u32;
+        let vars = cache
+            .entry(path.clone())
+            .or_insert_with(|| variables_of(&path));
+        for &(start, end) in &object.segments {
+            modules.segments.push(Segment {
+                start,
+                end,
+                module: index,
+            });
+            for (offset, size, name) in vars.iter() {
+                let addr = object.base + offset;
+                if addr >= start && addr + size <= end {
+                    modules.variables.push(Variable {
+                        start: addr,
+                        end: addr + size,
+                        name: name.clone(),
+                    });
+                }
+            }
+        }
+        modules.paths.push(path);
+    }
+    modules.segments.sort_by_key(|s| s.start);
+    modules
+        .variables
+        .sort_by_key(|v| (v.start, std::cmp::Reverse(v.end)));
+    // Keep variables disjoint: a variable nested in an earlier one (aliases)
+    // is dropped.
+    let mut last_end = 0;
+    modules.variables.retain(|v| {
+        let keep = v.start >= last_end;
+        if keep {
+            last_end = v.end;
+        }
+        keep
+    });
+    modules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static A_TEST_STATIC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7);
+
+    #[test]
+    fn finds_our_own_statics() {
+        A_TEST_STATIC.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let m = loaded_modules();
+        assert!(!m.segments.is_empty());
+        let addr = &A_TEST_STATIC as *const _ as u64;
+        let var = m
+            .variables
+            .iter()
+            .find(|v| v.start <= addr && addr < v.end)
+            .expect("the static is in a writable segment with a symbol");
+        assert!(var.name.ends_with("A_TEST_STATIC"), "{}", var.name);
+        assert!(m.segments.iter().any(|s| s.start <= addr && addr < s.end));
+    }
+}

@@ -1,0 +1,464 @@
+//! Naming what the child found: roots by variable, thread and frame; heap
+//! blocks by where they were allocated. Builds the [`SnapshotReport`] and
+//! answers questions about single blocks.
+
+use std::collections::HashMap;
+
+use leakscope_profile::snapshot::{
+    Amount, Holder, LeakGroup, LeakKind, Link, Node, NodeKind, Pinning, RetentionPath,
+    SnapshotReport, ThreadReport, Totals, FORMAT, VERSION,
+};
+
+use super::child::flags;
+use super::graph::NONE;
+use super::modules::Modules;
+use super::threads::ThreadInfo;
+use super::wire::{BlockOut, Header, RootKind, RootOut};
+use crate::collect::stack_table::SiteId;
+use crate::collect::STACKS;
+use crate::export::stacks::{call_site, Symbols};
+
+/// Holders listed in a report.
+const TOP_HOLDERS: usize = 25;
+/// Longest chain kept in retention paths (the middle is elided).
+const MAX_PATH: usize = 32;
+
+/// The child's results with names attached.
+pub(crate) struct Resolved {
+    roots: Vec<RootOut>,
+    blocks: Vec<BlockOut>,
+    root_nodes: Vec<Node>,
+    site_names: HashMap<SiteId, Vec<String>>,
+    /// Sites whose stacks read the same (after symbolisation and trimming)
+    /// share a key: reports group by what a reader sees.
+    site_key: HashMap<SiteId, u32>,
+    first_block: u32,
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl Resolved {
+    pub(crate) fn new(
+        roots: &[RootOut],
+        blocks: &[BlockOut],
+        modules: &Modules,
+        threads: &[ThreadInfo],
+    ) -> Resolved {
+        let mut sites: Vec<SiteId> = blocks.iter().map(|b| b.site).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let stacks: Vec<&[usize]> = sites
+            .iter()
+            .filter(|&&s| s < STACKS.len())
+            .map(|&s| STACKS.record(s).frames())
+            .collect();
+        let frame_pcs = roots
+            .iter()
+            .filter(|r| r.kind == RootKind::StackFrame && r.pc != 0)
+            .map(|r| {
+                if r.frame == 0 {
+                    r.pc
+                } else {
+                    call_site(r.pc as usize)
+                }
+            });
+        let symbols = Symbols::for_code(
+            stacks
+                .iter()
+                .flat_map(|s| s.iter().map(|&r| call_site(r)))
+                .chain(frame_pcs),
+        );
+        let site_names: HashMap<SiteId, Vec<String>> = sites
+            .iter()
+            .filter(|&&s| s < STACKS.len())
+            .map(|&s| (s, symbols.names(STACKS.record(s).frames())))
+            .collect();
+        let mut keys: HashMap<&Vec<String>, u32> = HashMap::new();
+        let site_key = site_names
+            .iter()
+            .map(|(&site, names)| {
+                let next = keys.len() as u32;
+                (site, *keys.entry(names).or_insert(next))
+            })
+            .collect();
+        let thread_name = |i: u32| {
+            threads.get(i as usize).map_or_else(
+                || format!("#{i}"),
+                |t| {
+                    if t.name.is_empty() {
+                        format!("{}", t.tid)
+                    } else {
+                        t.name.clone()
+                    }
+                },
+            )
+        };
+        let root_nodes = roots
+            .iter()
+            .map(|r| {
+                let (kind, name) = match r.kind {
+                    RootKind::Variable => (
+                        NodeKind::Static,
+                        modules
+                            .variables
+                            .get(r.index as usize)
+                            .map_or_else(|| "?".into(), |v| v.name.clone()),
+                    ),
+                    RootKind::Segment => {
+                        let module = modules
+                            .segments
+                            .get(r.index as usize)
+                            .and_then(|s| modules.paths.get(s.module as usize))
+                            .map_or("?", |p| basename(p));
+                        (NodeKind::Data, format!("data of {module}"))
+                    }
+                    RootKind::Registers => (
+                        NodeKind::Registers,
+                        format!("registers of thread {}", thread_name(r.index)),
+                    ),
+                    RootKind::ThreadLocal => (
+                        NodeKind::ThreadLocal,
+                        format!("thread-locals of thread {}", thread_name(r.index)),
+                    ),
+                    RootKind::StackOther => (
+                        NodeKind::Stack,
+                        format!("stack of thread {}", thread_name(r.index)),
+                    ),
+                    RootKind::StackFrame => {
+                        let pc = if r.frame == 0 {
+                            r.pc
+                        } else {
+                            call_site(r.pc as usize)
+                        };
+                        let frames = symbols.at(pc);
+                        // The innermost frame that is not the standard
+                        // library's (a frame inside Vec::push is the caller's).
+                        let f = frames
+                            .iter()
+                            .find(|f| !crate::export::symbolize::is_standard_library(f))
+                            .or(frames.first());
+                        let function = f.map_or_else(|| format!("{pc:#x}"), |f| f.name.clone());
+                        (
+                            NodeKind::Stack,
+                            format!("thread {}: {function}", thread_name(r.index)),
+                        )
+                    }
+                    RootKind::Unused => (NodeKind::Data, String::new()),
+                };
+                Node {
+                    kind,
+                    name,
+                    site: Vec::new(),
+                    size: None,
+                }
+            })
+            .collect();
+        Resolved {
+            roots: roots.to_vec(),
+            blocks: blocks.to_vec(),
+            root_nodes,
+            site_names,
+            site_key,
+            first_block: roots.len() as u32,
+        }
+    }
+
+    fn block_node(&self, i: usize) -> Node {
+        let b = &self.blocks[i];
+        let site = self.site_names.get(&b.site).cloned().unwrap_or_default();
+        Node {
+            kind: NodeKind::Heap,
+            name: site.first().cloned().unwrap_or_else(|| "?".into()),
+            site: site.into_iter().take(16).collect(),
+            size: Some(b.size),
+        }
+    }
+
+    fn node(&self, n: u32) -> Node {
+        if n >= self.first_block {
+            self.block_node((n - self.first_block) as usize)
+        } else {
+            self.root_nodes[n as usize].clone()
+        }
+    }
+
+    fn parent(&self, n: u32) -> u32 {
+        if n >= self.first_block {
+            self.blocks[(n - self.first_block) as usize].parent
+        } else {
+            0
+        }
+    }
+
+    /// The shortest chain from a root to node `n` (inclusive).
+    fn chain(&self, n: u32) -> Vec<Link> {
+        let mut nodes = vec![n];
+        let mut at = n;
+        while at != 0 && at != NONE && nodes.len() < 4096 {
+            at = self.parent(at);
+            if at != 0 && at != NONE {
+                nodes.push(at);
+            }
+        }
+        nodes.reverse();
+        let offsets: Vec<u64> = nodes
+            .iter()
+            .skip(1)
+            .map(|&next| {
+                if next >= self.first_block {
+                    u64::from(self.blocks[(next - self.first_block) as usize].parent_offset)
+                } else {
+                    0
+                }
+            })
+            .chain(std::iter::once(0))
+            .collect();
+        nodes
+            .iter()
+            .zip(offsets)
+            .map(|(&n, offset)| Link {
+                node: self.node(n),
+                offset,
+            })
+            .collect()
+    }
+
+    /// The index of the block containing `addr`.
+    pub(crate) fn block_index(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .blocks
+            .partition_point(|b| b.addr <= addr)
+            .checked_sub(1)?;
+        let b = &self.blocks[i];
+        (addr == b.addr || addr < b.addr + b.size).then_some(i)
+    }
+
+    pub(crate) fn block(&self, i: usize) -> &BlockOut {
+        &self.blocks[i]
+    }
+
+    pub(crate) fn block_kind(&self, i: usize) -> LeakKind {
+        let f = self.blocks[i].flags;
+        if f & flags::DEFINITELY_LOST != 0 {
+            LeakKind::DefinitelyLost
+        } else if f & flags::INDIRECTLY_LOST != 0 {
+            LeakKind::IndirectlyLost
+        } else if f & flags::POSSIBLY_LOST != 0 {
+            LeakKind::PossiblyLost
+        } else {
+            LeakKind::StillReachable
+        }
+    }
+
+    pub(crate) fn block_chain(&self, i: usize) -> Vec<Link> {
+        if self.blocks[i].parent == NONE {
+            return Vec::new();
+        }
+        self.chain(self.first_block + i as u32)
+    }
+
+    /// The node that dominates block `i` (its immediate dominator).
+    pub(crate) fn block_holder(&self, i: usize) -> Option<Node> {
+        let d = self.blocks[i].idom;
+        (d != NONE && d != 0).then(|| self.node(d))
+    }
+
+    fn retained_of(&self, n: u32) -> Amount {
+        if n >= self.first_block {
+            let b = &self.blocks[(n - self.first_block) as usize];
+            Amount {
+                blocks: u64::from(b.retained_blocks),
+                bytes: b.retained,
+            }
+        } else {
+            let r = &self.roots[n as usize];
+            Amount {
+                blocks: u64::from(r.retained_blocks),
+                bytes: r.retained,
+            }
+        }
+    }
+
+    fn idom(&self, n: u32) -> u32 {
+        if n >= self.first_block {
+            self.blocks[(n - self.first_block) as usize].idom
+        } else {
+            0
+        }
+    }
+
+    fn label_path(&self, n: u32, labels: &mut HashMap<u32, String>) -> Vec<String> {
+        let chain_nodes = {
+            let mut v = vec![n];
+            let mut at = n;
+            while at != 0 && at != NONE && v.len() < 4096 {
+                at = self.parent(at);
+                if at != 0 && at != NONE {
+                    v.push(at);
+                }
+            }
+            v.reverse();
+            v
+        };
+        let mut path: Vec<String> = chain_nodes
+            .iter()
+            .map(|&m| {
+                labels
+                    .entry(m)
+                    .or_insert_with(|| self.node(m).label())
+                    .clone()
+            })
+            .collect();
+        if path.len() > MAX_PATH {
+            let tail = path.split_off(path.len() - (MAX_PATH - 9));
+            path.truncate(8);
+            path.push("...".into());
+            path.extend(tail);
+        }
+        path
+    }
+
+    pub(crate) fn report(&self, header: &Header, meta: ReportMeta<'_>) -> SnapshotReport {
+        let mut totals = Totals {
+            dropped_entries: u64::from(header.dropped_blocks),
+            scanned_bytes: header.scanned_bytes,
+            edges: header.edges,
+            ..Totals::default()
+        };
+        let mut groups: HashMap<(LeakKind, u32), (Amount, usize)> = HashMap::new();
+        let mut pinned: HashMap<(u32, u32), (Amount, u64, usize)> = HashMap::new();
+        let key = |site: SiteId| self.site_key.get(&site).copied().unwrap_or(u32::MAX);
+        for (i, b) in self.blocks.iter().enumerate() {
+            totals.live.add(b.size);
+            let kind = self.block_kind(i);
+            match kind {
+                LeakKind::DefinitelyLost => totals.definitely_lost.add(b.size),
+                LeakKind::IndirectlyLost => totals.indirectly_lost.add(b.size),
+                LeakKind::PossiblyLost => totals.possibly_lost.add(b.size),
+                LeakKind::StillReachable => totals.still_reachable.add(b.size),
+            }
+            let g = groups
+                .entry((kind, key(b.site)))
+                .or_insert((Amount::default(), i));
+            g.0.add(b.size);
+            if b.size > self.blocks[g.1].size {
+                g.1 = i;
+            }
+            if b.flags & flags::PINNED != 0 {
+                let p = pinned
+                    .entry((b.idom, key(b.site)))
+                    .or_insert((Amount::default(), 0, i));
+                p.0.add(b.size);
+                p.1 += b.view_bytes;
+            }
+        }
+
+        // Holders: roots and heap containers by retained bytes; a node that
+        // adds little to a dominator already listed is left out (it shows in
+        // that holder's chain).
+        let mut candidates: Vec<u32> = (1..self.first_block)
+            .filter(|&r| self.roots[r as usize].retained_blocks > 0)
+            .chain(
+                self.blocks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.retained_blocks >= 2)
+                    .map(|(i, _)| self.first_block + i as u32),
+            )
+            .collect();
+        candidates.sort_by_key(|&n| std::cmp::Reverse(self.retained_of(n).bytes));
+        let mut chosen: Vec<u32> = Vec::new();
+        for n in candidates {
+            if chosen.len() == TOP_HOLDERS {
+                break;
+            }
+            let kept = self.retained_of(n).bytes;
+            let d = self.idom(n);
+            if chosen.contains(&d) && kept * 10 >= self.retained_of(d).bytes * 9 {
+                continue;
+            }
+            chosen.push(n);
+        }
+        let holders = chosen
+            .iter()
+            .map(|&n| Holder {
+                node: self.node(n),
+                retained: self.retained_of(n),
+                chain: self.chain(n),
+            })
+            .collect();
+
+        let mut pinned: Vec<Pinning> = pinned
+            .into_iter()
+            .map(
+                |((holder, _site), (buffers, slice_bytes, example))| Pinning {
+                    holder: self.node(holder),
+                    buffer_site: self.block_node(example).site,
+                    buffers,
+                    slice_bytes,
+                    chain: self.chain(holder),
+                },
+            )
+            .collect();
+        pinned.sort_by_key(|p| std::cmp::Reverse(p.buffers.bytes));
+
+        let mut groups: Vec<LeakGroup> = groups
+            .into_iter()
+            .map(|((kind, _), (amount, largest))| LeakGroup {
+                kind,
+                site: self.block_node(largest).site,
+                amount,
+                chain: if matches!(kind, LeakKind::StillReachable | LeakKind::PossiblyLost) {
+                    self.block_chain(largest)
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        groups.sort_by_key(|g| (g.kind as u8, std::cmp::Reverse(g.amount.bytes)));
+
+        let mut labels = HashMap::new();
+        let mut retention: HashMap<Vec<String>, Amount> = HashMap::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            if b.parent == NONE {
+                continue;
+            }
+            let path = self.label_path(self.first_block + i as u32, &mut labels);
+            retention.entry(path).or_default().add(b.size);
+        }
+        let mut retention: Vec<RetentionPath> = retention
+            .into_iter()
+            .map(|(path, amount)| RetentionPath { path, amount })
+            .collect();
+        retention.sort_by(|a, b| {
+            b.amount
+                .bytes
+                .cmp(&a.amount.bytes)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+
+        SnapshotReport {
+            format: FORMAT.into(),
+            version: VERSION,
+            pid: std::process::id(),
+            time_unix_ms: meta.time_unix_ms,
+            pause_ms: meta.pause.as_secs_f64() * 1e3,
+            analysis_ms: header.analysis_ns as f64 / 1e6,
+            threads: meta.threads.to_vec(),
+            totals,
+            holders,
+            pinned,
+            groups,
+            retention,
+        }
+    }
+}
+
+/// What the parent knows beyond the child's results.
+pub(crate) struct ReportMeta<'a> {
+    pub(crate) time_unix_ms: u64,
+    pub(crate) pause: std::time::Duration,
+    pub(crate) threads: &'a [ThreadReport],
+}

@@ -1,0 +1,220 @@
+//! The results the snapshot child hands to its parent: fixed-size records in
+//! a shared anonymous mapping, created by the parent before the fork (so the
+//! child writes with plain stores and nothing is copied through a pipe).
+//!
+//! Layout: a [`Header`], then `root_capacity` [`RootOut`] records indexed by
+//! node id (entry 0, the super-root, unused), then `block_capacity`
+//! [`BlockOut`] records in address order.
+
+use std::ptr::NonNull;
+
+use crate::collect::raw_mem;
+
+const MAGIC: u64 = 0x6c65616b_73636f70; // "leakscop"
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) magic: u64,
+    pub(crate) roots: u32,
+    pub(crate) blocks: u32,
+    pub(crate) threads: u32,
+    /// Live-table entries left out (unreadable memory or overlapping).
+    pub(crate) dropped_blocks: u32,
+    pub(crate) edges: u64,
+    pub(crate) scanned_bytes: u64,
+    pub(crate) analysis_ns: u64,
+}
+
+/// What kind of root an entity is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum RootKind {
+    #[default]
+    Unused = 0,
+    /// A named variable; `index` into the variable list.
+    Variable = 1,
+    /// A writable segment (words outside any named variable); `index` into
+    /// the segment list.
+    Segment = 2,
+    /// A thread's registers; `index` is the thread.
+    Registers = 3,
+    /// A thread's static thread-local storage.
+    ThreadLocal = 4,
+    /// Stack words of a thread outside any frame found.
+    StackOther = 5,
+    /// A stack frame: `index` the thread, `frame` its depth, `pc` the code
+    /// address it was executing.
+    StackFrame = 6,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct RootOut {
+    pub(crate) kind: RootKind,
+    pub(crate) index: u32,
+    pub(crate) frame: u32,
+    pub(crate) reachable: u32,
+    pub(crate) pc: u64,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) retained: u64,
+    pub(crate) retained_blocks: u32,
+    pub(crate) _pad: u32,
+}
+
+impl RootOut {
+    pub(crate) fn new(
+        kind: RootKind,
+        index: u32,
+        frame: u32,
+        pc: u64,
+        start: u64,
+        end: u64,
+    ) -> Self {
+        RootOut {
+            kind,
+            index,
+            frame,
+            pc,
+            start,
+            end,
+            ..RootOut::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct BlockOut {
+    pub(crate) addr: u64,
+    pub(crate) size: u64,
+    pub(crate) site: u32,
+    /// `child::flags`.
+    pub(crate) flags: u32,
+    /// Node through which a shortest chain reaches the block (`NONE` if
+    /// unreachable).
+    pub(crate) parent: u32,
+    /// Offset of the pointer inside the parent.
+    pub(crate) parent_offset: u32,
+    /// Immediate dominator node (`NONE` if unreachable).
+    pub(crate) idom: u32,
+    pub(crate) retained_blocks: u32,
+    pub(crate) retained: u64,
+    /// Bytes of the slices its dominator holds of it, for pinned blocks;
+    /// `u64::MAX` otherwise.
+    pub(crate) view_bytes: u64,
+}
+
+/// The shared result mapping.
+pub(crate) struct Output {
+    base: NonNull<u8>,
+    bytes: usize,
+    roots: usize,
+    blocks: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value.
+unsafe impl Send for Output {}
+
+impl Output {
+    fn size_for(roots: usize, blocks: usize) -> usize {
+        std::mem::size_of::<Header>()
+            + roots * std::mem::size_of::<RootOut>()
+            + blocks * std::mem::size_of::<BlockOut>()
+    }
+
+    /// Maps a shared region for `roots` root records and `blocks` block
+    /// records. Untouched pages cost nothing.
+    pub(crate) fn new(roots: usize, blocks: usize) -> Option<Output> {
+        let bytes = Self::size_for(roots, blocks);
+        // SAFETY: an anonymous shared mapping with no hint; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Output {
+            base: NonNull::new(p.cast())?,
+            bytes,
+            roots,
+            blocks,
+        })
+    }
+
+    pub(crate) fn root_capacity(&self) -> usize {
+        self.roots
+    }
+
+    pub(crate) fn block_capacity(&self) -> usize {
+        self.blocks
+    }
+
+    fn roots_ptr(&self) -> *mut RootOut {
+        // SAFETY: the header is at the start of the mapping; records follow.
+        unsafe { self.base.as_ptr().add(std::mem::size_of::<Header>()).cast() }
+    }
+
+    fn blocks_ptr(&self) -> *mut BlockOut {
+        // SAFETY: block records follow the root records inside the mapping.
+        unsafe { self.roots_ptr().add(self.roots).cast() }
+    }
+
+    pub(crate) fn write_header(&mut self, header: &Header) {
+        let h = Header {
+            magic: MAGIC,
+            ..*header
+        };
+        // SAFETY: the mapping starts with room for a Header; it is aligned
+        // (page-aligned mapping).
+        unsafe { self.base.as_ptr().cast::<Header>().write(h) };
+    }
+
+    pub(crate) fn write_roots(&mut self, roots: &[RootOut]) {
+        let n = roots.len().min(self.roots);
+        // SAFETY: `n` records fit in the root area.
+        unsafe { std::ptr::copy_nonoverlapping(roots.as_ptr(), self.roots_ptr(), n) };
+    }
+
+    pub(crate) fn write_block(&mut self, i: usize, block: &BlockOut) {
+        if i < self.blocks {
+            // SAFETY: `i` is inside the block area.
+            unsafe { self.blocks_ptr().add(i).write(*block) };
+        }
+    }
+
+    /// The results, if the child finished writing them.
+    pub(crate) fn read(&self) -> Option<(Header, &[RootOut], &[BlockOut])> {
+        // SAFETY: the mapping starts with a Header (zero until written).
+        let header = unsafe { self.base.as_ptr().cast::<Header>().read() };
+        if header.magic != MAGIC
+            || header.blocks as usize > self.blocks
+            || header.roots as usize + 1 > self.roots
+        {
+            return None;
+        }
+        // SAFETY: both areas lie inside the mapping and hold initialised
+        // (zeroed or written) records.
+        let roots =
+            unsafe { std::slice::from_raw_parts(self.roots_ptr(), header.roots as usize + 1) };
+        // SAFETY: as above.
+        let blocks =
+            unsafe { std::slice::from_raw_parts(self.blocks_ptr(), header.blocks as usize) };
+        Some((header, roots, blocks))
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `new` with this size.
+        unsafe { raw_mem::unmap(self.base, self.bytes) };
+    }
+}

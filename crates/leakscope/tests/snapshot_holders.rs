@@ -1,0 +1,297 @@
+//! Heap snapshots find who holds memory: planted structures with known
+//! chains and sizes.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use leakscope::snapshot::{LeakKind, NodeKind};
+use leakscope::{Mode, Profiler};
+
+mod common;
+use common::watchdog;
+
+#[global_allocator]
+static ALLOC: Profiler = Profiler::new().with_mode(Mode::Full);
+
+/// Snapshots stop every thread: run the tests of this binary one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+static REQUEST_CACHE: Mutex<Option<HashMap<u64, Bytes>>> = Mutex::new(None);
+
+const BUFFER: usize = 256 * 1024;
+
+#[inline(never)]
+fn receive_buffer(i: u64) -> Bytes {
+    Bytes::from(vec![i as u8; BUFFER])
+}
+
+#[inline(never)]
+fn remember_one_byte_of_each(n: u64) -> Vec<usize> {
+    let mut inside = Vec::new();
+    for i in 0..n {
+        let buffer = receive_buffer(i);
+        let one_byte = buffer.slice(100..101);
+        inside.push(one_byte.as_ptr() as usize ^ usize::MAX);
+        REQUEST_CACHE
+            .lock()
+            .unwrap()
+            .get_or_insert_with(HashMap::new)
+            .insert(i, one_byte);
+    }
+    black_box(inside)
+}
+
+#[test]
+fn a_static_map_of_one_byte_slices_pins_whole_buffers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(300);
+    // Filled on a thread that then exits, so that no stale copy of a buffer
+    // pointer stays behind on a live stack (conservative scanning would
+    // count it as a second holder).
+    let hidden = std::thread::spawn(|| remember_one_byte_of_each(8))
+        .join()
+        .unwrap();
+    let snap = leakscope::snapshot().expect("snapshot");
+    for &h in &hidden {
+        let block = snap
+            .block_at((h ^ usize::MAX) as *const u8)
+            .expect("the buffer is a tracked block");
+        assert_eq!(block.size, BUFFER as u64);
+        assert_eq!(block.kind, LeakKind::StillReachable);
+        // A 1-byte slice pins it (conservative scanning may add a stale
+        // word or two to the bytes counted as views).
+        let views = block
+            .pinned_by_slices
+            .unwrap_or_else(|| panic!("not reported as pinned: {block:#?}"));
+        assert!(
+            (1..=64).contains(&views),
+            "{views} bytes of views: {block:#?}"
+        );
+        let root = &block.chain[0].node;
+        assert_eq!(root.kind, NodeKind::Static);
+        assert!(root.name.ends_with("REQUEST_CACHE"), "root {root:?}");
+        let holder = block.holder.expect("dominated by the map's table");
+        assert_eq!(holder.kind, NodeKind::Heap);
+        assert!(
+            holder.name.ends_with("remember_one_byte_of_each"),
+            "holder {holder:?}"
+        );
+        // static -> table -> buffer
+        assert_eq!(block.chain.len(), 3, "{:#?}", block.chain);
+        assert_eq!(block.chain[1].node, holder);
+    }
+    let report = snap.report();
+    let pin = report
+        .pinned
+        .iter()
+        .find(|p| {
+            p.buffer_site
+                .first()
+                .is_some_and(|f| f.ends_with("receive_buffer"))
+        })
+        .expect("a pinning finding for the buffers");
+    assert_eq!(pin.buffers.blocks, 8);
+    assert_eq!(pin.buffers.bytes, 8 * BUFFER as u64);
+    assert!(
+        (8..=8 * 64).contains(&pin.slice_bytes),
+        "{}",
+        pin.slice_bytes
+    );
+    assert!(pin.holder.name.ends_with("remember_one_byte_of_each"));
+    assert!(pin.chain[0].node.name.ends_with("REQUEST_CACHE"));
+    // The static retains every buffer (plus the table and the slices'
+    // shared headers).
+    let holder = report
+        .holders
+        .iter()
+        .find(|h| h.node.name.ends_with("REQUEST_CACHE"))
+        .expect("the static is a top holder");
+    assert!(
+        holder.retained.bytes >= 8 * BUFFER as u64,
+        "{:?}",
+        holder.retained
+    );
+    assert!(
+        holder.retained.bytes < 8 * BUFFER as u64 + 64 * 1024,
+        "{:?}",
+        holder.retained
+    );
+    REQUEST_CACHE.lock().unwrap().take();
+}
+
+#[inline(never)]
+fn hold_vec_on_stack(ready: mpsc::Sender<usize>, done: mpsc::Receiver<()>) {
+    let v = vec![7u8; 100_000];
+    black_box(&v);
+    ready.send(v.as_ptr() as usize ^ usize::MAX).unwrap();
+    done.recv().unwrap();
+    black_box(&v);
+}
+
+#[test]
+fn a_vec_on_a_thread_stack_is_held_by_that_frame() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(300);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let t = std::thread::Builder::new()
+        .name("stack-holder".into())
+        .spawn(move || hold_vec_on_stack(ready_tx, done_rx))
+        .unwrap();
+    let hidden = ready_rx.recv().unwrap();
+    let snap = leakscope::snapshot().expect("snapshot");
+    let block = snap
+        .block_at((hidden ^ usize::MAX) as *const u8)
+        .expect("tracked");
+    assert_eq!(block.size, 100_000);
+    assert_eq!(block.kind, LeakKind::StillReachable);
+    assert_eq!(block.chain.len(), 2, "{:#?}", block.chain);
+    let root = &block.chain[0].node;
+    assert_eq!(root.kind, NodeKind::Stack, "{root:?}");
+    assert_eq!(
+        root.name,
+        "thread stack-holder: snapshot_holders::hold_vec_on_stack"
+    );
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+}
+
+#[inline(never)]
+fn spawn_task_holding_buffer(
+    rt: &tokio::runtime::Runtime,
+    ready: mpsc::Sender<usize>,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    rt.spawn(async move {
+        let buffer = vec![3u8; 200_000];
+        ready.send(buffer.as_ptr() as usize ^ usize::MAX).unwrap();
+        let _ = stop_rx.await;
+        black_box(&buffer);
+    });
+    stop_tx
+}
+
+#[test]
+fn a_buffer_owned_by_a_tokio_task_is_held_by_the_task() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(300);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stop = spawn_task_holding_buffer(&rt, ready_tx);
+    let hidden = ready_rx.recv().unwrap();
+    let snap = leakscope::snapshot().expect("snapshot");
+    let block = snap
+        .block_at((hidden ^ usize::MAX) as *const u8)
+        .expect("tracked");
+    assert_eq!(block.kind, LeakKind::StillReachable);
+    let holder = block.holder.expect("dominated by the task");
+    assert_eq!(holder.kind, NodeKind::Heap);
+    assert!(
+        holder
+            .site
+            .iter()
+            .any(|f| f.ends_with("spawn_task_holding_buffer")),
+        "the task was spawned in spawn_task_holding_buffer: {holder:#?}"
+    );
+    assert!(block.chain.len() >= 3, "{:#?}", block.chain);
+    stop.send(()).unwrap();
+    drop(rt);
+}
+
+struct Node {
+    _payload: [u8; 1000],
+    next: Mutex<Option<std::sync::Arc<Node>>>,
+}
+
+#[inline(never)]
+fn make_unreachable_things() -> [usize; 3] {
+    // An Arc cycle: a -> b -> a, then both handles dropped.
+    let a = std::sync::Arc::new(Node {
+        _payload: [1; 1000],
+        next: Mutex::new(None),
+    });
+    let b = std::sync::Arc::new(Node {
+        _payload: [2; 1000],
+        next: Mutex::new(Some(a.clone())),
+    });
+    *a.next.lock().unwrap() = Some(b.clone());
+    let (pa, pb) = (
+        std::sync::Arc::as_ptr(&a) as usize,
+        std::sync::Arc::as_ptr(&b) as usize,
+    );
+    drop((a, b));
+    // A leaked box with no pointer left.
+    let leaked = Box::leak(Box::new([9u8; 5000])).as_ptr() as usize;
+    [pa ^ usize::MAX, pb ^ usize::MAX, leaked ^ usize::MAX]
+}
+
+#[test]
+fn cycles_and_forgotten_blocks_are_unreachable() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(300);
+    // On a thread that then exits, so no stale copy of a pointer stays on a
+    // live stack.
+    let hidden = std::thread::spawn(make_unreachable_things).join().unwrap();
+    let snap = leakscope::snapshot().expect("snapshot");
+    let kinds: Vec<LeakKind> = hidden
+        .iter()
+        .map(|&h| {
+            snap.block_at((h ^ usize::MAX) as *const u8)
+                .expect("tracked")
+                .kind
+        })
+        .collect();
+    let lost = |k: &LeakKind| matches!(k, LeakKind::DefinitelyLost | LeakKind::IndirectlyLost);
+    assert!(kinds.iter().all(lost), "{kinds:?}");
+    // One of the cycle is its leader (definitely lost), the other indirect.
+    assert!(
+        kinds[..2].contains(&LeakKind::DefinitelyLost)
+            && kinds[..2].contains(&LeakKind::IndirectlyLost),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds[2], LeakKind::DefinitelyLost);
+    let report = snap.report();
+    assert!(report.totals.definitely_lost.bytes >= 5000);
+}
+
+#[test]
+fn go_tool_pprof_shows_the_chain_of_the_refs_profile() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(300);
+    let _hidden = remember_one_byte_of_each(2);
+    let snap = leakscope::snapshot().expect("snapshot");
+    let path = std::env::temp_dir().join(format!("leakscope-refs-{}.pb.gz", std::process::id()));
+    snap.write_refs_pprof(&path).unwrap();
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-traces", "-symbolize=none"])
+        .arg(&path)
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("go is installed by the test command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let traces = String::from_utf8_lossy(&out.stdout);
+    let trace = traces
+        .split("-----------+")
+        .find(|t| t.contains("receive_buffer (heap)"))
+        .unwrap_or_else(|| panic!("no trace of the buffers:\n{traces}"));
+    assert!(
+        trace.contains("static snapshot_holders::REQUEST_CACHE"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("remember_one_byte_of_each (heap)"),
+        "{trace}"
+    );
+    std::fs::remove_file(&path).ok();
+    REQUEST_CACHE.lock().unwrap().take();
+}
