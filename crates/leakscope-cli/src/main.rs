@@ -34,6 +34,8 @@ enum Command {
     Diff(commands::diff::Args),
     /// Draw a heap profile as a flame graph (SVG).
     Flame(commands::flame::Args),
+    /// Who holds the memory: top holders, chains and leaks from a snapshot file.
+    Refs(commands::refs::Args),
     /// Profile a small built-in program that leaks, and show what leakscope finds.
     Demo(commands::demo::Args),
     /// (internal) the workload the demo profiles.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Top(args) => commands::top::run(args),
         Command::Diff(args) => commands::diff::run(args),
         Command::Flame(args) => commands::flame::run(args),
+        Command::Refs(args) => commands::refs::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::DemoWorkload(args) => commands::demo::workload(args),
     };

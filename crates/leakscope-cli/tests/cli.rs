@@ -295,3 +295,97 @@ fn a_bad_environment_setting_warns_and_carries_on() {
         stderr(&o)
     );
 }
+
+#[test]
+fn refs_names_the_static_that_holds_the_demo_leak() {
+    let dir = scratch("refs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("snapshot.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args([
+            "demo-workload",
+            "--out",
+            dir.to_str().unwrap(),
+            "--requests",
+            "2000",
+        ])
+        .env("LEAKSCOPE_MODE", "full")
+        .env("LEAKSCOPE_REFS_OUT", &snap)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let refs_pprof = dir.join("refs.pb.gz");
+    let o = leakscope(&[
+        "refs",
+        snap.to_str().unwrap(),
+        "-n",
+        "3",
+        "--pprof",
+        refs_pprof.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let first = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("1."))
+        .unwrap_or("");
+    assert!(
+        first.contains("static leakscope::commands::demo::REQUEST_CACHE"),
+        "{out}"
+    );
+    // 500 kept bodies of 2048 + (id*37 % 2048) bytes, plus the map's table.
+    let kept: u64 = (0..2000u64)
+        .filter(|id| id % 4 == 0)
+        .map(|id| 2048 + (id * 37) % 2048)
+        .sum();
+    let report = leakscope_profile::snapshot::SnapshotReport::from_json(
+        &std::fs::read_to_string(&snap).unwrap(),
+    )
+    .unwrap();
+    let holder = &report.holders[0];
+    // The bodies and the map's table, less the few bodies a stale word on
+    // the exiting main thread's stack also points to (conservative
+    // scanning cannot tell those apart from live references).
+    assert!(
+        holder.retained.bytes <= kept + 64 * 1024,
+        "{:?} vs {kept}",
+        holder.retained
+    );
+    assert!(
+        holder.retained.bytes >= kept * 95 / 100,
+        "{:?} vs {kept}",
+        holder.retained
+    );
+    assert!(
+        (475..=501).contains(&holder.retained.blocks),
+        "{:?}",
+        holder.retained
+    );
+    // The hash table holds pointers: it is a container, not a pinned buffer.
+    assert!(report.pinned.is_empty(), "{:#?}", report.pinned);
+    // The refs profile names the chain for pprof tools.
+    let view = leakscope_profile::StackView::new(
+        &leakscope_profile::decode(&std::fs::read(&refs_pprof).unwrap()).unwrap(),
+    );
+    assert!(view.samples.iter().any(|s| view.function_names(s).last()
+        == Some("static leakscope::commands::demo::REQUEST_CACHE")));
+    let json = leakscope(&["refs", snap.to_str().unwrap(), "--json"]);
+    assert!(stdout(&json).contains("\"format\": \"leakscope-snapshot\""));
+}
+
+#[test]
+fn refs_rejects_files_that_are_not_snapshots() {
+    let p = write_profile("not-a-snapshot.pb.gz", &[("app::x", 1)]);
+    assert_clean_failure(
+        &leakscope(&["refs", p.to_str().unwrap()]),
+        1,
+        "not a leakscope snapshot",
+    );
+    let text = scratch("other.json");
+    std::fs::write(&text, "{\"hello\": 1}").unwrap();
+    assert_clean_failure(
+        &leakscope(&["refs", text.to_str().unwrap()]),
+        1,
+        "not a leakscope snapshot",
+    );
+}

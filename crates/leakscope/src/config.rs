@@ -154,6 +154,9 @@ impl Settings {
         if let Some(out) = getenv(c"LEAKSCOPE_OUT") {
             OUT_PATH.set(out);
         }
+        if let Some(out) = getenv(c"LEAKSCOPE_REFS_OUT") {
+            REFS_OUT_PATH.set(out);
+        }
         Resolved {
             mode: self.forced_mode.or(env_mode).unwrap_or(self.default_mode),
             rate: self
@@ -190,7 +193,7 @@ impl StaticPath {
 
     fn set(&self, path: &str) {
         if path.len() > 4096 || self.len.load(Ordering::Acquire) != 0 {
-            warn(&["LEAKSCOPE_OUT is too long or set twice; ignored"]);
+            warn(&["an output path is too long or set twice; ignored"]);
             return;
         }
         // SAFETY: only initialisation writes here, once (len is still 0 and
@@ -214,6 +217,9 @@ impl StaticPath {
 
 /// `LEAKSCOPE_OUT`: where to write the heap profile at exit.
 pub(crate) static OUT_PATH: StaticPath = StaticPath::new();
+/// `LEAKSCOPE_REFS_OUT`: where to write a heap snapshot at exit (a snapshot
+/// file, or the refs profile if the name ends in `.pb.gz`).
+pub(crate) static REFS_OUT_PATH: StaticPath = StaticPath::new();
 
 /// Expands `%p` to the process id.
 pub fn expand_path(template: &str) -> String {

@@ -1,6 +1,7 @@
 pub mod demo;
 pub mod diff;
 pub mod flame;
+pub mod refs;
 pub mod top;
 
 /// The sample types of heap profiles, for `--sample-index`.

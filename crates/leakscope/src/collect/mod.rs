@@ -462,6 +462,30 @@ pub(crate) fn lock_all() {
     LIVE.lock_for_fork();
 }
 
+/// Takes the locks a heap snapshot needs (mode switch, stack table, live
+/// shards): while they are held no tracked allocation or free can complete.
+/// The free list of per-thread counter blocks is left alone: a thread
+/// handing its block back at exit does so with signals blocked, and must
+/// not be kept waiting by a snapshot that is waiting for it to stop.
+pub(crate) fn lock_for_snapshot() {
+    MODE_SWITCH.raw_lock();
+    STACKS.lock_for_fork();
+    LIVE.lock_for_fork();
+}
+
+/// Releases what [`lock_for_snapshot`] took.
+///
+/// # Safety
+/// Only after `lock_for_snapshot` on this thread.
+pub(crate) unsafe fn unlock_after_snapshot() {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        LIVE.unlock_after_fork();
+        STACKS.unlock_after_fork();
+        MODE_SWITCH.raw_unlock();
+    }
+}
+
 /// Releases what [`lock_all`] took.
 ///
 /// # Safety

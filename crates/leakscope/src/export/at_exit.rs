@@ -1,21 +1,38 @@
-//! `LEAKSCOPE_OUT`: the heap profile written when the process exits normally.
+//! Output written when the process exits normally: `LEAKSCOPE_OUT` (a heap
+//! profile) and `LEAKSCOPE_REFS_OUT` (a heap snapshot).
 
-use crate::config::{expand_path, OUT_PATH};
+use crate::config::{expand_path, OUT_PATH, REFS_OUT_PATH};
 
 extern "C" fn write_at_exit() {
-    let Some(template) = OUT_PATH.get() else {
-        return;
-    };
-    let path = expand_path(template);
-    if let Err(e) = super::heap_profile().write_pprof(&path) {
-        eprintln!("leakscope: could not write the heap profile to {path}: {e}");
+    let _scope = crate::collect::thread::UntrackedScope::enter();
+    if let Some(template) = OUT_PATH.get() {
+        let path = expand_path(template);
+        if let Err(e) = super::heap_profile().write_pprof(&path) {
+            eprintln!("leakscope: could not write the heap profile to {path}: {e}");
+        }
+    }
+    if let Some(template) = REFS_OUT_PATH.get() {
+        let path = expand_path(template);
+        let written = crate::snapshot::snapshot()
+            .map_err(|e| e.to_string())
+            .and_then(|snap| {
+                if path.ends_with(".pb.gz") {
+                    snap.write_refs_pprof(&path)
+                } else {
+                    snap.write(&path)
+                }
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            eprintln!("leakscope: could not write the heap snapshot to {path}: {e}");
+        }
     }
 }
 
-/// Registers the exit handler if `LEAKSCOPE_OUT` is set. Called once, right
-/// after initialisation.
+/// Registers the exit handler if an exit output is configured. Called once,
+/// right after initialisation.
 pub(crate) fn install() {
-    if OUT_PATH.get().is_some() {
+    if OUT_PATH.get().is_some() || REFS_OUT_PATH.get().is_some() {
         // SAFETY: `write_at_exit` is an `extern "C" fn()` valid for the whole
         // process; atexit only stores it.
         unsafe { libc::atexit(write_at_exit) };

@@ -25,6 +25,8 @@ use crate::collect::LIVE;
 pub(crate) struct ThreadRoots {
     /// False when the thread did not stop in time: nothing of it is scanned.
     pub(crate) stopped: bool,
+    /// The thread exited before it could be stopped.
+    pub(crate) exited: bool,
     /// The snapshotting thread itself (its stack is scanned from the child's
     /// own stack pointer).
     pub(crate) is_self: bool,
@@ -696,9 +698,11 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         }
     }
 
-    // Slice pinning: a large block whose dominator holds it only through
-    // small views: pointers into it followed by a plausible length (the
-    // layout of Rust slices, `Bytes` and `&str`). A pointer without a
+    // Slice pinning: a large data buffer (a block that holds no pointers of
+    // its own, like a network read buffer or a JSON document; containers
+    // such as hash tables are excluded) whose dominator holds it only
+    // through small views: pointers into it followed by a plausible length
+    // (the layout of Rust slices, `Bytes` and `&str`). A pointer without a
     // plausible length counts as a pointer-sized view: conservative scanning
     // also meets stale words, which must not hide a pinned buffer.
     let mut view_bytes = MmapVec::filled(n_blocks, u64::MAX)?;
@@ -706,7 +710,9 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         let mut candidates: MmapVec<(u32, u32)> = MmapVec::new();
         for (i, b) in index.blocks.iter().enumerate() {
             let node = first_block as usize + i;
-            if b.size >= PIN_MIN_BYTES && parent[node] != NONE && idom[node] != 0 {
+            let holds_pointers = !succ.neighbours(node as u32).is_empty();
+            if b.size >= PIN_MIN_BYTES && parent[node] != NONE && idom[node] != 0 && !holds_pointers
+            {
                 candidates.push((idom[node], i as u32))?;
             }
         }

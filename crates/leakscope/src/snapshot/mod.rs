@@ -6,8 +6,8 @@
 //! 1. Before stopping anything (allocation allowed): list the loaded
 //!    objects' writable segments and named variables, the threads and their
 //!    names; prepare every buffer the stopped phase will write into.
-//! 2. Stop (no allocation, no free from here): take every profiler lock (no
-//!    allocation or free can complete), signal every other thread, whose
+//! 2. Stop (no allocation, no free from here): take the profiler's table
+//!    locks (no tracked allocation or free can complete), signal every other thread, whose
 //!    handler saves its registers and waits; `fork` with a raw system call
 //!    (no `atfork` handlers, no `malloc` locks taken); resume the threads and
 //!    release the locks. The parent's pause is this step only.
@@ -263,6 +263,7 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
     let mut thread_roots = vec![
         ThreadRoots {
             stopped: true,
+            exited: false,
             is_self: true,
             regs: [0; threads::SAVED_REGS],
             tp: threads::thread_pointer(),
@@ -279,14 +280,15 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
 
     // Step 2: stopped. No allocation or free until the locks are released.
     let paused_at = Instant::now();
-    collect::lock_all();
-    // SAFETY: lock_all holds every shard lock.
+    collect::lock_for_snapshot();
+    // SAFETY: lock_for_snapshot holds every shard lock.
     let live = unsafe { LIVE.len_unlocked() };
     let out = Output::new(layout.roots() as usize + 1, live + 16);
     threads::stop(slots, signo, STOP_TIMEOUT);
     for (roots, slot) in thread_roots[1..].iter_mut().zip(slots.iter()) {
         roots.is_self = false;
         roots.stopped = threads::stopped(slot);
+        roots.exited = threads::gone(slot);
         roots.regs = slot.regs;
         roots.tp = slot.tp;
     }
@@ -313,11 +315,11 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
     }
     let fork_error = io::Error::last_os_error();
     threads::resume();
-    // SAFETY: this thread took every lock with lock_all above.
-    unsafe { collect::unlock_all() };
+    // SAFETY: this thread took the locks with lock_for_snapshot above.
+    unsafe { collect::unlock_after_snapshot() };
     let pause = paused_at.elapsed();
     threads::retire_slots();
-    let stopped: Vec<bool> = thread_roots.iter().map(|t| t.stopped).collect();
+    let stopped: Vec<(bool, bool)> = thread_roots.iter().map(|t| (t.stopped, t.exited)).collect();
     drop(slot_buffer);
 
     // Step 3: wait for the child, then name its results.
@@ -336,10 +338,12 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
         ));
     };
     let all_threads: Vec<ThreadInfo> = std::iter::once(me).chain(others).collect();
+    // Threads that exited before they could be stopped are left out.
     let thread_reports: Vec<ThreadReport> = all_threads
         .iter()
         .zip(&stopped)
-        .map(|(t, &stopped)| ThreadReport {
+        .filter(|(_, &(_, exited))| !exited)
+        .map(|(t, &(stopped, _))| ThreadReport {
             tid: t.tid,
             name: t.name.clone(),
             stopped,

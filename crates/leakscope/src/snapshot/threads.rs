@@ -14,6 +14,8 @@ pub(crate) use arch::{thread_pointer, FP, PC, SAVED_REGS, SP};
 
 const WAITING: u32 = 0;
 const STOPPED: u32 = 1;
+/// The thread no longer exists (it exited since it was listed).
+const GONE: u32 = 2;
 
 /// One thread's slot, written by its signal handler.
 #[repr(C)]
@@ -233,29 +235,61 @@ pub(crate) fn stop(slots: &mut [ThreadSlot], signo: libc::c_int, timeout: Durati
     SLOTS.store(slots.as_mut_ptr(), Ordering::Release);
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
+    // SAFETY: tgkill to a thread of our own process; `sig` 0 only checks
+    // that it exists. A thread that has exited since it was listed makes it
+    // fail (ESRCH), harmlessly.
+    let tgkill =
+        |tid: i32, sig: libc::c_int| unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) } == 0;
     for slot in slots.iter() {
-        // SAFETY: tgkill to a thread of our own process; a thread that has
-        // exited since it was listed makes it fail with ESRCH, harmlessly.
-        unsafe { libc::syscall(libc::SYS_tgkill, pid, slot.tid, signo) };
+        if !tgkill(slot.tid, signo) {
+            slot.state.store(GONE, Ordering::Release);
+        }
     }
     let start = Instant::now();
+    let mut checked_gone = start;
     loop {
-        let stopped = slots
+        let waiting = slots
             .iter()
-            .filter(|s| s.state.load(Ordering::Acquire) == STOPPED)
+            .filter(|s| s.state.load(Ordering::Acquire) == WAITING)
             .count();
-        if stopped == slots.len() || start.elapsed() > timeout {
-            return stopped;
+        if waiting == 0 || start.elapsed() > timeout {
+            return slots
+                .iter()
+                .filter(|s| s.state.load(Ordering::Acquire) == STOPPED)
+                .count();
+        }
+        // A thread on its way out has signals blocked: stop waiting for it
+        // once it is gone.
+        if checked_gone.elapsed() > Duration::from_millis(1) {
+            checked_gone = Instant::now();
+            for slot in slots
+                .iter()
+                .filter(|s| s.state.load(Ordering::Acquire) == WAITING)
+            {
+                if !tgkill(slot.tid, 0) {
+                    let _ = slot.state.compare_exchange(
+                        WAITING,
+                        GONE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+            }
         }
         std::hint::spin_loop();
         if start.elapsed() > Duration::from_micros(200) {
-            std::thread::sleep(Duration::from_micros(100));
+            std::thread::sleep(Duration::from_micros(50));
         }
     }
 }
 
 pub(crate) fn stopped(slot: &ThreadSlot) -> bool {
     slot.state.load(Ordering::Acquire) == STOPPED
+}
+
+/// The thread exited before it could be stopped.
+pub(crate) fn gone(slot: &ThreadSlot) -> bool {
+    slot.state.load(Ordering::Acquire) == GONE
 }
 
 /// Lets every stopped thread go.

@@ -1,0 +1,47 @@
+//! `leakscope refs SNAPSHOT`: who holds the memory, from a snapshot file
+//! (written by `leakscope::snapshot()` or `LEAKSCOPE_REFS_OUT`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use leakscope_profile::snapshot::SnapshotReport;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A snapshot file (JSON).
+    pub file: PathBuf,
+    /// How many holders and findings to show.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub nodes: usize,
+    /// Print the snapshot as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the holder-chain profile (pprof) here.
+    #[arg(long, value_name = "OUT.pb.gz")]
+    pub pprof: Option<PathBuf>,
+}
+
+pub fn load(path: &PathBuf) -> Result<SnapshotReport> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: not a leakscope snapshot file (it is not text)",
+            path.display()
+        )
+    })?;
+    SnapshotReport::from_json(text).with_context(|| format!("{}", path.display()))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let report = load(&args.file)?;
+    if let Some(out) = &args.pprof {
+        std::fs::write(out, leakscope_profile::encode_gzip(&report.refs_profile()))
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.render(args.nodes));
+    }
+    Ok(())
+}
