@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections import defaultdict
 
-raw_path, memory_path, callgrind_path, criterion_dir, pairs_path, allocations_path = sys.argv[1:7]
+raw_path, memory_path, callgrind_path, criterion_dir, pairs_path, allocations_path, snapshots_path = sys.argv[1:8]
 
 
 def cmd(*args):
@@ -146,6 +146,22 @@ p(f"Full mode holding {memory.get('live_blocks', 0):,} live blocks: "
   "(live table, stack table, per-thread counters).")
 p("")
 
+snapshots = [json.loads(l) for l in open(snapshots_path) if l.strip()]
+if snapshots:
+    p("## Heap snapshots")
+    p("")
+    p("Full mode; a heap of live blocks each holding a pointer to a random earlier block (one edge per block, "
+      "random: the worst case for cache locality). Best of three snapshots. The pause is the time the process is "
+      "stopped (locks, signals to every thread, fork); the analysis runs in the forked child.")
+    p("")
+    p("| heap | block size | blocks | RSS | pause | pause per GiB RSS | analysis | analysis throughput | profiler bytes/block |")
+    p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for s_ in snapshots:
+        p(f"| {s_['heap_mib']} MiB | {s_['block_bytes']} B | {s_['blocks']:,} | {s_['rss_bytes'] / 2**20:.0f} MiB | "
+          f"{s_['pause_ms']:.1f} ms | {s_['pause_ms_per_gib_rss']:.1f} ms | {s_['analysis_ms']:.0f} ms | "
+          f"{s_['analysis_gib_per_s']:.2f} GiB/s | {s_['profiler_bytes_per_block']:.1f} |")
+    p("")
+
 p("## Targets")
 p("")
 def verdict(ok):
@@ -177,6 +193,11 @@ if "heaptrack" in proc:
     rows.append(("full ≥ 10× faster than heaptrack (whole command)", f"{speed:.1f}×", speed >= 10))
 if "dhat" in proc:
     rows.append(("(for reference) full vs dhat (whole command)", f"{proc['dhat'] / proc['leakscope-full']:.1f}× faster", True))
+for s_ in snapshots:
+    rows.append((f"snapshot pause ≤ 20 ms per GiB RSS ({s_['heap_mib']} MiB, {s_['block_bytes']} B blocks)",
+                 f"{s_['pause_ms_per_gib_rss']:.1f} ms/GiB", s_['pause_ms_per_gib_rss'] <= 20))
+    rows.append((f"snapshot analysis ≥ 1 GiB/s ({s_['heap_mib']} MiB, {s_['block_bytes']} B blocks)",
+                 f"{s_['analysis_gib_per_s']:.2f} GiB/s", s_['analysis_gib_per_s'] >= 1))
 bpb = memory.get("bytes_per_tracked_block", 1e9)
 rows.append(("≤ 32 bytes of profiler memory per tracked block", f"{bpb:.1f} B", bpb <= 32))
 p("| target | measured | verdict |")
@@ -196,6 +217,9 @@ p("- What sampled mode adds to every allocation is a thread-local countdown (3 i
   "~150 instructions each in glibc, this is about 2% of instructions; wall-time differences stay within noise.")
 p("- jemalloc's own profiling, measured against jemalloc without it, costs more than leakscope's sampled mode "
   "costs against glibc.")
+p("- Snapshot analysis cost is per block and per pointer more than per byte: each pointer found costs a hash "
+  "probe and a short search (prefetched in batches of 32), and the graph passes touch per-node arrays at random. "
+  "Heaps of kilobyte-sized blocks analyse at over 1 GiB/s; heaps of 128-512 byte blocks at 0.25-0.55 GiB/s.")
 p("- Full mode pays for a frame-pointer walk, a stack-table lookup, per-thread counters and a live-table "
   "insert on every allocation, and a live-table removal on every free: about 1 000 instructions per pair.")
 print("\n".join(out))

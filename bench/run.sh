@@ -6,7 +6,9 @@
 #   - profiler memory per tracked block (1M live blocks, full mode);
 #   - instruction counts under callgrind (deterministic): the whole workload
 #     on one thread, and one alloc+free pair in isolation;
-#   - criterion micro-benchmarks of one alloc+free pair per mode.
+#   - criterion micro-benchmarks of one alloc+free pair per mode;
+#   - heap snapshots: parent pause and child analysis time for 100 MiB and
+#     1 GiB heaps of millions of blocks.
 # Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,8 +77,17 @@ for cfg in system off sampled full; do
     echo "$cfg $(grep -o 'Collected : [0-9]*' "$OUT/cgp.$cfg.log" | grep -o '[0-9]*')" >> "$PAIRS"
 done
 
+echo "bench: heap snapshots (pause and analysis)"
+SNAPSHOTS="$OUT/snapshots.jsonl"
+: > "$SNAPSHOTS"
+for shape in "100 128" "1024 512" "1024 4096"; do
+    # shellcheck disable=SC2086
+    "$B/snapshot-bench" $shape 2>/dev/null >> "$SNAPSHOTS"
+    echo >> "$SNAPSHOTS"
+done
+
 echo "bench: criterion hot path"
 cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
 
-python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" > bench/RESULTS.md
+python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" > bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md"

@@ -175,14 +175,102 @@ fn hex(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// Live blocks sorted by address, with a radix table over address buckets.
+/// Live blocks sorted by address, with a hash table from each 4 KiB page
+/// that any block touches to the first block touching it. A word in a page
+/// no block touches is rejected after one probe; otherwise a short binary
+/// search among the few blocks of that page finds the one it points into.
+/// (Heaps are sparse, so a flat table over the whole address range would be
+/// mostly empty, and a binary search over all blocks misses the cache at
+/// every step.)
 struct BlockIndex {
     blocks: MmapVec<Block>,
-    starts: MmapVec<u64>,
-    bucket_first: MmapVec<u32>,
+    /// `(start, end)` of each block: what a lookup reads, kept together so
+    /// that one cache miss answers both the search and the containment test.
+    spans: MmapVec<(u64, u64)>,
+    pages: PageTable,
     min: u64,
     max_end: u64,
-    shift: u32,
+}
+
+const PAGE_SHIFT: u32 = 12;
+
+/// Candidate words looked up together by [`BlockIndex::find_batch`].
+const SCAN_BATCH: usize = 32;
+
+#[inline(always)]
+fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; the address is a valid reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(
+            (r as *const T).cast::<i8>(),
+            std::arch::x86_64::_MM_HINT_T0,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
+/// Open-addressing map from page number to the first and last block
+/// touching it (one cache line per lookup).
+struct PageTable {
+    /// `(page number + 1, first block, last block)`; a zero key marks an
+    /// empty slot.
+    slots: MmapVec<(u64, u32, u32)>,
+    mask: usize,
+}
+
+impl PageTable {
+    fn with_capacity(entries: usize) -> Option<PageTable> {
+        let cap = (entries * 2).next_power_of_two().max(16);
+        Some(PageTable {
+            slots: MmapVec::filled(cap, (0, 0, 0))?,
+            mask: cap - 1,
+        })
+    }
+
+    fn slot(&self, page: u64) -> usize {
+        (page.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize & self.mask
+    }
+
+    /// Records that `block` touches `page` (blocks come in address order).
+    fn add(&mut self, page: u64, block: u32) {
+        let mut i = self.slot(page);
+        loop {
+            let (k, _, _) = self.slots[i];
+            if k == page + 1 {
+                self.slots[i].2 = block;
+                return;
+            }
+            if k == 0 {
+                self.slots[i] = (page + 1, block, block);
+                return;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The first and last block touching `page`.
+    #[inline(always)]
+    fn get(&self, page: u64) -> Option<(u32, u32)> {
+        self.get_from(page, self.slot(page))
+    }
+
+    /// As [`PageTable::get`], with the page's home slot already computed.
+    #[inline(always)]
+    fn get_from(&self, page: u64, home: usize) -> Option<(u32, u32)> {
+        let mut i = home;
+        loop {
+            let (k, first, last) = self.slots[i];
+            if k == page + 1 {
+                return Some((first, last));
+            }
+            if k == 0 {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
 }
 
 impl BlockIndex {
@@ -207,18 +295,38 @@ impl BlockIndex {
         kept.reserve(blocks.len())?;
         let mut dropped = 0u32;
         let mut last_end = 0;
+        let mut pages_touched = 0usize;
+        // The readable mapping holding the previous block: most blocks share
+        // one with their neighbour.
+        let mut mapping = (0u64, 0u64);
         for &b in blocks.iter() {
-            if b.addr < last_end || !readable.covers(b.addr, b.addr + b.size) {
+            let end = b.addr + b.size;
+            let readable_here = if b.addr >= mapping.0 && end <= mapping.1 {
+                true
+            } else {
+                if let Some(m) = readable.mapping(b.addr) {
+                    mapping = m;
+                }
+                readable.covers(b.addr, end)
+            };
+            if b.addr < last_end || !readable_here {
                 dropped += 1;
                 continue;
             }
             last_end = b.addr + b.size.max(1);
+            pages_touched += (((last_end - 1) >> PAGE_SHIFT) - (b.addr >> PAGE_SHIFT) + 1) as usize;
             kept.push(b)?;
         }
-        let mut starts = MmapVec::new();
-        starts.reserve(kept.len())?;
-        for b in kept.iter() {
-            starts.push(b.addr)?;
+        drop(blocks);
+        let mut spans = MmapVec::new();
+        spans.reserve(kept.len())?;
+        let mut pages = PageTable::with_capacity(pages_touched.min(kept.len() * 2 + (1 << 20)))?;
+        for (i, b) in kept.iter().enumerate() {
+            spans.push((b.addr, b.addr + b.size))?;
+            let last = (b.addr + b.size.max(1) - 1) >> PAGE_SHIFT;
+            for page in (b.addr >> PAGE_SHIFT)..=last {
+                pages.add(page, i as u32);
+            }
         }
         let min = kept.first().map_or(0, |b| b.addr);
         let max_end = kept
@@ -226,52 +334,76 @@ impl BlockIndex {
             .map(|b| b.addr + b.size.max(1))
             .max()
             .unwrap_or(0);
-        let span = max_end.saturating_sub(min).max(1);
-        let target_buckets = (kept.len() as u64).clamp(1, 1 << 22);
-        let mut shift = 0;
-        while (span >> shift) > target_buckets {
-            shift += 1;
-        }
-        let n_buckets = (span >> shift) as usize + 2;
-        let mut bucket_first = MmapVec::filled(n_buckets, 0u32)?;
-        let mut i = 0;
-        for (bucket, first) in bucket_first.iter_mut().enumerate() {
-            let bucket_start = min + ((bucket as u64) << shift);
-            while i < starts.len() && starts[i] < bucket_start {
-                i += 1;
-            }
-            *first = i as u32;
-        }
         Some((
             BlockIndex {
                 blocks: kept,
-                starts,
-                bucket_first,
+                spans,
+                pages,
                 min,
                 max_end,
-                shift,
             },
             dropped,
         ))
     }
 
+    /// Looks up a batch of words: first prefetching every page-table slot,
+    /// then every span range, so that the cache misses of a batch overlap
+    /// instead of following one another (pointers in a heap are mostly
+    /// random, and one miss costs more than the rest of a lookup).
+    fn find_batch(&self, words: &[u64], out: &mut [Option<(u32, bool)>]) {
+        let mut slots = [0usize; SCAN_BATCH];
+        for (slot, &w) in slots.iter_mut().zip(words) {
+            *slot = self.pages.slot(w >> PAGE_SHIFT);
+            prefetch(&self.pages.slots[*slot]);
+        }
+        let mut ranges = [(0u32, 0u32); SCAN_BATCH];
+        for ((range, &w), &slot) in ranges.iter_mut().zip(words).zip(&slots) {
+            *range = self
+                .pages
+                .get_from(w >> PAGE_SHIFT, slot)
+                .unwrap_or((u32::MAX, 0));
+            if range.0 != u32::MAX {
+                prefetch(&self.spans[range.0 as usize]);
+            }
+        }
+        for ((o, &w), &(first, last)) in out.iter_mut().zip(words).zip(&ranges) {
+            *o = if first == u32::MAX {
+                None
+            } else {
+                self.find_between(w, first as usize, last as usize + 1)
+            };
+        }
+    }
+
+    /// The block in `spans[first..end]` that `word` points into.
+    #[inline(always)]
+    fn find_between(&self, word: u64, first: usize, end: usize) -> Option<(u32, bool)> {
+        let i = first + self.spans[first..end].partition_point(|&(s, _)| s <= word);
+        let i = i.checked_sub(1)?;
+        let (start, end) = self.spans[i];
+        if word == start {
+            Some((i as u32, false))
+        } else if word < end {
+            Some((i as u32, true))
+        } else {
+            None
+        }
+    }
+
     /// The block `word` points into, and whether it points past its start.
-    #[inline]
+    #[inline(always)]
     fn find(&self, word: u64) -> Option<(u32, bool)> {
         if word < self.min || word >= self.max_end {
             return None;
         }
-        let bucket = ((word - self.min) >> self.shift) as usize;
-        let lo = (self.bucket_first[bucket] as usize).saturating_sub(1);
-        let hi = (*self.bucket_first.get(bucket + 1)? as usize)
-            .max(lo + 1)
-            .min(self.starts.len());
-        let i = lo + self.starts[lo..hi].partition_point(|&s| s <= word);
+        let (first, last) = self.pages.get(word >> PAGE_SHIFT)?;
+        let (first, end) = (first as usize, last as usize + 1);
+        let i = first + self.spans[first..end].partition_point(|&(s, _)| s <= word);
         let i = i.checked_sub(1)?;
-        let b = &self.blocks[i];
-        if word == b.addr {
+        let (start, end) = self.spans[i];
+        if word == start {
             Some((i as u32, false))
-        } else if word < b.addr + b.size {
+        } else if word < end {
             Some((i as u32, true))
         } else {
             None
@@ -289,13 +421,28 @@ fn scan(
     mut node_of: impl FnMut(u64) -> (u32, u64),
     edges: &mut MmapVec<Edge>,
 ) -> Option<u64> {
-    let mut at = start.next_multiple_of(8);
-    let mut scanned = 0;
-    while at + 8 <= end {
-        // SAFETY: the caller checked `[start, end)` against the readable
-        // mappings of this (frozen, single-threaded) process.
-        let word = unsafe { std::ptr::read_volatile(at as *const u64) };
-        if let Some((b, interior)) = index.find(word) {
+    let start = start.next_multiple_of(8);
+    if end < start + 8 {
+        return Some(0);
+    }
+    let words = ((end - start) / 8) as usize;
+    // SAFETY: the caller checked `[start, end)` against the readable mappings
+    // of this process; it is frozen and single-threaded, so plain reads are
+    // sound and let the candidate test below run vectorised.
+    let memory = unsafe { std::slice::from_raw_parts(start as *const u64, words) };
+    let (lo, span) = (index.min, index.max_end - index.min);
+    let mut batch_words = [0u64; SCAN_BATCH];
+    let mut batch_at = [0u64; SCAN_BATCH];
+    let mut found = [None; SCAN_BATCH];
+    let mut n = 0;
+    let mut flush = |n: usize,
+                     batch_words: &[u64; SCAN_BATCH],
+                     batch_at: &[u64; SCAN_BATCH],
+                     edges: &mut MmapVec<Edge>|
+     -> Option<()> {
+        index.find_batch(&batch_words[..n], &mut found[..n]);
+        for (&at, hit) in batch_at[..n].iter().zip(&found[..n]) {
+            let Some((b, interior)) = *hit else { continue };
             let (from, base) = node_of(at);
             let to = first_block + b;
             if from != to && from != NONE {
@@ -307,10 +454,34 @@ fn scan(
                 })?;
             }
         }
-        at += 8;
-        scanned += 8;
+        Some(())
+    };
+    const CHUNK: usize = 8;
+    for (c, chunk) in memory.chunks(CHUNK).enumerate() {
+        // Most words are not heap addresses: test a chunk at once.
+        if !chunk
+            .iter()
+            .fold(false, |any, &w| any | (w.wrapping_sub(lo) < span))
+        {
+            continue;
+        }
+        for (k, &word) in chunk.iter().enumerate() {
+            if word.wrapping_sub(lo) >= span {
+                continue;
+            }
+            batch_words[n] = word;
+            batch_at[n] = start + ((c * CHUNK + k) * 8) as u64;
+            n += 1;
+            if n == SCAN_BATCH {
+                flush(n, &batch_words, &batch_at, edges)?;
+                n = 0;
+            }
+        }
     }
-    Some(scanned)
+    if n > 0 {
+        flush(n, &batch_words, &batch_at, edges)?;
+    }
+    Some(words as u64 * 8)
 }
 
 /// The frames of a thread's stack, from its saved registers: `(high end of
@@ -380,6 +551,18 @@ pub(crate) mod flags {
     pub(crate) const SAMPLED: u32 = 32;
 }
 
+/// Names of the analysis phases timed in [`Header::phase_ns`].
+pub(crate) const PHASES: [&str; 8] = [
+    "index",
+    "scan",
+    "graph",
+    "chains",
+    "dominators",
+    "classify",
+    "pinning",
+    "write",
+];
+
 /// Blocks at least this large are checked for slice pinning.
 pub(crate) const PIN_MIN_BYTES: u64 = 4096;
 
@@ -393,8 +576,16 @@ pub(crate) fn run(input: &ChildInput<'_>, out: &mut Output) -> i32 {
 
 fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     let started = now_ns();
+    let mut phase_ns = [0u64; 8];
+    let mut mark = started;
+    let mut lap = |phase: usize| {
+        let now = now_ns();
+        phase_ns[phase] = now - mark;
+        mark = now;
+    };
     let readable = Readable::read()?;
     let (index, dropped) = BlockIndex::build(&readable)?;
+    lap(0);
     let layout = RootLayout {
         variables: input.variables.len() as u32,
         segments: input.segments.len() as u32,
@@ -408,6 +599,9 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     }
     let mut roots_out = MmapVec::filled(first_block as usize, RootOut::default())?;
     let mut edges: MmapVec<Edge> = MmapVec::new();
+    // Heaps hold about one to two pointers per block; reserving up front
+    // saves regrowing (and copying) the largest array of the analysis.
+    edges.reserve(n_blocks * 2 + first_block as usize)?;
     let mut scanned: u64 = 0;
 
     // Roots: writable segments, word by word attributed to the variable that
@@ -575,6 +769,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         })?;
     }
 
+    lap(1);
     // Graph: successors in edge order sorted by source, predecessors by
     // target.
     let n_edges = edges.len();
@@ -602,11 +797,13 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         targets: &pred_from,
     };
 
+    lap(2);
     let mut parent = MmapVec::filled(n_nodes, NONE)?;
     {
         let mut queue = MmapVec::filled(n_nodes, 0u32)?;
         graph::breadth_first(succ, &mut parent, &mut queue);
     }
+    lap(3);
     let mut order = MmapVec::filled(n_nodes, 0u32)?;
     let mut rpo = MmapVec::filled(n_nodes, NONE)?;
     let reached = {
@@ -698,6 +895,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         }
     }
 
+    lap(5);
     // Slice pinning: a large data buffer (a block that holds no pointers of
     // its own, like a network read buffer or a JSON document; containers
     // such as hash tables are excluded) whose dominator holds it only
@@ -768,6 +966,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         }
     }
 
+    lap(6);
     // Results.
     for r in 1..first_block as usize {
         let root = &mut roots_out[r];
@@ -794,7 +993,9 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             },
         );
     }
+    lap(7);
     out.write_header(&Header {
+        phase_ns,
         roots: first_block - 1,
         blocks: n_blocks as u32,
         threads: input.threads.len() as u32,

@@ -78,6 +78,7 @@ pub struct Snapshot {
     resolved: Resolved,
     pause: Duration,
     analysis: Duration,
+    phases: [(&'static str, Duration); 8],
 }
 
 /// What the snapshot knows about one block.
@@ -113,6 +114,11 @@ impl Snapshot {
     /// How long the analysis took (in the forked child).
     pub fn analysis_time(&self) -> Duration {
         self.analysis
+    }
+
+    /// How long each phase of the analysis took.
+    pub fn analysis_phases(&self) -> &[(&'static str, Duration)] {
+        &self.phases
     }
 
     /// What the snapshot found about the block containing `addr`.
@@ -363,6 +369,9 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
         resolved,
         pause,
         analysis: Duration::from_nanos(header.analysis_ns),
+        phases: std::array::from_fn(|i| {
+            (child::PHASES[i], Duration::from_nanos(header.phase_ns[i]))
+        }),
     })
 }
 

@@ -24,6 +24,8 @@ pub(crate) struct Header {
     pub(crate) edges: u64,
     pub(crate) scanned_bytes: u64,
     pub(crate) analysis_ns: u64,
+    /// Time spent per analysis phase, see `child::PHASES`.
+    pub(crate) phase_ns: [u64; 8],
 }
 
 /// What kind of root an entity is.
