@@ -38,6 +38,13 @@ enum Command {
     Refs(commands::refs::Args),
     /// Profile a small built-in program that leaks, and show what leakscope finds.
     Demo(commands::demo::Args),
+    /// The self-check over a directory of periodic profiles and snapshots.
+    Report(commands::report::Args),
+    /// Run the lab (a tonic service and client) in a leak scenario and self-check it.
+    Lab(commands::lab::Args),
+    /// (internal) the lab process itself.
+    #[command(hide = true)]
+    LabRun(commands::lab::RunArgs),
     /// (internal) the workload the demo profiles.
     #[command(hide = true)]
     DemoWorkload(commands::demo::WorkloadArgs),
@@ -70,6 +77,9 @@ fn main() -> ExitCode {
         Command::Flame(args) => commands::flame::run(args),
         Command::Refs(args) => commands::refs::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Report(args) => commands::report::run(args),
+        Command::Lab(args) => commands::lab::run(args),
+        Command::LabRun(args) => commands::lab::run_child(args),
         Command::DemoWorkload(args) => commands::demo::workload(args),
     };
     match result {

@@ -16,6 +16,7 @@
 
 pub mod builder;
 pub mod codec;
+pub mod diagnose;
 pub mod diff;
 pub mod folded;
 pub mod snapshot;
@@ -35,6 +36,10 @@ pub use diff::{diff, DiffRow};
 pub use folded::folded;
 pub use top::{top, TopRow, TopTable};
 pub use view::{Frame, StackSample, StackView};
+
+/// Comment prefix under which profiles record the application's progress
+/// counter (requests served, say): `leakscope.progress=N`.
+pub const PROGRESS_COMMENT: &str = "leakscope.progress=";
 
 /// The four sample types of a heap profile, in the order Go writes them.
 pub const HEAP_SAMPLE_TYPES: [(&str, &str); 4] = [

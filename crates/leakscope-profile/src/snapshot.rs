@@ -134,6 +134,17 @@ pub struct LeakGroup {
     pub chain: Vec<Link>,
 }
 
+/// One of the largest live blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LargeBlock {
+    pub size: u64,
+    pub kind: LeakKind,
+    /// Allocation stack, leaf first.
+    pub site: Vec<String>,
+    /// From a root to the block (empty if unreachable).
+    pub chain: Vec<Link>,
+}
+
 /// Bytes reached along one chain of labels (root first), for the refs
 /// profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +181,10 @@ pub struct SnapshotReport {
     pub version: u32,
     pub pid: u32,
     pub time_unix_ms: u64,
+    /// The application's progress counter (requests served, say) when the
+    /// snapshot was taken; 0 if it reports none.
+    #[serde(default)]
+    pub progress: u64,
     /// How long the process was stopped.
     pub pause_ms: f64,
     /// How long the analysis took (in the forked child).
@@ -179,6 +194,13 @@ pub struct SnapshotReport {
     pub holders: Vec<Holder>,
     pub pinned: Vec<Pinning>,
     pub groups: Vec<LeakGroup>,
+    /// The largest live blocks, largest first.
+    #[serde(default)]
+    pub largest: Vec<LargeBlock>,
+    /// Crates whose frames come from dependencies (registry, vendored or
+    /// the Rust distribution), as opposed to the application's own code.
+    #[serde(default)]
+    pub dependency_crates: Vec<String>,
     pub retention: Vec<RetentionPath>,
 }
 
@@ -388,6 +410,7 @@ mod tests {
             version: VERSION,
             pid: 42,
             time_unix_ms: 1_700_000_000_000,
+            progress: 0,
             pause_ms: 1.5,
             analysis_ms: 20.0,
             threads: vec![ThreadReport {
@@ -415,6 +438,8 @@ mod tests {
             }],
             pinned: vec![],
             groups: vec![],
+            largest: vec![],
+            dependency_crates: vec![],
             retention: vec![RetentionPath {
                 path: vec![stat.label(), table.label()],
                 amount: Amount {

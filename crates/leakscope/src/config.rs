@@ -157,6 +157,17 @@ impl Settings {
         if let Some(out) = getenv(c"LEAKSCOPE_REFS_OUT") {
             REFS_OUT_PATH.set(out);
         }
+        if let Some(dir) = getenv(c"LEAKSCOPE_DIR") {
+            PERIODIC_DIR.set(dir);
+        }
+        if let Some(v) = getenv(c"LEAKSCOPE_INTERVAL") {
+            match v.parse::<f64>() {
+                Ok(secs) if secs > 0.0 => {
+                    PERIODIC_INTERVAL_MS.store((secs * 1000.0) as u64, Ordering::Relaxed)
+                }
+                _ => warn(&["ignoring LEAKSCOPE_INTERVAL=", v, " (expected seconds > 0)"]),
+            }
+        }
         Resolved {
             mode: self.forced_mode.or(env_mode).unwrap_or(self.default_mode),
             rate: self
@@ -217,6 +228,12 @@ impl StaticPath {
 
 /// `LEAKSCOPE_OUT`: where to write the heap profile at exit.
 pub(crate) static OUT_PATH: StaticPath = StaticPath::new();
+/// `LEAKSCOPE_DIR`: where periodic profiles (and snapshots) go.
+pub(crate) static PERIODIC_DIR: StaticPath = StaticPath::new();
+/// `LEAKSCOPE_INTERVAL`, in milliseconds (0: no periodic output).
+pub(crate) static PERIODIC_INTERVAL_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// `LEAKSCOPE_REFS_OUT`: where to write a heap snapshot at exit (a snapshot
 /// file, or the refs profile if the name ends in `.pb.gz`).
 pub(crate) static REFS_OUT_PATH: StaticPath = StaticPath::new();

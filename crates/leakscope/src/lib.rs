@@ -44,12 +44,14 @@
 mod collect;
 mod config;
 mod export;
+mod labels;
 mod profiler;
 pub mod snapshot;
 
-pub use collect::{mode, rate, set_mode, stats, Stats};
+pub use collect::{add_progress, mode, progress, rate, reattribute, set_mode, stats, Stats};
 pub use config::{Mode, DEFAULT_RATE};
 pub use export::{heap_profile, HeapProfile, SiteFigures};
+pub use labels::{label, LabelGuard};
 pub use profiler::Profiler;
 pub use snapshot::{snapshot, Snapshot, SnapshotError};
 

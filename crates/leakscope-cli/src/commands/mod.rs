@@ -1,7 +1,9 @@
 pub mod demo;
 pub mod diff;
 pub mod flame;
+pub mod lab;
 pub mod refs;
+pub mod report;
 pub mod top;
 
 /// The sample types of heap profiles, for `--sample-index`.

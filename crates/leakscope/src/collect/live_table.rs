@@ -258,6 +258,20 @@ impl LiveTable {
         Ok(None)
     }
 
+    /// Changes the entry of a live block in place; false if it is not tracked.
+    pub(crate) fn update(&self, addr: usize, f: impl FnOnce(&mut LiveEntry)) -> bool {
+        let hash = address_hash(addr);
+        let mut shard = self.shard(addr).lock();
+        let Some(i) = shard.find(addr, hash) else {
+            return false;
+        };
+        let slot = &mut shard.slots_mut()[i];
+        let mut entry = LiveEntry::unpack(slot.meta);
+        f(&mut entry);
+        slot.meta = entry.pack();
+        true
+    }
+
     /// Forgets a block; returns what was recorded for it.
     pub(crate) fn remove(&self, addr: usize) -> Option<LiveEntry> {
         let hash = address_hash(addr);

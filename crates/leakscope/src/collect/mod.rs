@@ -61,6 +61,20 @@ static MODE: AtomicU8 = AtomicU8::new(UNINIT);
 static RATE: AtomicU64 = AtomicU64::new(crate::config::DEFAULT_RATE);
 /// Blocks that could not be tracked because table memory was refused.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Units of work the application reported done (see [`add_progress`]).
+static PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Reports `n` more units of work done (requests served, say). Profiles and
+/// snapshots record the running total, so that growth can be measured per
+/// request as well as per second.
+pub fn add_progress(n: u64) {
+    PROGRESS.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The work reported so far with [`add_progress`].
+pub fn progress() -> u64 {
+    PROGRESS.load(Ordering::Relaxed)
+}
 
 pub(crate) static STACKS: StackTable = StackTable::new();
 pub(crate) static LIVE: LiveTable = LiveTable::new();
@@ -358,7 +372,8 @@ fn record_slow(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
     };
     let mut stack = backtrace::StackBuf::new();
     backtrace::capture(&mut stack);
-    let site = STACKS.intern(stack.as_slice(), 0);
+    let labels = thread::with(|t| t.labels.get());
+    let site = STACKS.intern(stack.as_slice(), labels);
     // This thread's own counters; the site record's shared ones only while
     // the thread is being torn down.
     let counts = thread::with(|t| thread_counters::counts_for(t, site));
@@ -423,6 +438,27 @@ fn free_slow(ptr: *mut u8) -> Option<LiveEntry> {
         }
     }
     removed
+}
+
+/// Charges the live block at `ptr` to the calling code from now on: its
+/// in-use figures move to the current call stack (and labels). For pools:
+/// call it when a buffer is handed out, so that profiles show who holds a
+/// pooled buffer now rather than who allocated it long ago. The block's
+/// allocation counts stay with the original site. A no-op for blocks the
+/// profiler does not track.
+#[inline(never)]
+pub fn reattribute(ptr: *const u8) {
+    if MODE.load(Ordering::Acquire) != FULL && !FILTER.may_contain(ptr as usize) {
+        return;
+    }
+    let Some(_guard) = ReentryGuard::enter() else {
+        return;
+    };
+    let mut stack = backtrace::StackBuf::new();
+    backtrace::capture(&mut stack);
+    let labels = thread::with(|t| t.labels.get());
+    let site = STACKS.intern(stack.as_slice(), labels);
+    LIVE.update(ptr as usize, |entry| entry.site = site);
 }
 
 /// Counters describing the profiler itself.

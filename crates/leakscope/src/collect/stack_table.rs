@@ -70,6 +70,10 @@ impl SiteRecord {
         unsafe { std::slice::from_raw_parts(self.key.frames, self.key.depth as usize) }
     }
 
+    pub(crate) fn labels(&self) -> u32 {
+        self.key.labels
+    }
+
     pub(crate) fn add_exact(&self, bytes: u64) {
         self.counters.exact_objects.fetch_add(1, Ordering::Relaxed);
         self.counters

@@ -23,6 +23,9 @@ pub(crate) struct ThreadState {
     /// looked up, `usize::MAX` in `stack_high` when they are unknown.
     pub(crate) stack_low: Cell<usize>,
     pub(crate) stack_high: Cell<usize>,
+    /// Interned label set of this thread's allocations (see `labels`); 0 is
+    /// none.
+    pub(crate) labels: Cell<u32>,
     /// Address of the frame record where this thread's frame-pointer chain is
     /// known to end (see `backtrace::capture`); 0 if not learnt.
     pub(crate) fp_outer_edge: Cell<usize>,
@@ -41,6 +44,7 @@ impl ThreadState {
             rng: Cell::new(0),
             stack_low: Cell::new(0),
             stack_high: Cell::new(0),
+            labels: Cell::new(0),
             fp_outer_edge: Cell::new(0),
             counter_block: Cell::new(std::ptr::null_mut()),
             counters_released: Cell::new(false),

@@ -1,7 +1,7 @@
 //! Output written when the process exits normally: `LEAKSCOPE_OUT` (a heap
 //! profile) and `LEAKSCOPE_REFS_OUT` (a heap snapshot).
 
-use crate::config::{expand_path, OUT_PATH, REFS_OUT_PATH};
+use crate::config::{expand_path, OUT_PATH, PERIODIC_DIR, REFS_OUT_PATH};
 
 extern "C" fn write_at_exit() {
     let _scope = crate::collect::thread::UntrackedScope::enter();
@@ -10,6 +10,10 @@ extern "C" fn write_at_exit() {
         if let Err(e) = super::heap_profile().write_pprof(&path) {
             eprintln!("leakscope: could not write the heap profile to {path}: {e}");
         }
+    }
+    if PERIODIC_DIR.get().is_some() {
+        // The last of the periodic outputs: the state at exit.
+        super::periodic::write_next();
     }
     if let Some(template) = REFS_OUT_PATH.get() {
         let path = expand_path(template);
@@ -29,10 +33,11 @@ extern "C" fn write_at_exit() {
     }
 }
 
-/// Registers the exit handler if an exit output is configured. Called once,
-/// right after initialisation.
+/// Registers the exit handler if an exit output is configured, and starts
+/// the periodic writer. Called once, right after initialisation.
 pub(crate) fn install() {
-    if OUT_PATH.get().is_some() || REFS_OUT_PATH.get().is_some() {
+    super::periodic::install();
+    if OUT_PATH.get().is_some() || REFS_OUT_PATH.get().is_some() || PERIODIC_DIR.get().is_some() {
         // SAFETY: `write_at_exit` is an `extern "C" fn()` valid for the whole
         // process; atexit only stores it.
         unsafe { libc::atexit(write_at_exit) };

@@ -4,6 +4,7 @@
 
 pub(crate) mod at_exit;
 pub(crate) mod maps;
+pub(crate) mod periodic;
 mod pprof;
 pub(crate) mod stacks;
 pub(crate) mod symbolize;
@@ -24,6 +25,8 @@ use crate::config::Mode;
 pub struct SiteFigures {
     /// Return addresses, innermost first (allocator frames included).
     pub frames: Vec<usize>,
+    /// Labels the allocations carried (see [`crate::label`]).
+    pub labels: Vec<(String, String)>,
     pub alloc_objects: f64,
     pub alloc_space: f64,
     pub inuse_objects: f64,
@@ -36,6 +39,7 @@ pub struct SiteFigures {
 pub struct HeapProfile {
     mode: Mode,
     rate: u64,
+    progress: u64,
     time: SystemTime,
     sites: Vec<SiteFigures>,
 }
@@ -57,6 +61,7 @@ pub fn heap_profile() -> HeapProfile {
             .load(std::sync::atomic::Ordering::Relaxed) as f64;
         SiteFigures {
             frames: r.frames().to_vec(),
+            labels: crate::labels::labels_of(r.labels()),
             alloc_objects: exact_objects + load_f64(&r.counters.estimated_objects),
             alloc_space: exact_bytes + load_f64(&r.counters.estimated_bytes),
             inuse_objects: 0.0,
@@ -98,6 +103,7 @@ pub fn heap_profile() -> HeapProfile {
     HeapProfile {
         mode: collect::mode(),
         rate,
+        progress: collect::progress(),
         time: SystemTime::now(),
         sites,
     }
@@ -107,6 +113,11 @@ impl HeapProfile {
     /// The mode the process was in when the profile was read.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The work reported with [`crate::add_progress`] when it was read.
+    pub fn progress(&self) -> u64 {
+        self.progress
     }
 
     /// Mean bytes between samples (meaningful in sampled mode).

@@ -2,7 +2,7 @@
 
 use std::time::UNIX_EPOCH;
 
-use leakscope_profile::builder::{Id, MappingInfo};
+use leakscope_profile::builder::{Id, MappingInfo, SampleLabel};
 use leakscope_profile::{pb, ProfileBuilder, HEAP_SAMPLE_TYPES};
 
 use super::maps::{executable_mappings, ModuleMapping};
@@ -30,6 +30,13 @@ pub(super) fn build(profile: &HeapProfile) -> pb::Profile {
         Mode::Off => "leakscope off: figures cover only the time profiling was on".to_string(),
     });
 
+    if profile.progress > 0 {
+        b.add_comment(&format!(
+            "{}{}",
+            leakscope_profile::PROGRESS_COMMENT,
+            profile.progress
+        ));
+    }
     let mappings = executable_mappings();
     let mapping_ids: Vec<Id> = mappings
         .iter()
@@ -75,7 +82,15 @@ pub(super) fn build(profile: &HeapProfile) -> pb::Profile {
             site.inuse_objects.round() as i64,
             site.inuse_space.round() as i64,
         ];
-        b.add_sample(&locations, &values, &[]);
+        let labels: Vec<SampleLabel> = site
+            .labels
+            .iter()
+            .map(|(key, value)| SampleLabel::Str {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        b.add_sample(&locations, &values, &labels);
     }
     b.build()
 }

@@ -93,6 +93,49 @@ impl Symbols {
     }
 }
 
+/// Whether a source file belongs to a dependency (a registry or git crate,
+/// vendored code) or to the Rust distribution, rather than to the
+/// application being profiled.
+pub(crate) fn is_dependency_file(file: &str) -> bool {
+    file.contains("/.cargo/registry/")
+        || file.contains("/.cargo/git/")
+        || file.contains("/vendor/")
+        || file.starts_with("/rustc/")
+        || file.starts_with("/rust/deps/")
+        || file.contains("/lib/rustlib/")
+}
+
+/// The crate a (demangled) function name belongs to: its first path
+/// segment, looking through `<impl ...>` brackets.
+pub(crate) fn crate_of(name: &str) -> &str {
+    let n = name
+        .trim_start_matches(['<', '&', '*'])
+        .trim_start_matches("mut ")
+        .trim_start_matches("dyn ");
+    n.split([':', '<', ' ', '>']).next().unwrap_or("")
+}
+
+impl Symbols {
+    /// Crates whose code, in the given stacks, comes from dependencies.
+    pub(crate) fn dependency_crates<'a>(
+        &self,
+        stacks: impl Iterator<Item = &'a [usize]>,
+    ) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for stack in stacks {
+            for f in self.expand(stack) {
+                if let Some(sym) = f.frame.filter(|s| is_dependency_file(&s.file)) {
+                    let krate = crate_of(&sym.name);
+                    if !krate.is_empty() {
+                        out.insert(krate.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// How many frames at the leaf end belong to the allocator or, below the
 /// first frame of other code, to the standard library.
 fn leaf_frames_to_trim(frames: &[ExpandedFrame<'_>]) -> usize {

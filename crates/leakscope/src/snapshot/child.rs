@@ -945,8 +945,25 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                             } else {
                                 0
                             };
+                            let before = if at >= h_start + 8 {
+                                // SAFETY: `[at - 8, at)` lies in the holder,
+                                // checked readable.
+                                unsafe { std::ptr::read_volatile((at - 8) as *const u64) }
+                            } else {
+                                0
+                            };
+                            // An owner, not a view: a pointer to the start
+                            // next to the block's capacity (a Vec, a String,
+                            // a boxed slice) holds the whole block.
+                            let owner = word == blk.addr && (before == blk.size || len == blk.size);
                             let plausible = len > 0 && word + len <= blk.addr + blk.size;
-                            view_bytes[b as usize] += if plausible { len } else { 8 };
+                            view_bytes[b as usize] += if owner {
+                                blk.size
+                            } else if plausible {
+                                len
+                            } else {
+                                8
+                            };
                         }
                     }
                     at += 8;

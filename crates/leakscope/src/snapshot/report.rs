@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use leakscope_profile::snapshot::{
-    Amount, Holder, LeakGroup, LeakKind, Link, Node, NodeKind, Pinning, RetentionPath,
+    Amount, Holder, LargeBlock, LeakGroup, LeakKind, Link, Node, NodeKind, Pinning, RetentionPath,
     SnapshotReport, ThreadReport, Totals, FORMAT, VERSION,
 };
 
@@ -32,6 +32,7 @@ pub(crate) struct Resolved {
     /// Sites whose stacks read the same (after symbolisation and trimming)
     /// share a key: reports group by what a reader sees.
     site_key: HashMap<SiteId, u32>,
+    dependency_crates: Vec<String>,
     first_block: u32,
 }
 
@@ -74,6 +75,15 @@ impl Resolved {
             .iter()
             .filter(|&&s| s < STACKS.len())
             .map(|&s| (s, symbols.names(STACKS.record(s).frames())))
+            .collect();
+        let dependency_crates = symbols
+            .dependency_crates(
+                sites
+                    .iter()
+                    .filter(|&&s| s < STACKS.len())
+                    .map(|&s| STACKS.record(s).frames()),
+            )
+            .into_iter()
             .collect();
         let mut keys: HashMap<&Vec<String>, u32> = HashMap::new();
         let site_key = site_names
@@ -161,6 +171,7 @@ impl Resolved {
             root_nodes,
             site_names,
             site_key,
+            dependency_crates,
             first_block: roots.len() as u32,
         }
     }
@@ -439,11 +450,25 @@ impl Resolved {
                 .then_with(|| a.path.cmp(&b.path))
         });
 
+        let mut by_size: Vec<usize> = (0..self.blocks.len()).collect();
+        by_size.sort_by_key(|&i| std::cmp::Reverse(self.blocks[i].size));
+        let largest = by_size
+            .into_iter()
+            .take(10)
+            .map(|i| LargeBlock {
+                size: self.blocks[i].size,
+                kind: self.block_kind(i),
+                site: self.block_node(i).site,
+                chain: self.block_chain(i),
+            })
+            .collect();
+
         SnapshotReport {
             format: FORMAT.into(),
             version: VERSION,
             pid: std::process::id(),
             time_unix_ms: meta.time_unix_ms,
+            progress: crate::collect::progress(),
             pause_ms: meta.pause.as_secs_f64() * 1e3,
             analysis_ms: header.analysis_ns as f64 / 1e6,
             threads: meta.threads.to_vec(),
@@ -451,6 +476,8 @@ impl Resolved {
             holders,
             pinned,
             groups,
+            largest,
+            dependency_crates: self.dependency_crates.clone(),
             retention,
         }
     }

@@ -1,0 +1,75 @@
+//! `LEAKSCOPE_INTERVAL=SECS` with `LEAKSCOPE_DIR=DIR`: a heap profile (and,
+//! in full mode, a heap snapshot) every interval, for any program using the
+//! allocator, so that growth can be followed over time (`leakscope trend`,
+//! `leakscope report`). Files: `DIR/heap-<pid>-<seq>.pb.gz` and
+//! `DIR/snapshot-<pid>-<seq>.json`; the last set is written at exit.
+//!
+//! The writer is a plain `pthread` started at initialisation (which happens
+//! inside the first allocation, possibly before `main`): it sleeps first, so
+//! it only runs Rust code once the program is up.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::collect::thread::UntrackedScope;
+use crate::config::{Mode, PERIODIC_DIR, PERIODIC_INTERVAL_MS};
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// Writes the next profile (and snapshot) into the directory.
+pub(crate) fn write_next() {
+    let _scope = UntrackedScope::enter();
+    let Some(dir) = PERIODIC_DIR.get() else {
+        return;
+    };
+    let dir = crate::config::expand_path(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let profile = super::heap_profile();
+    if let Err(e) = profile.write_pprof(format!("{dir}/heap-{pid}-{seq:04}.pb.gz")) {
+        eprintln!("leakscope: cannot write a periodic profile into {dir}: {e}");
+    }
+    if profile.mode() == Mode::Full {
+        match crate::snapshot::snapshot() {
+            Ok(snap) => {
+                if let Err(e) = snap.write(format!("{dir}/snapshot-{pid}-{seq:04}.json")) {
+                    eprintln!("leakscope: cannot write a periodic snapshot into {dir}: {e}");
+                }
+            }
+            Err(e) => eprintln!("leakscope: periodic snapshot failed: {e}"),
+        }
+    }
+}
+
+extern "C" fn writer_loop(_: *mut libc::c_void) -> *mut libc::c_void {
+    let interval = Duration::from_millis(PERIODIC_INTERVAL_MS.load(Ordering::Relaxed));
+    loop {
+        std::thread::sleep(interval);
+        write_next();
+    }
+}
+
+/// Starts the writer if both settings are present. Called once, right after
+/// initialisation.
+pub(crate) fn install() {
+    if PERIODIC_DIR.get().is_none() || PERIODIC_INTERVAL_MS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    // SAFETY: pthread_create with default attributes and a plain extern "C"
+    // entry point; the thread id is not needed afterwards.
+    unsafe {
+        let mut thread: libc::pthread_t = std::mem::zeroed();
+        if libc::pthread_create(
+            &mut thread,
+            std::ptr::null(),
+            writer_loop,
+            std::ptr::null_mut(),
+        ) == 0
+        {
+            libc::pthread_detach(thread);
+        } else {
+            crate::config::warn(&["cannot start the periodic profile writer"]);
+        }
+    }
+}
