@@ -174,6 +174,15 @@ fn spawn_task_holding_buffer(
     stop_tx
 }
 
+#[inline(never)]
+fn scrub_stack() {
+    let mut scratch = [0u64; 4096];
+    for (i, w) in scratch.iter_mut().enumerate() {
+        *w = black_box(i as u64);
+    }
+    black_box(&scratch);
+}
+
 #[test]
 fn a_buffer_owned_by_a_tokio_task_is_held_by_the_task() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,6 +194,15 @@ fn a_buffer_owned_by_a_tokio_task_is_held_by_the_task() {
     let (ready_tx, ready_rx) = mpsc::channel();
     let stop = spawn_task_holding_buffer(&rt, ready_tx);
     let hidden = ready_rx.recv().unwrap();
+    // Let the workers run other tasks that use their stacks, so no stale
+    // copy of the buffer's address stays in a worker's stack or registers
+    // (a conservative scan would count it as a second holder).
+    rt.block_on(async {
+        let scrubbers: Vec<_> = (0..16).map(|_| tokio::spawn(async { scrub_stack() })).collect();
+        for s in scrubbers {
+            s.await.unwrap();
+        }
+    });
     let snap = leakscope::snapshot().expect("snapshot");
     let block = snap
         .block_at((hidden ^ usize::MAX) as *const u8)

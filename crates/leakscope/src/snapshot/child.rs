@@ -514,6 +514,26 @@ fn stack_frames(
     n
 }
 
+/// Whether the instruction before `pc` is a system call (the thread was
+/// stopped inside one).
+fn stopped_in_syscall(pc: u64, readable: &Readable) -> bool {
+    if pc < 2 || readable.mapping(pc - 2).is_none() {
+        return false;
+    }
+    // SAFETY: checked readable; code is mapped readable on the platforms we
+    // build for.
+    let before = unsafe { std::ptr::read_volatile((pc - 2) as *const [u8; 2]) };
+    #[cfg(target_arch = "x86_64")]
+    {
+        before == [0x0f, 0x05]
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = before;
+        false
+    }
+}
+
 /// The frame pointer of the calling function.
 #[inline(always)]
 pub(crate) fn frame_pointer() -> u64 {
@@ -700,8 +720,11 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             continue;
         };
         // Below the stack pointer, the red zone may hold a leaf function's
-        // live data; the snapshotting thread starts exactly at its caller.
-        let below = if t.is_self { 0 } else { 128 };
+        // live data. Not for a thread stopped in a system call (most idle
+        // threads): there it only holds stale words from earlier calls,
+        // which would count as references. The snapshotting thread starts
+        // exactly at its caller.
+        let below = if t.is_self || stopped_in_syscall(pc, &readable) { 0 } else { 128 };
         let lo = sp.saturating_sub(below).max(
             readable
                 .mapping(sp.saturating_sub(below))
