@@ -198,7 +198,9 @@ fn a_buffer_owned_by_a_tokio_task_is_held_by_the_task() {
     // copy of the buffer's address stays in a worker's stack or registers
     // (a conservative scan would count it as a second holder).
     rt.block_on(async {
-        let scrubbers: Vec<_> = (0..16).map(|_| tokio::spawn(async { scrub_stack() })).collect();
+        let scrubbers: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(async { scrub_stack() }))
+            .collect();
         for s in scrubbers {
             s.await.unwrap();
         }

@@ -724,7 +724,11 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         // threads): there it only holds stale words from earlier calls,
         // which would count as references. The snapshotting thread starts
         // exactly at its caller.
-        let below = if t.is_self || stopped_in_syscall(pc, &readable) { 0 } else { 128 };
+        let below = if t.is_self || stopped_in_syscall(pc, &readable) {
+            0
+        } else {
+            128
+        };
         let lo = sp.saturating_sub(below).max(
             readable
                 .mapping(sp.saturating_sub(below))
