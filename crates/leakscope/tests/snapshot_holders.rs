@@ -1,5 +1,11 @@
 //! Heap snapshots find who holds memory: planted structures with known
 //! chains and sizes.
+//!
+//! This binary has its own runner (`harness = false`): a conservative scan
+//! treats every thread's stack as a root, and the standard harness keeps a
+//! thread per pending test whose (reused) stack may hold stale addresses
+//! from an earlier test. Here the cases run one after another, each on a
+//! thread with a new stack, with no other test thread alive.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -15,9 +21,6 @@ use common::watchdog;
 
 #[global_allocator]
 static ALLOC: Profiler = Profiler::new().with_mode(Mode::Full);
-
-/// Snapshots stop every thread: run the tests of this binary one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 static REQUEST_CACHE: Mutex<Option<HashMap<u64, Bytes>>> = Mutex::new(None);
 
@@ -44,10 +47,7 @@ fn remember_one_byte_of_each(n: u64) -> Vec<usize> {
     black_box(inside)
 }
 
-#[test]
 fn a_static_map_of_one_byte_slices_pins_whole_buffers() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    watchdog(300);
     // Filled on a thread that then exits, so that no stale copy of a buffer
     // pointer stays behind on a live stack (conservative scanning would
     // count it as a second holder).
@@ -131,10 +131,7 @@ fn hold_vec_on_stack(ready: mpsc::Sender<usize>, done: mpsc::Receiver<()>) {
     black_box(&v);
 }
 
-#[test]
 fn a_vec_on_a_thread_stack_is_held_by_that_frame() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    watchdog(300);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
     let t = std::thread::Builder::new()
@@ -183,12 +180,11 @@ fn scrub_stack() {
     black_box(&scratch);
 }
 
-#[test]
 fn a_buffer_owned_by_a_tokio_task_is_held_by_the_task() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    watchdog(300);
+    // One worker, so the scrubbing tasks below run on the thread that ran
+    // the holding task.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .build()
         .unwrap();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -210,7 +206,10 @@ fn a_buffer_owned_by_a_tokio_task_is_held_by_the_task() {
         .block_at((hidden ^ usize::MAX) as *const u8)
         .expect("tracked");
     assert_eq!(block.kind, LeakKind::StillReachable);
-    let holder = block.holder.expect("dominated by the task");
+    let holder = block
+        .holder
+        .clone()
+        .unwrap_or_else(|| panic!("dominated by the task: {:#?}", block.chain));
     assert_eq!(holder.kind, NodeKind::Heap);
     assert!(
         holder
@@ -251,10 +250,7 @@ fn make_unreachable_things() -> [usize; 3] {
     [pa ^ usize::MAX, pb ^ usize::MAX, leaked ^ usize::MAX]
 }
 
-#[test]
 fn cycles_and_forgotten_blocks_are_unreachable() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    watchdog(300);
     // On a thread that then exits, so no stale copy of a pointer stays on a
     // live stack.
     let hidden = std::thread::spawn(make_unreachable_things).join().unwrap();
@@ -280,10 +276,7 @@ fn cycles_and_forgotten_blocks_are_unreachable() {
     assert!(report.totals.definitely_lost.bytes >= 5000);
 }
 
-#[test]
 fn go_tool_pprof_shows_the_chain_of_the_refs_profile() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    watchdog(300);
     let _hidden = remember_one_byte_of_each(2);
     let snap = leakscope::snapshot().expect("snapshot");
     let path = std::env::temp_dir().join(format!("leakscope-refs-{}.pb.gz", std::process::id()));
@@ -314,4 +307,62 @@ fn go_tool_pprof_shows_the_chain_of_the_refs_profile() {
     );
     std::fs::remove_file(&path).ok();
     REQUEST_CACHE.lock().unwrap().take();
+}
+
+const CASES: &[(&str, fn())] = &[
+    (
+        "a_static_map_of_one_byte_slices_pins_whole_buffers",
+        a_static_map_of_one_byte_slices_pins_whole_buffers,
+    ),
+    (
+        "a_vec_on_a_thread_stack_is_held_by_that_frame",
+        a_vec_on_a_thread_stack_is_held_by_that_frame,
+    ),
+    (
+        "a_buffer_owned_by_a_tokio_task_is_held_by_the_task",
+        a_buffer_owned_by_a_tokio_task_is_held_by_the_task,
+    ),
+    (
+        "cycles_and_forgotten_blocks_are_unreachable",
+        cycles_and_forgotten_blocks_are_unreachable,
+    ),
+    (
+        "go_tool_pprof_shows_the_chain_of_the_refs_profile",
+        go_tool_pprof_shows_the_chain_of_the_refs_profile,
+    ),
+];
+
+fn main() {
+    // Watch the whole run from a thread started first, on a fresh stack.
+    watchdog(600);
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut failed = Vec::new();
+    for (i, (name, case)) in CASES.iter().enumerate() {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        // Each case on a thread whose stack is new (larger than any stack
+        // glibc keeps for reuse), so its frames hold no stale words that
+        // happen to equal the address of a block allocated later.
+        let outcome = std::thread::Builder::new()
+            .name(format!("case-{i}"))
+            .stack_size((16 + i) << 20)
+            .spawn(case)
+            .unwrap()
+            .join();
+        println!(
+            "test {name} ... {}",
+            if outcome.is_ok() { "ok" } else { "FAILED" }
+        );
+        if outcome.is_err() {
+            failed.push(*name);
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("failed: {}", failed.join(", "));
+        std::process::exit(1);
+    }
 }
