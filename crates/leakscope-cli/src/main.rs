@@ -3,6 +3,7 @@
 //! `commands/`.
 
 mod commands;
+mod html_report;
 mod input;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Top(commands::top::Args),
     /// What grew between two heap profiles, by call stack.
     Diff(commands::diff::Args),
+    /// Which stacks and holders grow over a directory of saved profiles and snapshots.
+    Trend(commands::trend::Args),
     /// Draw a heap profile as a flame graph (SVG).
     Flame(commands::flame::Args),
     /// Who holds the memory: top holders, chains and leaks from a snapshot file.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Top(args) => commands::top::run(args),
         Command::Diff(args) => commands::diff::run(args),
+        Command::Trend(args) => commands::trend::run(args),
         Command::Flame(args) => commands::flame::run(args),
         Command::Refs(args) => commands::refs::run(args),
         Command::Demo(args) => commands::demo::run(args),

@@ -11,7 +11,8 @@
 //! - [`ProfileBuilder`]: interning of strings, functions and locations.
 //! - [`StackView`]: a profile resolved into readable stacks (function names,
 //!   inlined frames expanded), the input of every transform.
-//! - transforms: [`top`], [`diff`], [`folded`].
+//! - transforms: [`top`], [`diff`], [`folded`], [`trend`] (growth over a
+//!   series of profiles and snapshots).
 //! - [`snapshot`]: the snapshot file (who holds memory) and its refs profile.
 
 pub mod builder;
@@ -21,6 +22,7 @@ pub mod diff;
 pub mod folded;
 pub mod snapshot;
 pub mod top;
+pub mod trend;
 pub mod units;
 pub mod view;
 

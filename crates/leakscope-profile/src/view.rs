@@ -35,6 +35,8 @@ pub struct StackView {
     pub frames: Vec<Frame>,
     pub samples: Vec<StackSample>,
     pub comments: Vec<String>,
+    /// When the profile was taken (pprof `time_nanos`; 0 if unknown).
+    pub time_nanos: i64,
 }
 
 impl StackView {
@@ -114,6 +116,7 @@ impl StackView {
             frames,
             samples,
             comments: p.comment.iter().map(|&c| s(c)).collect(),
+            time_nanos: p.time_nanos,
         }
     }
 
@@ -143,6 +146,14 @@ impl StackView {
     /// Function names of a sample's stack, leaf first.
     pub fn function_names<'a>(&'a self, sample: &'a StackSample) -> impl Iterator<Item = &'a str> {
         sample.frames.iter().map(|&f| &self.frames[f].function[..])
+    }
+
+    /// The application's progress counter (requests served, say) recorded
+    /// in the profile's comments, if any.
+    pub fn progress(&self) -> Option<u64> {
+        self.comments
+            .iter()
+            .find_map(|c| c.strip_prefix(crate::PROGRESS_COMMENT)?.parse().ok())
     }
 
     /// Sum of one value over all samples.

@@ -31,6 +31,12 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Renders one sample type of a profile as an inferno flame graph.
 pub fn write_flame_graph(view: &StackView, index: usize, title: &str, output: &Path) -> Result<()> {
+    let svg = flame_graph_svg(view, index, title)?;
+    std::fs::write(output, svg).with_context(|| format!("cannot write {}", output.display()))
+}
+
+/// The flame graph of one sample type, as SVG.
+pub fn flame_graph_svg(view: &StackView, index: usize, title: &str) -> Result<Vec<u8>> {
     let lines = leakscope_profile::folded(view, index);
     if lines.is_empty() {
         bail!(
@@ -42,10 +48,8 @@ pub fn write_flame_graph(view: &StackView, index: usize, title: &str, output: &P
     options.title = title.to_string();
     options.count_name = view.unit(index).to_string();
     options.name_type = "Function:".to_string();
-    let file = std::fs::File::create(output)
-        .with_context(|| format!("cannot create {}", output.display()))?;
-    let writer = std::io::BufWriter::new(file);
-    inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), writer)
-        .with_context(|| format!("cannot write {}", output.display()))?;
-    Ok(())
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut svg)
+        .context("cannot draw the flame graph")?;
+    Ok(svg)
 }

@@ -1,7 +1,7 @@
 //! `leakscope lab --scenario NAME`: runs the lab (a real tonic service and
-//! client) in one of its leak scenarios under leakscope in full mode, with a
-//! profile and a snapshot every interval, then runs the self-check on what
-//! was collected and prints the findings.
+//! client) in one of its leak scenarios under leakscope (full mode by
+//! default), with a profile (and in full mode a snapshot) every interval,
+//! then runs the self-check on what was collected and prints the findings.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -20,6 +20,14 @@ pub struct Args {
     /// How long to drive load, in seconds.
     #[arg(long, default_value_t = 6.0)]
     pub duration: f64,
+    /// Profiling mode of the lab process: full (exact, with snapshots: who
+    /// holds memory) or sampled (production cost, allocation stacks only).
+    #[arg(long, value_enum, default_value_t = LabMode::Full)]
+    pub mode: LabMode,
+    /// Mean bytes between samples in sampled mode. Lower than the production
+    /// default (512 KiB) because a lab run lasts seconds, not hours.
+    #[arg(long, default_value_t = 65536)]
+    pub rate: u64,
     /// Seconds between profiles and snapshots.
     #[arg(long, default_value_t = 0.5)]
     pub interval: f64,
@@ -29,9 +37,18 @@ pub struct Args {
     /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the self-check as a self-contained HTML page.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabMode {
+    Full,
+    Sampled,
 }
 
 #[derive(clap::Args)]
@@ -77,7 +94,14 @@ pub fn run(args: Args) -> Result<()> {
             "--duration",
             &args.duration.to_string(),
         ])
-        .env("LEAKSCOPE_MODE", "full")
+        .env(
+            "LEAKSCOPE_MODE",
+            match args.mode {
+                LabMode::Full => "full",
+                LabMode::Sampled => "sampled",
+            },
+        )
+        .env("LEAKSCOPE_RATE", args.rate.to_string())
         .env("LEAKSCOPE_DIR", &dir)
         .env("LEAKSCOPE_INTERVAL", args.interval.to_string())
         .stdout(Stdio::piped())
@@ -122,14 +146,13 @@ pub fn run(args: Args) -> Result<()> {
         println!("lab: {}: {}", args.scenario, summary.trim());
         println!("profiles and snapshots in {}\n", dir.display());
     }
-    self_check(
-        &dir,
-        if args.json {
-            Format::Json
-        } else {
-            Format::Text
-        },
-    )
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    let title = format!("leakscope self-check: lab scenario {}", args.scenario);
+    self_check(&dir, format, args.html.as_deref(), &title)
 }
 
 /// The profiled half: runs the lab in this process.

@@ -5,6 +5,7 @@ pub mod lab;
 pub mod refs;
 pub mod report;
 pub mod top;
+pub mod trend;
 
 /// The sample types of heap profiles, for `--sample-index`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

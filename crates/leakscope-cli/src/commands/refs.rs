@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use leakscope_profile::snapshot::SnapshotReport;
+
+use crate::input::load_snapshot;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,19 +22,8 @@ pub struct Args {
     pub pprof: Option<PathBuf>,
 }
 
-pub fn load(path: &PathBuf) -> Result<SnapshotReport> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        anyhow::anyhow!(
-            "{}: not a leakscope snapshot file (it is not text)",
-            path.display()
-        )
-    })?;
-    SnapshotReport::from_json(text).with_context(|| format!("{}", path.display()))
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let report = load(&args.file)?;
+    let report = load_snapshot(&args.file)?;
     if let Some(out) = &args.pprof {
         std::fs::write(out, leakscope_profile::encode_gzip(&report.refs_profile()))
             .with_context(|| format!("cannot write {}", out.display()))?;

@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use leakscope_profile::diagnose::{self, SelfCheck};
-use leakscope_profile::snapshot::SnapshotReport;
-use leakscope_profile::StackView;
+use leakscope_profile::trend;
+
+use crate::html_report;
+use crate::input::{load_run, Run};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -20,75 +22,49 @@ pub struct Args {
     pub dir: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// Also write the self-check as a self-contained HTML page (findings,
+    /// live-memory chart, what grows, holders, flame graph).
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    self_check(
-        &args.dir,
-        if args.json {
-            Format::Json
-        } else {
-            Format::Text
-        },
-    )
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    let title = format!("leakscope self-check: {}", args.dir.display());
+    self_check(&args.dir, format, args.html.as_deref(), &title)
 }
 
-/// Files of one process in a periodic-output directory, in order.
-pub struct Series {
-    pub profiles: Vec<PathBuf>,
-    pub snapshots: Vec<PathBuf>,
+/// Loads a run and runs the self-check on it.
+pub fn analyse(dir: &Path) -> Result<(SelfCheck, Run)> {
+    let run = load_run(dir)?;
+    let check = diagnose::self_check(&run.snapshots, &run.profiles);
+    Ok((check, run))
 }
 
-pub fn read_series(dir: &Path) -> Result<Series> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let mut profiles = Vec::new();
-    let mut snapshots = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("heap-") && name.ends_with(".pb.gz") {
-            profiles.push(e.path());
-        } else if name.starts_with("snapshot-") && name.ends_with(".json") {
-            snapshots.push(e.path());
-        }
-    }
-    profiles.sort();
-    snapshots.sort();
-    if profiles.is_empty() && snapshots.is_empty() {
-        bail!(
-            "{}: no heap-*.pb.gz profiles or snapshot-*.json files",
-            dir.display()
-        );
-    }
-    Ok(Series {
-        profiles,
-        snapshots,
-    })
-}
-
-/// Loads a series and runs the self-check on it.
-pub fn analyse(dir: &Path) -> Result<(SelfCheck, Vec<SnapshotReport>, Vec<StackView>)> {
-    let series = read_series(dir)?;
-    let mut snapshots = Vec::new();
-    for p in &series.snapshots {
-        let text = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        let text = String::from_utf8_lossy(&text);
-        snapshots
-            .push(SnapshotReport::from_json(&text).with_context(|| format!("{}", p.display()))?);
-    }
-    let mut profiles = Vec::new();
-    for p in &series.profiles {
-        profiles.push(crate::input::load_profile(p)?);
-    }
-    let check = diagnose::self_check(&snapshots, &profiles);
-    Ok((check, snapshots, profiles))
-}
-
-pub fn self_check(dir: &Path, format: Format) -> Result<()> {
-    let (check, _, _) = analyse(dir)?;
+/// Prints the self-check of a directory, and writes it as HTML if asked.
+pub fn self_check(dir: &Path, format: Format, html: Option<&Path>, title: &str) -> Result<()> {
+    let (check, run) = analyse(dir)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&check)?),
         Format::Text => print!("{}", render_text(&check)),
+    }
+    if let Some(path) = html {
+        let trend = trend::trends(&run.profiles, &run.snapshots);
+        let page = html_report::render(&html_report::ReportInput {
+            title,
+            check: &check,
+            trend: &trend,
+            snapshots: &run.snapshots,
+            profiles: &run.profiles,
+        });
+        std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        if format == Format::Text {
+            println!("\nHTML report: {}", path.display());
+        }
     }
     Ok(())
 }

@@ -9,9 +9,12 @@
 //! connection handshake, a JSON parser, a constructor), holder chains from
 //! snapshots, slice pinning, block sizes, counts and growth.
 
+mod from_stacks;
+
 use serde::{Deserialize, Serialize};
 
 use crate::snapshot::{LargeBlock, LeakKind, Link, NodeKind, Pinning, SnapshotReport};
+use crate::trend::theil_sen;
 use crate::units::format_value;
 use crate::view::StackView;
 
@@ -68,23 +71,6 @@ pub struct SelfCheck {
 
 fn bytes(v: f64) -> String {
     format_value(v.round() as i64, "bytes")
-}
-
-/// Median of pairwise slopes: robust to the odd outlier interval.
-fn theil_sen(points: &[(f64, f64)]) -> f64 {
-    let mut slopes = Vec::new();
-    for (i, a) in points.iter().enumerate() {
-        for b in &points[i + 1..] {
-            if (b.0 - a.0).abs() > f64::EPSILON {
-                slopes.push((b.1 - a.1) / (b.0 - a.0));
-            }
-        }
-    }
-    if slopes.is_empty() {
-        return 0.0;
-    }
-    slopes.sort_by(|x, y| x.total_cmp(y));
-    slopes[slopes.len() / 2]
 }
 
 /// Frame classes the rules use.
@@ -270,7 +256,7 @@ pub fn self_check(snapshots: &[SnapshotReport], profiles: &[StackView]) -> SelfC
         .flat_map(|s| s.dependency_crates.iter().cloned())
         .collect();
     frames::DEPENDENCIES.with(|d| *d.borrow_mut() = dependencies);
-    let growth = measure_growth(snapshots);
+    let growth = measure_growth(&live_series(snapshots, profiles));
     let mut findings = Vec::new();
     if let (Some(first), Some(last)) = (first_after_warmup(snapshots), richest_last(snapshots)) {
         pinning_findings(first, last, &growth, &mut findings);
@@ -287,6 +273,9 @@ pub fn self_check(snapshots: &[SnapshotReport], profiles: &[StackView]) -> SelfC
             static_holder_findings(first, last, profiles, &growth, &mut findings);
             connection_findings(first, last, profiles, &growth, &mut findings);
         }
+    }
+    if snapshots.len() < 3 && growth.persistent {
+        from_stacks::stack_growth_findings(profiles, &mut findings);
     }
     findings.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     let verdict = if growth.samples < 3 {
@@ -329,7 +318,7 @@ pub fn self_check(snapshots: &[SnapshotReport], profiles: &[StackView]) -> SelfC
             bytes(growth.bytes_per_second),
             growth.seconds
         ),
-        Verdict::Inconclusive => "inconclusive: fewer than three snapshots to compare".to_string(),
+        Verdict::Inconclusive => "inconclusive: fewer than three snapshots or profiles to compare".to_string(),
     };
     if verdict == Verdict::NoLeak {
         findings.retain(|f| f.confidence >= 0.6);
@@ -367,34 +356,50 @@ fn richest_last(snapshots: &[SnapshotReport]) -> Option<&SnapshotReport> {
     }
 }
 
-fn measure_growth(snapshots: &[SnapshotReport]) -> Growth {
-    let r = running(snapshots);
-    let warm = r.len() / 4;
-    let series = &r[warm.min(r.len())..];
-    let t0 = series.first().map_or(0, |s| s.time_unix_ms);
-    let by_time: Vec<(f64, f64)> = series
+/// One point of the live-memory series: (seconds, progress, live bytes).
+type LivePoint = (f64, u64, u64);
+
+/// The live-memory series: from the snapshots, or from the heap profiles
+/// when there are too few snapshots (sampled mode writes none).
+fn live_series(snapshots: &[SnapshotReport], profiles: &[StackView]) -> Vec<LivePoint> {
+    if snapshots.len() >= 3 || profiles.len() < 3 {
+        return running(snapshots)
+            .iter()
+            .map(|s| {
+                (
+                    s.time_unix_ms as f64 / 1e3,
+                    s.progress,
+                    s.totals.live.bytes,
+                )
+            })
+            .collect();
+    }
+    let all: Vec<LivePoint> = profiles
         .iter()
-        .map(|s| {
-            (
-                (s.time_unix_ms - t0) as f64 / 1e3,
-                s.totals.live.bytes as f64,
-            )
+        .map(|p| {
+            let live = p
+                .sample_index(Some("inuse_space"))
+                .map_or(0, |i| p.total(i).max(0) as u64);
+            (p.time_nanos as f64 / 1e9, p.progress().unwrap_or(0), live)
         })
         .collect();
-    let by_progress: Vec<(f64, f64)> = series
-        .iter()
-        .map(|s| (s.progress as f64, s.totals.live.bytes as f64))
-        .collect();
+    // As for snapshots: the profile written at exit is not the running
+    // service.
+    let keep = if all.len() > 3 { all.len() - 1 } else { all.len() };
+    all[..keep].to_vec()
+}
+
+fn measure_growth(points: &[LivePoint]) -> Growth {
+    let warm = points.len() / 4;
+    let series = &points[warm.min(points.len())..];
+    let t0 = series.first().map_or(0.0, |s| s.0);
+    let by_time: Vec<(f64, f64)> = series.iter().map(|s| (s.0 - t0, s.2 as f64)).collect();
+    let by_progress: Vec<(f64, f64)> = series.iter().map(|s| (s.1 as f64, s.2 as f64)).collect();
     let per_second = theil_sen(&by_time);
-    let has_progress = series
-        .last()
-        .is_some_and(|s| s.progress > series[0].progress);
-    let first = series.first().map_or(0, |s| s.totals.live.bytes);
-    let last = series.last().map_or(0, |s| s.totals.live.bytes);
-    let rising = series
-        .windows(2)
-        .filter(|w| w[1].totals.live.bytes > w[0].totals.live.bytes)
-        .count();
+    let has_progress = series.last().is_some_and(|s| s.1 > series[0].1);
+    let first = series.first().map_or(0, |s| s.2);
+    let last = series.last().map_or(0, |s| s.2);
+    let rising = series.windows(2).filter(|w| w[1].2 > w[0].2).count();
     let intervals = series.len().saturating_sub(1).max(1);
     let grown = last.saturating_sub(first);
     let persistent = series.len() >= 3

@@ -1,0 +1,484 @@
+//! Growth over time, per series: the whole heap, each allocation stack (from
+//! periodic heap profiles) and each holder (from periodic snapshots).
+//!
+//! A series is judged after its warm-up (the first quarter of the run, when
+//! caches and pools fill) with robust statistics, so that one odd interval
+//! or the noise of sampling does not decide: the Theil–Sen slope (median of
+//! pairwise slopes) against time and against the application's progress
+//! counter, Kendall's tau for how consistently it rises, and the slopes of
+//! the two halves to tell growth that persists from memory that levels off.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::SnapshotReport;
+use crate::view::StackView;
+
+/// How a series moved after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrendState {
+    /// Rises steadily and still rises in the second half: a leak suspect.
+    Growing,
+    /// Rose, then flattened: a cache or pool filling to its size.
+    LevelledOff,
+    Flat,
+    Shrinking,
+    /// Fewer than three points after warm-up.
+    Inconclusive,
+}
+
+/// What a series is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesKind {
+    /// Everything live.
+    Total,
+    /// Live bytes allocated at one call stack.
+    Stack,
+    /// Bytes retained by one holder (a snapshot's dominator).
+    Holder,
+}
+
+/// The trend of one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesTrend {
+    pub kind: SeriesKind,
+    /// One line: the stack's leaf-most frames, or the holder's name.
+    pub name: String,
+    /// The whole stack (leaf first) or the holder's chain (root first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detail: Vec<String>,
+    pub state: TrendState,
+    /// Live bytes at the first point after warm-up, and at the last.
+    pub first_bytes: f64,
+    pub last_bytes: f64,
+    pub bytes_per_second: f64,
+    /// Bytes per unit of the progress counter (per request), if counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_unit: Option<f64>,
+    /// Kendall's tau of bytes against time: 1 = rose at every step.
+    pub consistency: f64,
+}
+
+/// Trends of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrendReport {
+    /// Points used (after warm-up) and points skipped as warm-up.
+    pub samples: usize,
+    pub warmup: usize,
+    pub seconds: f64,
+    pub total: SeriesTrend,
+    /// Stacks and holders, growing ones first (steepest first).
+    pub series: Vec<SeriesTrend>,
+}
+
+impl TrendReport {
+    pub fn growing(&self) -> impl Iterator<Item = &SeriesTrend> {
+        self.series
+            .iter()
+            .filter(|s| s.state == TrendState::Growing)
+    }
+}
+
+/// Points in time shared by the series of one run.
+struct Timeline {
+    seconds: Vec<f64>,
+    progress: Vec<Option<f64>>,
+}
+
+impl Timeline {
+    fn warmup(&self) -> usize {
+        self.seconds.len() / 4
+    }
+}
+
+/// Median of pairwise slopes.
+pub fn theil_sen(points: &[(f64, f64)]) -> f64 {
+    let mut slopes = Vec::new();
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if (b.0 - a.0).abs() > f64::EPSILON {
+                slopes.push((b.1 - a.1) / (b.0 - a.0));
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    slopes.sort_by(|x, y| x.total_cmp(y));
+    slopes[slopes.len() / 2]
+}
+
+/// Kendall's tau of values against their order.
+fn kendall_tau(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mut score = 0i64;
+    for i in 0..n {
+        for j in i + 1..n {
+            score += match values[j].total_cmp(&values[i]) {
+                std::cmp::Ordering::Greater => 1,
+                std::cmp::Ordering::Less => -1,
+                std::cmp::Ordering::Equal => 0,
+            };
+        }
+    }
+    score as f64 / (n * (n - 1) / 2) as f64
+}
+
+/// Judges one series (`values` aligned with the timeline). `min_growth`:
+/// the fewest bytes of growth over the run that count.
+fn judge(
+    line: &Timeline,
+    values: &[f64],
+    min_growth: f64,
+) -> (TrendState, f64, f64, f64, Option<f64>, f64) {
+    let w = line.warmup();
+    let t = &line.seconds[w..];
+    let v = &values[w..];
+    let first = v.first().copied().unwrap_or(0.0);
+    let last = v.last().copied().unwrap_or(0.0);
+    if v.len() < 3 {
+        return (TrendState::Inconclusive, first, last, 0.0, None, 0.0);
+    }
+    let points: Vec<(f64, f64)> = t.iter().copied().zip(v.iter().copied()).collect();
+    let slope = theil_sen(&points);
+    let per_unit = {
+        let p: Vec<(f64, f64)> = line.progress[w..]
+            .iter()
+            .zip(v)
+            .filter_map(|(p, &b)| Some(((*p)?, b)))
+            .collect();
+        let moved = p.len() == v.len() && p.last().map(|l| l.0) > p.first().map(|f| f.0);
+        moved.then(|| theil_sen(&p))
+    };
+    let tau = kendall_tau(v);
+    let span = t.last().unwrap_or(&0.0) - t.first().unwrap_or(&0.0);
+    let fitted = slope * span;
+    let threshold = min_growth.max(first * 0.1);
+    let mid = points.len() / 2;
+    let early = theil_sen(&points[..=mid]);
+    let late = theil_sen(&points[mid..]);
+    let state = if fitted >= threshold && tau >= 0.5 {
+        if late <= 0.25 * early && early * span / 2.0 >= threshold / 2.0 {
+            TrendState::LevelledOff
+        } else {
+            TrendState::Growing
+        }
+    } else if early > 0.0 && early * span / 2.0 >= threshold && late <= 0.25 * early {
+        TrendState::LevelledOff
+    } else if -fitted >= threshold && tau <= -0.5 {
+        TrendState::Shrinking
+    } else {
+        TrendState::Flat
+    };
+    (state, first, last, slope, per_unit, tau)
+}
+
+fn series(
+    kind: SeriesKind,
+    name: String,
+    detail: Vec<String>,
+    line: &Timeline,
+    values: &[f64],
+    min_growth: f64,
+) -> SeriesTrend {
+    let (state, first_bytes, last_bytes, bytes_per_second, bytes_per_unit, consistency) =
+        judge(line, values, min_growth);
+    SeriesTrend {
+        kind,
+        name,
+        detail,
+        state,
+        first_bytes,
+        last_bytes,
+        bytes_per_second,
+        bytes_per_unit,
+        consistency,
+    }
+}
+
+/// The smallest growth worth reporting for one stack or holder.
+const MIN_SERIES_GROWTH: f64 = 64.0 * 1024.0;
+/// ... and for the whole heap.
+const MIN_TOTAL_GROWTH: f64 = 256.0 * 1024.0;
+
+/// Frames that only say "an allocation happened", skipped when naming a
+/// stack.
+fn is_plumbing(frame: &str) -> bool {
+    frame.starts_with("alloc::")
+        || frame.starts_with("core::")
+        || frame.starts_with("<alloc::")
+        || frame.starts_with("__rust")
+        || frame.starts_with("leakscope::")
+        || frame.contains("::alloc::")
+        || frame == "malloc"
+        || frame == "realloc"
+        || frame == "calloc"
+}
+
+/// A one-line name for a stack: its first meaningful frames.
+pub fn stack_name(frames: &[String]) -> String {
+    let mut shown: Vec<&str> = frames
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !is_plumbing(f))
+        .take(3)
+        .collect();
+    if shown.is_empty() {
+        shown = frames.iter().map(String::as_str).take(3).collect();
+    }
+    shown.join(" < ")
+}
+
+/// Trends of the allocation stacks of periodic heap profiles (in time
+/// order), by `inuse_space`.
+pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
+    let line = Timeline {
+        seconds: seconds_of(profiles.iter().map(|p| p.time_nanos as f64 / 1e9)),
+        progress: profiles
+            .iter()
+            .map(|p| p.progress().map(|v| v as f64))
+            .collect(),
+    };
+    let n = profiles.len();
+    let mut stacks: HashMap<Vec<String>, Vec<f64>> = HashMap::new();
+    let mut totals = vec![0.0; n];
+    let mut period = 0.0f64;
+    for (i, p) in profiles.iter().enumerate() {
+        let Ok(index) = p.sample_index(Some("inuse_space")) else {
+            continue;
+        };
+        period = period.max(p.period as f64);
+        for s in &p.samples {
+            let v = s.values[index] as f64;
+            totals[i] += v;
+            let key: Vec<String> = p.function_names(s).map(str::to_string).collect();
+            stacks.entry(key).or_insert_with(|| vec![0.0; n])[i] += v;
+        }
+    }
+    // Sampling noise: a stack's estimate moves in steps of about one
+    // sampling period.
+    let min_growth = MIN_SERIES_GROWTH.max(period);
+    let list = stacks
+        .into_iter()
+        .map(|(frames, values)| {
+            series(
+                SeriesKind::Stack,
+                stack_name(&frames),
+                frames,
+                &line,
+                &values,
+                min_growth,
+            )
+        })
+        .collect();
+    report(&line, &totals, list)
+}
+
+/// Trends of the holders of periodic snapshots (in time order), by retained
+/// bytes; holders of the same name and root are one series.
+pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
+    let line = Timeline {
+        seconds: seconds_of(snapshots.iter().map(|s| s.time_unix_ms as f64 / 1e3)),
+        progress: snapshots
+            .iter()
+            .map(|s| (s.progress > 0).then_some(s.progress as f64))
+            .collect(),
+    };
+    let n = snapshots.len();
+    let mut holders: HashMap<(String, String), (Vec<String>, Vec<f64>)> = HashMap::new();
+    for (i, s) in snapshots.iter().enumerate() {
+        for h in &s.holders {
+            let root = h.chain.first().map(|l| l.node.label()).unwrap_or_default();
+            let e = holders
+                .entry((h.node.label(), root))
+                .or_insert_with(|| (Vec::new(), vec![0.0; n]));
+            e.0 = h.chain.iter().map(|l| l.node.label()).collect();
+            e.1[i] += h.retained.bytes as f64;
+        }
+    }
+    let totals: Vec<f64> = snapshots
+        .iter()
+        .map(|s| s.totals.live.bytes as f64)
+        .collect();
+    let list = holders
+        .into_iter()
+        .map(|((name, root), (chain, values))| {
+            let name = if root.is_empty() || root == name {
+                name
+            } else {
+                format!("{name} <- {root}")
+            };
+            series(
+                SeriesKind::Holder,
+                name,
+                chain,
+                &line,
+                &values,
+                MIN_SERIES_GROWTH,
+            )
+        })
+        .collect();
+    report(&line, &totals, list)
+}
+
+/// Both: stacks from the profiles, holders from the snapshots; the total
+/// from whichever has more points.
+pub fn trends(profiles: &[StackView], snapshots: &[SnapshotReport]) -> TrendReport {
+    let by_stack = profile_trends(profiles);
+    let by_holder = holder_trends(snapshots);
+    let (mut out, other) = if by_holder.samples > by_stack.samples {
+        (by_holder, by_stack)
+    } else {
+        (by_stack, by_holder)
+    };
+    out.series.extend(other.series);
+    sort(&mut out.series);
+    out
+}
+
+fn seconds_of(times: impl Iterator<Item = f64>) -> Vec<f64> {
+    let times: Vec<f64> = times.collect();
+    let t0 = times.first().copied().unwrap_or(0.0);
+    if times.iter().all(|&t| t == t0) {
+        // No timestamps: one unit per point.
+        return (0..times.len()).map(|i| i as f64).collect();
+    }
+    times.iter().map(|t| t - t0).collect()
+}
+
+fn sort(list: &mut [SeriesTrend]) {
+    let rank = |s: &SeriesTrend| match s.state {
+        TrendState::Growing => 0,
+        TrendState::LevelledOff => 1,
+        TrendState::Shrinking => 2,
+        TrendState::Flat => 3,
+        TrendState::Inconclusive => 4,
+    };
+    list.sort_by(|a, b| {
+        rank(a)
+            .cmp(&rank(b))
+            .then(b.bytes_per_second.total_cmp(&a.bytes_per_second))
+            .then(b.last_bytes.total_cmp(&a.last_bytes))
+            .then(a.name.cmp(&b.name))
+    });
+}
+
+fn report(line: &Timeline, totals: &[f64], mut list: Vec<SeriesTrend>) -> TrendReport {
+    sort(&mut list);
+    let warmup = line.warmup();
+    TrendReport {
+        samples: line.seconds.len() - warmup,
+        warmup,
+        seconds: line.seconds.last().copied().unwrap_or(0.0)
+            - line.seconds.get(warmup).copied().unwrap_or(0.0),
+        total: series(
+            SeriesKind::Total,
+            "all live memory".to_string(),
+            Vec::new(),
+            line,
+            totals,
+            MIN_TOTAL_GROWTH,
+        ),
+        series: list,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProfileBuilder;
+
+    /// A profile at `second` with live bytes per function.
+    fn profile(second: i64, progress: u64, live: &[(&str, i64)]) -> StackView {
+        let mut b = ProfileBuilder::new(&crate::HEAP_SAMPLE_TYPES, ("space", "bytes"), 4096);
+        b.set_default_sample_type("inuse_space");
+        b.set_time_nanos(second * 1_000_000_000);
+        b.add_comment(&format!("{}{progress}", crate::PROGRESS_COMMENT));
+        for (i, (name, bytes)) in live.iter().enumerate() {
+            let f = b.function(name, name, "x.rs", 1);
+            let l = b.location(0, 0x100 + i as u64, &[(f, 1)]);
+            b.add_sample(&[l], &[1, *bytes, 1, *bytes], &[]);
+        }
+        StackView::new(&b.build())
+    }
+
+    fn run(f: impl Fn(i64) -> Vec<(&'static str, i64)>) -> TrendReport {
+        let profiles: Vec<StackView> = (0..12)
+            .map(|t| profile(t, 100 * t as u64, &f(t)))
+            .collect();
+        profile_trends(&profiles)
+    }
+
+    fn state_of(r: &TrendReport, name: &str) -> TrendState {
+        r.series.iter().find(|s| s.name == name).unwrap().state
+    }
+
+    #[test]
+    fn steady_growth_is_growing_with_its_slope_per_second_and_per_request() {
+        let r = run(|t| {
+            vec![
+                ("app::leak", 1_000_000 + 200_000 * t),
+                ("app::steady", 5_000_000),
+            ]
+        });
+        let leak = r.series.first().unwrap();
+        assert_eq!(leak.name, "app::leak");
+        assert_eq!(leak.state, TrendState::Growing);
+        assert!((leak.bytes_per_second - 200_000.0).abs() < 1.0);
+        assert!((leak.bytes_per_unit.unwrap() - 2_000.0).abs() < 0.01);
+        assert_eq!(state_of(&r, "app::steady"), TrendState::Flat);
+        assert_eq!(r.total.state, TrendState::Growing);
+        assert_eq!(r.warmup, 3);
+    }
+
+    #[test]
+    fn a_cache_that_fills_then_stops_levels_off() {
+        let r = run(|t| vec![("app::cache", 400_000 * t.min(6))]);
+        assert_eq!(state_of(&r, "app::cache"), TrendState::LevelledOff);
+        assert_eq!(r.total.state, TrendState::LevelledOff);
+        assert_eq!(r.growing().count(), 0);
+    }
+
+    #[test]
+    fn noise_and_one_spike_are_not_growth() {
+        let r = run(|t| {
+            let noise = [0, 90_000, -60_000, 40_000, -90_000, 70_000][t as usize % 6];
+            let spike = if t == 9 { 3_000_000 } else { 0 };
+            vec![("app::noisy", 2_000_000 + noise + spike)]
+        });
+        assert_eq!(state_of(&r, "app::noisy"), TrendState::Flat);
+    }
+
+    #[test]
+    fn warm_up_growth_is_ignored() {
+        // Everything is allocated in the first quarter of the run.
+        let r = run(|t| vec![("app::warm", if t < 3 { 1_000_000 * t } else { 3_000_000 })]);
+        assert_eq!(state_of(&r, "app::warm"), TrendState::Flat);
+    }
+
+    #[test]
+    fn freed_memory_is_shrinking() {
+        let r = run(|t| vec![("app::drain", 5_000_000 - 300_000 * t)]);
+        assert_eq!(state_of(&r, "app::drain"), TrendState::Shrinking);
+    }
+
+    #[test]
+    fn too_few_points_are_inconclusive() {
+        let profiles: Vec<StackView> = (0..3)
+            .map(|t| profile(t, 0, &[("app::x", 1_000_000 * t)]))
+            .collect();
+        let r = profile_trends(&profiles);
+        assert_eq!(r.total.state, TrendState::Growing);
+        let profiles = &profiles[..2];
+        assert_eq!(
+            profile_trends(profiles).total.state,
+            TrendState::Inconclusive
+        );
+    }
+}
