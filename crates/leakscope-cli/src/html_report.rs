@@ -142,7 +142,11 @@ fn findings(out: &mut String, check: &SelfCheck) {
             }
             let _ = writeln!(out, "</ol>");
         }
-        let _ = writeln!(out, "<p class=\"fix\"><b>Fix:</b> {}</p></article>", esc(&f.fix));
+        let _ = writeln!(
+            out,
+            "<p class=\"fix\"><b>Fix:</b> {}</p></article>",
+            esc(&f.fix)
+        );
     }
     let _ = writeln!(out, "</section>");
 }

@@ -85,7 +85,7 @@ pub fn load_run(dir: &Path) -> Result<Run> {
         );
         files.retain(|(name, _)| pid_of(name).is_none_or(|p| p == pid));
     }
-    files.sort();
+    files.sort_by_cached_key(|(name, _)| natural_key(name));
     let mut profiles = Vec::new();
     let mut snapshots = Vec::new();
     for (name, path) in &files {
@@ -95,11 +95,47 @@ pub fn load_run(dir: &Path) -> Result<Run> {
             snapshots.push(load_snapshot(path)?);
         }
     }
-    // File names sort by sequence number; the times inside decide.
+    // The times inside decide; saved files without one keep their names'
+    // order (heap.2 before heap.10).
     profiles.sort_by_key(|p| p.time_nanos);
     snapshots.sort_by_key(|s| s.time_unix_ms);
     Ok(Run {
         profiles,
         snapshots,
     })
+}
+
+/// A sort key that orders the numbers inside names by value.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                key.push((
+                    std::mem::take(&mut text),
+                    digits.parse().unwrap_or(u64::MAX),
+                ));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    key.push((text, digits.parse().unwrap_or(0)));
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_key;
+
+    #[test]
+    fn numbers_in_names_sort_by_value() {
+        let mut names = ["heap.10.pb.gz", "heap.2.pb.gz", "heap.1.pb.gz"];
+        names.sort_by_key(|n| natural_key(n));
+        assert_eq!(names, ["heap.1.pb.gz", "heap.2.pb.gz", "heap.10.pb.gz"]);
+    }
 }

@@ -389,3 +389,57 @@ fn refs_rejects_files_that_are_not_snapshots() {
         "not a leakscope snapshot",
     );
 }
+
+#[test]
+fn trend_and_report_read_a_directory_of_saved_profiles() {
+    // Twelve profiles saved without timestamps (as from curl on an endpoint):
+    // one function grows by 300 kB a profile, one stays level.
+    let dir = scratch("saved-profiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 1..=12i64 {
+        let p = write_profile(
+            &format!("saved-{i}.pb.gz"),
+            &[
+                ("app::leaky_cache", 300_000 * i),
+                ("app::steady", 2_000_000),
+            ],
+        );
+        std::fs::rename(&p, dir.join(format!("heap.{i}.pb.gz"))).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let o = leakscope(&["trend", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let first_row = text
+        .lines()
+        .find(|l| l.starts_with("growing"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        first_row.ends_with("app::leaky_cache < app::main"),
+        "{text}"
+    );
+    assert!(text.contains("all live memory: growing"), "{text}");
+    assert!(!text.contains("app::steady"), "{text}");
+
+    let o = leakscope(&["report", d, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(json["verdict"], "leak", "{json:#}");
+    let top = &json["findings"][0];
+    assert!(
+        top["title"].as_str().unwrap().contains("app::leaky_cache"),
+        "{json:#}"
+    );
+
+    // A broken file among them: one line naming it.
+    std::fs::write(dir.join("heap.13.pb.gz"), b"not a profile").unwrap();
+    assert_clean_failure(&leakscope(&["trend", d]), 1, "heap.13.pb.gz");
+    let empty = scratch("empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_clean_failure(
+        &leakscope(&["trend", empty.to_str().unwrap()]),
+        1,
+        "no heap profiles",
+    );
+    assert_clean_failure(&leakscope(&["trend", "/nonexistent/dir"]), 1, "cannot read");
+}

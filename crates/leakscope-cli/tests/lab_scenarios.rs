@@ -108,7 +108,11 @@ fn chromium_dom(page: &Path) -> String {
         .output()
         .expect("run chromium");
     std::fs::remove_dir_all(&profile).ok();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -251,11 +255,18 @@ fn request_field_held() {
         first["name"].as_str().unwrap().ends_with("REQUEST_CACHE"),
         "{first:#}"
     );
-    assert!(first["bytes_per_unit"].as_f64().unwrap() > 1000.0, "{first:#}");
     assert!(
-        trend["series"].as_array().unwrap().iter().any(|s| s["kind"] == "stack"
-            && s["state"] == "growing"
-            && s["detail"].to_string().contains("tonic::codec::decode")),
+        first["bytes_per_unit"].as_f64().unwrap() > 1000.0,
+        "{first:#}"
+    );
+    assert!(
+        trend["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "stack"
+                && s["state"] == "growing"
+                && s["detail"].to_string().contains("tonic::codec::decode")),
         "the decode path's stack grows too: {trend:#}"
     );
 

@@ -342,11 +342,12 @@ pub fn trends(profiles: &[StackView], snapshots: &[SnapshotReport]) -> TrendRepo
     out
 }
 
-fn seconds_of(times: impl Iterator<Item = f64>) -> Vec<f64> {
+/// Seconds since the first point; one unit per point when the points carry
+/// no timestamps (profiles saved without one).
+pub fn seconds_of(times: impl Iterator<Item = f64>) -> Vec<f64> {
     let times: Vec<f64> = times.collect();
     let t0 = times.first().copied().unwrap_or(0.0);
     if times.iter().all(|&t| t == t0) {
-        // No timestamps: one unit per point.
         return (0..times.len()).map(|i| i as f64).collect();
     }
     times.iter().map(|t| t - t0).collect()
@@ -409,9 +410,7 @@ mod tests {
     }
 
     fn run(f: impl Fn(i64) -> Vec<(&'static str, i64)>) -> TrendReport {
-        let profiles: Vec<StackView> = (0..12)
-            .map(|t| profile(t, 100 * t as u64, &f(t)))
-            .collect();
+        let profiles: Vec<StackView> = (0..12).map(|t| profile(t, 100 * t as u64, &f(t))).collect();
         profile_trends(&profiles)
     }
 

@@ -77,9 +77,7 @@ pub fn render(r: &TrendReport, n: usize, all: bool) -> String {
     let shown: Vec<&SeriesTrend> = r
         .series
         .iter()
-        .filter(|s| {
-            all || matches!(s.state, TrendState::Growing | TrendState::LevelledOff)
-        })
+        .filter(|s| all || matches!(s.state, TrendState::Growing | TrendState::LevelledOff))
         .take(n)
         .collect();
     if shown.is_empty() {

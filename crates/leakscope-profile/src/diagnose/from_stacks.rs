@@ -31,7 +31,9 @@ fn classify(site: &[String]) -> (&'static str, f64, String, &'static str) {
         return (
             "client-per-call",
             STACK_ONLY_CONFIDENCE,
-            format!("memory grows under a client constructor ({ctor}): clients may be built per call"),
+            format!(
+                "memory grows under a client constructor ({ctor}): clients may be built per call"
+            ),
             "build the client once and share it (clone the channel) instead of one per call",
         );
     }
@@ -64,8 +66,8 @@ fn classify(site: &[String]) -> (&'static str, f64, String, &'static str) {
              instead of keeping a zero-copy slice of it",
         );
     }
-    let place = frames::first_application(site)
-        .map_or_else(|| trend::stack_name(site), str::to_string);
+    let place =
+        frames::first_application(site).map_or_else(|| trend::stack_name(site), str::to_string);
     (
         "unclassified",
         0.3,

@@ -318,7 +318,9 @@ pub fn self_check(snapshots: &[SnapshotReport], profiles: &[StackView]) -> SelfC
             bytes(growth.bytes_per_second),
             growth.seconds
         ),
-        Verdict::Inconclusive => "inconclusive: fewer than three snapshots or profiles to compare".to_string(),
+        Verdict::Inconclusive => {
+            "inconclusive: fewer than three snapshots or profiles to compare".to_string()
+        }
     };
     if verdict == Verdict::NoLeak {
         findings.retain(|f| f.confidence >= 0.6);
@@ -365,27 +367,27 @@ fn live_series(snapshots: &[SnapshotReport], profiles: &[StackView]) -> Vec<Live
     if snapshots.len() >= 3 || profiles.len() < 3 {
         return running(snapshots)
             .iter()
-            .map(|s| {
-                (
-                    s.time_unix_ms as f64 / 1e3,
-                    s.progress,
-                    s.totals.live.bytes,
-                )
-            })
+            .map(|s| (s.time_unix_ms as f64 / 1e3, s.progress, s.totals.live.bytes))
             .collect();
     }
+    let seconds = crate::trend::seconds_of(profiles.iter().map(|p| p.time_nanos as f64 / 1e9));
     let all: Vec<LivePoint> = profiles
         .iter()
-        .map(|p| {
+        .zip(seconds)
+        .map(|(p, t)| {
             let live = p
                 .sample_index(Some("inuse_space"))
                 .map_or(0, |i| p.total(i).max(0) as u64);
-            (p.time_nanos as f64 / 1e9, p.progress().unwrap_or(0), live)
+            (t, p.progress().unwrap_or(0), live)
         })
         .collect();
     // As for snapshots: the profile written at exit is not the running
     // service.
-    let keep = if all.len() > 3 { all.len() - 1 } else { all.len() };
+    let keep = if all.len() > 3 {
+        all.len() - 1
+    } else {
+        all.len()
+    };
     all[..keep].to_vec()
 }
 
