@@ -9,6 +9,7 @@ import sys
 from collections import defaultdict
 
 raw_path, memory_path, callgrind_path, criterion_dir, pairs_path, allocations_path, snapshots_path = sys.argv[1:8]
+lab_path = sys.argv[8] if len(sys.argv) > 8 else None
 
 
 def cmd(*args):
@@ -162,6 +163,28 @@ if snapshots:
           f"{s_['analysis_gib_per_s']:.2f} GiB/s | {s_['profiler_bytes_per_block']:.1f} |")
     p("")
 
+lab = defaultdict(list)
+if lab_path:
+    for line in open(lab_path):
+        if line.strip().startswith("{"):
+            r = json.loads(line)
+            lab[r["config"]].append(r["requests_per_second"])
+lab_rps = {c: statistics.median(v) for c, v in lab.items()}
+if "system" in lab_rps:
+    p("## Lab request throughput")
+    p("")
+    p("The lab's steady-state tonic service and its client in one process over loopback TCP, 8 callers "
+      "sending 1-6 KiB echo requests back to back for 5 s, 2 runtime workers; configurations interleaved "
+      f"round by round, {len(lab['system'])} rounds, medians. Cost = throughput lost against the system allocator.")
+    p("")
+    p("| configuration | requests/s (min–max) | ratio | cost |")
+    p("| --- | --- | --- | --- |")
+    for c in ["system", "leakscope-off", "leakscope-sampled", "leakscope-full"]:
+        if c in lab_rps:
+            ratio = lab_rps[c] / lab_rps["system"]
+            p(f"| {c} | {lab_rps[c]:,.0f} ({min(lab[c]):,.0f}–{max(lab[c]):,.0f}) | {ratio:.3f}× | {(1 - ratio) * 100:+.1f}% |")
+    p("")
+
 p("## Targets")
 p("")
 def verdict(ok):
@@ -198,6 +221,13 @@ for s_ in snapshots:
                  f"{s_['pause_ms_per_gib_rss']:.1f} ms/GiB", s_['pause_ms_per_gib_rss'] <= 20))
     rows.append((f"snapshot analysis ≥ 1 GiB/s ({s_['heap_mib']} MiB, {s_['block_bytes']} B blocks)",
                  f"{s_['analysis_gib_per_s']:.2f} GiB/s", s_['analysis_gib_per_s'] >= 1))
+if "system" in lab_rps and "leakscope-sampled" in lab_rps:
+    cost = 1 - lab_rps["leakscope-sampled"] / lab_rps["system"]
+    lo = min(lab["system"]) / lab_rps["system"]
+    rows.append(("lab: sampled costs ≤ 1% of request throughput", f"{cost * 100:+.1f}% (system's own spread {(1 - lo) * 100:.1f}%)", cost <= 0.01))
+if "system" in lab_rps and "leakscope-full" in lab_rps:
+    cost = 1 - lab_rps["leakscope-full"] / lab_rps["system"]
+    rows.append(("lab: full costs ≤ 30% of request throughput", f"{cost * 100:+.1f}%", cost <= 0.30))
 bpb = memory.get("bytes_per_tracked_block", 1e9)
 rows.append(("≤ 32 bytes of profiler memory per tracked block", f"{bpb:.1f} B", bpb <= 32))
 p("| target | measured | verdict |")

@@ -8,7 +8,9 @@
 #     on one thread, and one alloc+free pair in isolation;
 #   - criterion micro-benchmarks of one alloc+free pair per mode;
 #   - heap snapshots: parent pause and child analysis time for 100 MiB and
-#     1 GiB heaps of millions of blocks.
+#     1 GiB heaps of millions of blocks;
+#   - the lab's request throughput (tonic service and client) on the system
+#     allocator and with leakscope off / sampled / full.
 # Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +54,18 @@ for round in $(seq "$SLOW_REPEATS"); do
     echo "  slow round $round/$SLOW_REPEATS done"
 done
 
+LAB_REPEATS=${LAB_REPEATS:-5}
+echo "bench: lab throughput (tonic service + client over loopback, closed loop), $LAB_REPEATS rounds"
+LAB="$OUT/lab.jsonl"
+: > "$LAB"
+for round in $(seq "$LAB_REPEATS"); do
+    BENCH_LAB_SECONDS=5 "$B/lab-throughput-system" 2>/dev/null >> "$LAB"
+    for mode in off sampled full; do
+        LEAKSCOPE_MODE=$mode BENCH_LAB_SECONDS=5 "$B/lab-throughput" 2>/dev/null >> "$LAB"
+    done
+    echo "  lab round $round/$LAB_REPEATS done"
+done
+
 echo "bench: profiler memory per tracked block"
 LEAKSCOPE_MODE=full BENCH_LIVE_BLOCKS=1000000 BENCH_REQUESTS=1000 "$B/workload-leakscope" > "$OUT/memory.json"
 
@@ -89,5 +103,5 @@ done
 echo "bench: criterion hot path"
 cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
 
-python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" > bench/RESULTS.md
+python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" "$LAB" > bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md"

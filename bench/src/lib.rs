@@ -109,3 +109,27 @@ pub fn run_and_report(name: &str, extra: impl FnOnce() -> String) {
         extra
     );
 }
+
+/// Runs the lab's throughput measurement and prints
+/// `{"config":..,"requests":..,"seconds":..,"requests_per_second":..}`.
+pub fn lab_throughput(config: &str) {
+    let seconds: f64 = env_or("BENCH_LAB_SECONDS", 5.0);
+    let workers: usize = env_or("BENCH_LAB_WORKERS", 8);
+    let start = std::time::Instant::now();
+    let summary = leakscope_lab::throughput(std::time::Duration::from_secs_f64(seconds), workers)
+        .expect("the lab runs");
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"config\":\"{config}\",\"requests\":{},\"errors\":{},\"seconds\":{elapsed:.3},\"requests_per_second\":{:.1}}}",
+        summary.requests,
+        summary.errors,
+        summary.requests as f64 / elapsed
+    );
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -62,5 +62,25 @@ pub fn run(
     Ok(summary)
 }
 
+/// Measures request throughput: the steady-state service under closed-loop
+/// load from `workers` concurrent callers for `duration` (for benchmarks).
+pub fn throughput(
+    duration: Duration,
+    workers: usize,
+) -> Result<RunSummary, Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("lab-worker")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (addr, server) = server::start(Scenario::SteadyState.server_behaviour()).await?;
+        let deadline = std::time::Instant::now() + duration;
+        let summary = load::saturate(addr, deadline, workers).await;
+        server.abort();
+        Ok(summary)
+    })
+}
+
 /// The address a server bound to, for callers that drive their own load.
 pub type ServerAddr = SocketAddr;

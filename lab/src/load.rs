@@ -190,3 +190,34 @@ async fn client_per_call(addr: SocketAddr, deadline: Instant, counters: &Arc<Cou
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Closed-loop load for throughput measurements: `workers` tasks on one
+/// shared channel send echo requests of 1–6 KiB back to back until
+/// `deadline`, against a server without any leak.
+pub async fn saturate(addr: SocketAddr, deadline: Instant, workers: usize) -> RunSummary {
+    let counters = Arc::new(Counters::default());
+    let Ok(shared) = LabClient::connect(addr).await else {
+        counters.done(false);
+        return counters.summary();
+    };
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    let next_id = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let mut client = shared.clone();
+            let counters = counters.clone();
+            let next_id = next_id.clone();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    let len = 1024 + (id as usize * 997) % 5120;
+                    counters.done(client.echo(id, payload(id, len)).await.is_ok());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    counters.summary()
+}

@@ -92,7 +92,16 @@ fn handle_ingest(b: &ServerBehaviour, req: IngestRequest) -> IngestReply {
 pub async fn start(behaviour: ServerBehaviour) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // As a production server would: no Nagle delay on small replies.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |stream| {
+            if let Ok(s) = &stream {
+                let _ = s.set_nodelay(true);
+            }
+            stream
+        },
+    );
     let service = LabServer::new(LabService { behaviour })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);

@@ -1,0 +1,6 @@
+//! The lab's request throughput on the system allocator alone (see
+//! `lab-throughput.rs`).
+
+fn main() {
+    leakscope_bench::lab_throughput("system");
+}
