@@ -174,7 +174,7 @@ if "system" in lab_rps:
     p("## Lab request throughput")
     p("")
     p("The lab's steady-state tonic service and its client in one process over loopback TCP, 8 callers "
-      "sending 1-6 KiB echo requests back to back for 5 s, 2 runtime workers; configurations interleaved "
+      "sending 1-6 KiB echo requests back to back for 5 s on one runtime worker thread (client and server share it: CPU-bound, repeatable to about 1%); configurations interleaved "
       f"round by round, {len(lab['system'])} rounds, medians. Cost = throughput lost against the system allocator.")
     p("")
     p("| configuration | requests/s (min–max) | ratio | cost |")

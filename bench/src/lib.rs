@@ -115,9 +115,14 @@ pub fn run_and_report(name: &str, extra: impl FnOnce() -> String) {
 pub fn lab_throughput(config: &str) {
     let seconds: f64 = env_or("BENCH_LAB_SECONDS", 5.0);
     let workers: usize = env_or("BENCH_LAB_WORKERS", 8);
+    let threads: usize = env_or("BENCH_LAB_THREADS", 1);
     let start = std::time::Instant::now();
-    let summary = leakscope_lab::throughput(std::time::Duration::from_secs_f64(seconds), workers)
-        .expect("the lab runs");
+    let summary = leakscope_lab::throughput(
+        std::time::Duration::from_secs_f64(seconds),
+        workers,
+        threads,
+    )
+    .expect("the lab runs");
     let elapsed = start.elapsed().as_secs_f64();
     println!(
         "{{\"config\":\"{config}\",\"requests\":{},\"errors\":{},\"seconds\":{elapsed:.3},\"requests_per_second\":{:.1}}}",

@@ -63,13 +63,15 @@ pub fn run(
 }
 
 /// Measures request throughput: the steady-state service under closed-loop
-/// load from `workers` concurrent callers for `duration` (for benchmarks).
+/// load from `workers` concurrent callers for `duration`, on a runtime of
+/// `threads` worker threads (for benchmarks).
 pub fn throughput(
     duration: Duration,
     workers: usize,
+    threads: usize,
 ) -> Result<RunSummary, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads.max(1))
         .thread_name("lab-worker")
         .enable_all()
         .build()?;

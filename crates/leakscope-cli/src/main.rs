@@ -3,7 +3,6 @@
 //! `commands/`.
 
 mod commands;
-mod html_report;
 mod input;
 
 use std::process::ExitCode;

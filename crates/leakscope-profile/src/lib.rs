@@ -14,12 +14,20 @@
 //! - transforms: [`top`], [`diff`], [`folded`], [`trend`] (growth over a
 //!   series of profiles and snapshots).
 //! - [`snapshot`]: the snapshot file (who holds memory) and its refs profile.
+//! - [`diagnose`]: the self-check (findings from profiles and snapshots).
+//! - with the `render` feature: [`flame`] graphs (inferno) and the
+//!   self-contained [`html_report`].
 
 pub mod builder;
 pub mod codec;
+pub mod delta;
 pub mod diagnose;
 pub mod diff;
+#[cfg(feature = "render")]
+pub mod flame;
 pub mod folded;
+#[cfg(feature = "render")]
+pub mod html_report;
 pub mod snapshot;
 pub mod top;
 pub mod trend;

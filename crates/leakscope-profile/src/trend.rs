@@ -29,6 +29,29 @@ pub enum TrendState {
     Inconclusive,
 }
 
+impl TrendState {
+    /// How reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrendState::Growing => "growing",
+            TrendState::LevelledOff => "levelled off",
+            TrendState::Flat => "flat",
+            TrendState::Shrinking => "shrinking",
+            TrendState::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+impl SeriesKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SeriesKind::Total => "total",
+            SeriesKind::Stack => "stack",
+            SeriesKind::Holder => "holder",
+        }
+    }
+}
+
 /// What a series is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use leakscope_profile::StackView;
 
 use super::SampleIndex;
@@ -31,25 +31,6 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Renders one sample type of a profile as an inferno flame graph.
 pub fn write_flame_graph(view: &StackView, index: usize, title: &str, output: &Path) -> Result<()> {
-    let svg = flame_graph_svg(view, index, title)?;
+    let svg = leakscope_profile::flame::flame_graph_svg(view, index, title)?;
     std::fs::write(output, svg).with_context(|| format!("cannot write {}", output.display()))
-}
-
-/// The flame graph of one sample type, as SVG.
-pub fn flame_graph_svg(view: &StackView, index: usize, title: &str) -> Result<Vec<u8>> {
-    let lines = leakscope_profile::folded(view, index);
-    if lines.is_empty() {
-        bail!(
-            "nothing to draw: every {} value is zero",
-            view.sample_types[index].0
-        );
-    }
-    let mut options = inferno::flamegraph::Options::default();
-    options.title = title.to_string();
-    options.count_name = view.unit(index).to_string();
-    options.name_type = "Function:".to_string();
-    let mut svg = Vec::new();
-    inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut svg)
-        .context("cannot draw the flame graph")?;
-    Ok(svg)
 }

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use leakscope_profile::diagnose::{self, SelfCheck};
-use leakscope_profile::trend;
+use leakscope_profile::{html_report, trend};
 
-use crate::html_report;
 use crate::input::{load_run, Run};
 
 #[derive(Clone, Copy, PartialEq, Eq)]

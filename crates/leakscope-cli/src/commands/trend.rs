@@ -40,16 +40,6 @@ fn bytes(v: f64) -> String {
     format_value(v.round() as i64, "bytes")
 }
 
-pub fn state_name(s: TrendState) -> &'static str {
-    match s {
-        TrendState::Growing => "growing",
-        TrendState::LevelledOff => "levelled off",
-        TrendState::Flat => "flat",
-        TrendState::Shrinking => "shrinking",
-        TrendState::Inconclusive => "inconclusive",
-    }
-}
-
 fn rate(s: &SeriesTrend) -> String {
     let mut out = format!("{}/s", bytes(s.bytes_per_second));
     if let Some(u) = s.bytes_per_unit {
@@ -69,7 +59,7 @@ pub fn render(r: &TrendReport, n: usize, all: bool) -> String {
     let _ = writeln!(
         out,
         "all live memory: {}, {} -> {} ({})",
-        state_name(t.state),
+        t.state.name(),
         bytes(t.first_bytes),
         bytes(t.last_bytes),
         rate(t)
@@ -93,16 +83,12 @@ pub fn render(r: &TrendReport, n: usize, all: bool) -> String {
         let _ = writeln!(
             out,
             "{:<13} {:>10} {:>10} {:>11} {:>5.2}  {:<7} {}",
-            state_name(s.state),
+            s.state.name(),
             bytes(s.first_bytes),
             bytes(s.last_bytes),
             bytes(s.bytes_per_second),
             s.consistency,
-            match s.kind {
-                trend::SeriesKind::Stack => "stack",
-                trend::SeriesKind::Holder => "holder",
-                trend::SeriesKind::Total => "total",
-            },
+            s.kind.name(),
             s.name
         );
     }

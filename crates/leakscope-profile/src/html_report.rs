@@ -6,14 +6,12 @@
 
 use std::fmt::Write;
 
-use leakscope_profile::diagnose::{SelfCheck, Verdict};
-use leakscope_profile::snapshot::SnapshotReport;
-use leakscope_profile::trend::{SeriesKind, TrendReport};
-use leakscope_profile::units::format_value;
-use leakscope_profile::StackView;
-
-use crate::commands::flame::flame_graph_svg;
-use crate::commands::trend::state_name;
+use crate::diagnose::{SelfCheck, Verdict};
+use crate::flame::flame_graph_svg;
+use crate::snapshot::SnapshotReport;
+use crate::trend::TrendReport;
+use crate::units::format_value;
+use crate::StackView;
 
 /// Escapes text for HTML content and attribute values.
 fn esc(text: &str) -> String {
@@ -217,7 +215,7 @@ fn growing(out: &mut String, trend: &TrendReport) {
     let _ = writeln!(
         out,
         "<p>All live memory: {}, {} → {} ({}/s) over {:.1} s after {} warm-up points.</p>",
-        state_name(trend.total.state),
+        trend.total.state.name(),
         bytes(trend.total.first_bytes),
         bytes(trend.total.last_bytes),
         bytes(trend.total.bytes_per_second),
@@ -238,11 +236,7 @@ fn growing(out: &mut String, trend: &TrendReport) {
             out,
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"name\">{}</td></tr>",
-            match s.kind {
-                SeriesKind::Stack => "stack",
-                SeriesKind::Holder => "holder",
-                SeriesKind::Total => "total",
-            },
+            s.kind.name(),
             bytes(s.first_bytes),
             bytes(s.last_bytes),
             bytes(s.bytes_per_second),
