@@ -46,8 +46,8 @@ pub fn delta_profile(base: &StackView, new: &StackView) -> pb::Profile {
         .iter()
         .map(|t| base.sample_types.iter().position(|bt| bt == t))
         .collect();
-    let mut totals: HashMap<(Vec<Frame>, Vec<(String, String)>), Vec<i64>> = HashMap::new();
-    let mut order: Vec<(Vec<Frame>, Vec<(String, String)>)> = Vec::new();
+    let mut totals: HashMap<StackKey, Vec<i64>> = HashMap::new();
+    let mut order: Vec<StackKey> = Vec::new();
     let mut add =
         |key: (Vec<Frame>, Vec<(String, String)>), values: Vec<i64>| match totals.get_mut(&key) {
             Some(v) => v.iter_mut().zip(values).for_each(|(a, b)| *a += b),
