@@ -44,6 +44,8 @@
 mod collect;
 mod config;
 mod export;
+#[cfg(feature = "http")]
+pub mod http;
 mod labels;
 mod profiler;
 pub mod snapshot;
