@@ -48,6 +48,8 @@ mod export;
 pub mod http;
 mod labels;
 mod profiler;
+#[cfg(feature = "push")]
+pub mod push;
 pub mod snapshot;
 
 pub use collect::{add_progress, mode, progress, rate, reattribute, set_mode, stats, Stats};
