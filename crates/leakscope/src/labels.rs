@@ -55,6 +55,33 @@ impl Drop for LabelGuard {
     }
 }
 
+/// Adds `pairs` to this thread's labels (later values win per key) and
+/// returns the previous label state, for [`restore_labels`]. For front ends
+/// whose scopes are not Rust values (tracing spans).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) fn push_labels(pairs: &[(String, String)]) -> u32 {
+    let _scope = UntrackedScope::enter();
+    let previous = thread::with(|t| t.labels.get());
+    if pairs.is_empty() {
+        return previous;
+    }
+    let mut set: Vec<(String, String)> = labels_of(previous)
+        .into_iter()
+        .filter(|(k, _)| !pairs.iter().any(|(p, _)| p == k))
+        .collect();
+    set.extend(pairs.iter().cloned());
+    set.sort();
+    let id = intern(set);
+    thread::with(|t| t.labels.set(id));
+    previous
+}
+
+/// Puts back a label state returned by [`push_labels`].
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) fn restore_labels(previous: u32) {
+    thread::with(|t| t.labels.set(previous));
+}
+
 /// Adds `key = value` to the labels of this thread's allocations for as long
 /// as the returned guard lives (a later value for the same key wins).
 ///

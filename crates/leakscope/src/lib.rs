@@ -51,6 +51,8 @@ mod profiler;
 #[cfg(feature = "push")]
 pub mod push;
 pub mod snapshot;
+#[cfg(feature = "tracing")]
+pub mod span_labels;
 
 pub use collect::{add_progress, mode, progress, rate, reattribute, set_mode, stats, Stats};
 pub use config::{Mode, DEFAULT_RATE};
