@@ -53,6 +53,7 @@ pub mod push;
 pub mod snapshot;
 #[cfg(feature = "tracing")]
 pub mod span_labels;
+pub mod testing;
 
 pub use collect::{add_progress, mode, progress, rate, reattribute, set_mode, stats, Stats};
 pub use config::{Mode, DEFAULT_RATE};

@@ -389,6 +389,9 @@ fn record_slow(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
         (None, Some(c)) => c.add_exact(size as u64),
         (None, None) => record.add_exact(size as u64),
     }
+    if sampled_at.is_none() {
+        scope_add(size as i64);
+    }
     let addr = ptr as usize;
     let mut stored = None;
     let inserted = LIVE.insert(addr, || {
@@ -436,8 +439,61 @@ fn free_slow(ptr: *mut u8) -> Option<LiveEntry> {
         if entry.in_filter {
             FILTER.remove(addr);
         }
+        if !entry.sampled {
+            scope_add(-(entry.size as i64));
+        }
     }
     removed
+}
+
+/// Counts bytes in this thread's measuring scope, if one is open.
+#[inline]
+fn scope_add(bytes: i64) {
+    thread::with(|t| {
+        if t.scope_active.get() {
+            let net = t.scope_net.get() + bytes;
+            t.scope_net.set(net);
+            if net > t.scope_peak.get() {
+                t.scope_peak.set(net);
+            }
+        }
+    });
+}
+
+/// A thread's measuring scope, saved while a nested one runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScopeState {
+    active: bool,
+    net: i64,
+    peak: i64,
+}
+
+/// Opens a measuring scope on this thread (full mode counts every tracked
+/// allocation and free the thread makes) and returns the enclosing one.
+pub(crate) fn scope_begin() -> ScopeState {
+    thread::with(|t| {
+        let saved = ScopeState {
+            active: t.scope_active.get(),
+            net: t.scope_net.get(),
+            peak: t.scope_peak.get(),
+        };
+        t.scope_net.set(0);
+        t.scope_peak.set(0);
+        t.scope_active.set(true);
+        saved
+    })
+}
+
+/// Closes the scope opened by [`scope_begin`]: returns its peak of net
+/// bytes, and folds it into the enclosing scope.
+pub(crate) fn scope_end(saved: ScopeState) -> i64 {
+    thread::with(|t| {
+        let (net, peak) = (t.scope_net.get(), t.scope_peak.get());
+        t.scope_active.set(saved.active);
+        t.scope_net.set(saved.net + net);
+        t.scope_peak.set(saved.peak.max(saved.net + peak));
+        peak
+    })
 }
 
 /// Charges the live block at `ptr` to the calling code from now on: its

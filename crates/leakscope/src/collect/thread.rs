@@ -33,6 +33,11 @@ pub(crate) struct ThreadState {
     pub(crate) counter_block: Cell<*mut super::thread_counters::Block>,
     /// Set once the block was handed back at thread exit.
     pub(crate) counters_released: Cell<bool>,
+    /// A measuring scope (`leakscope::testing`) is open on this thread: in
+    /// full mode its allocations add to `scope_net` and its frees take away.
+    pub(crate) scope_active: Cell<bool>,
+    pub(crate) scope_net: Cell<i64>,
+    pub(crate) scope_peak: Cell<i64>,
 }
 
 impl ThreadState {
@@ -48,6 +53,9 @@ impl ThreadState {
             fp_outer_edge: Cell::new(0),
             counter_block: Cell::new(std::ptr::null_mut()),
             counters_released: Cell::new(false),
+            scope_active: Cell::new(false),
+            scope_net: Cell::new(0),
+            scope_peak: Cell::new(0),
         }
     }
 }
