@@ -91,7 +91,7 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (R, ScopeReport) {
             stack: view.function_names(s).map(str::to_string).collect(),
         })
         .collect();
-    kept.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    kept.sort_by_key(|k| std::cmp::Reverse(k.bytes));
     let report = ScopeReport {
         kept_bytes: kept.iter().map(|k| k.bytes).sum(),
         kept_blocks: kept.iter().map(|k| k.blocks).sum(),
