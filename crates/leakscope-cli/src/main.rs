@@ -42,6 +42,8 @@ enum Command {
     Demo(commands::demo::Args),
     /// The self-check over a directory of periodic profiles and snapshots.
     Report(commands::report::Args),
+    /// Check an unmodified program (Rust, C, C++) through LD_PRELOAD: profiles, leak summary.
+    Run(commands::run::Args),
     /// Run the lab (a tonic service and client) in a leak scenario and self-check it.
     Lab(commands::lab::Args),
     /// (internal) the lab process itself.
@@ -81,6 +83,15 @@ fn main() -> ExitCode {
         Command::Refs(args) => commands::refs::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Report(args) => commands::report::run(args),
+        Command::Run(args) => {
+            return match commands::run::run(args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("leakscope: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Lab(args) => commands::lab::run(args),
         Command::LabRun(args) => commands::lab::run_child(args),
         Command::DemoWorkload(args) => commands::demo::workload(args),

@@ -28,6 +28,7 @@ pub mod flame;
 pub mod folded;
 #[cfg(feature = "render")]
 pub mod html_report;
+pub mod leaks;
 pub mod snapshot;
 pub mod top;
 pub mod trend;

@@ -73,6 +73,24 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Also arranges the outputs the environment asks for (`LEAKSCOPE_OUT`,
+    /// `LEAKSCOPE_REFS_OUT`, `LEAKSCOPE_DIR`), as [`crate::Profiler`] does:
+    /// for other front ends (the `LD_PRELOAD` library).
+    pub const fn with_standard_outputs(mut self) -> Self {
+        self.on_init = Some(crate::export::at_exit::install);
+        self
+    }
+
+    /// Runs `hook` once, right after initialisation, instead (a front end
+    /// that wants the standard outputs calls
+    /// [`crate::frontend::install_standard_outputs`] from it).
+    pub const fn with_on_init(mut self, hook: fn()) -> Self {
+        self.on_init = Some(hook);
+        self
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings::new()

@@ -4,6 +4,7 @@ pub mod flame;
 pub mod lab;
 pub mod refs;
 pub mod report;
+pub mod run;
 pub mod top;
 pub mod trend;
 

@@ -45,11 +45,45 @@ fn stack_bounds(t: &ThreadState) -> Option<(usize, usize)> {
     if high != 0 {
         return Some((t.stack_low.get(), high));
     }
+    // The main thread's stack ends at `__libc_stack_end` (the stack pointer
+    // at process entry; every frame lies below it). Asking glibc instead
+    // would deadlock under LD_PRELOAD: for the main thread
+    // pthread_getattr_np reads /proc/self/maps with malloc while holding the
+    // thread's lock, and that malloc comes back here for the same lock.
+    // SAFETY: getpid and gettid have no preconditions.
+    let main_thread = unsafe { libc::getpid() == libc::gettid() };
+    let bounds = if main_thread {
+        main_stack_end().map(|high| (0, high))
+    } else {
+        thread_stack_bounds()
+    };
+    match bounds {
+        Some((low, high)) => {
+            t.stack_low.set(low);
+            t.stack_high.set(high);
+        }
+        None => t.stack_high.set(usize::MAX),
+    }
+    bounds
+}
+
+/// Where the main thread's stack ends, from the dynamic loader.
+fn main_stack_end() -> Option<usize> {
+    extern "C" {
+        static __libc_stack_end: *mut libc::c_void;
+    }
+    // SAFETY: a plain read of a pointer-sized variable the loader sets before
+    // any code of the program runs and never changes.
+    let end = unsafe { __libc_stack_end } as usize;
+    (end != 0).then_some(end)
+}
+
+/// A thread's stack bounds from glibc (any thread but the main one: for
+/// those glibc neither allocates nor reads files).
+fn thread_stack_bounds() -> Option<(usize, usize)> {
     // SAFETY: `attr` is initialised by pthread_getattr_np before any read and
-    // destroyed once; pthread_attr_getstack writes into locals we own. For the
-    // main thread glibc reads /proc/self/maps with malloc; we run with the
-    // re-entry guard held, so those allocations pass through untracked.
-    let bounds = unsafe {
+    // destroyed once; pthread_attr_getstack writes into locals we own.
+    unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
         if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
             None
@@ -60,15 +94,7 @@ fn stack_bounds(t: &ThreadState) -> Option<(usize, usize)> {
             libc::pthread_attr_destroy(&mut attr);
             ok.then(|| (addr as usize, addr as usize + size))
         }
-    };
-    match bounds {
-        Some((low, high)) => {
-            t.stack_low.set(low);
-            t.stack_high.set(high);
-        }
-        None => t.stack_high.set(usize::MAX),
     }
-    bounds
 }
 
 /// Return addresses of one stack, innermost first. Not zero-initialised:

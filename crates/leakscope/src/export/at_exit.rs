@@ -35,7 +35,7 @@ extern "C" fn write_at_exit() {
 
 /// Registers the exit handler if an exit output is configured, and starts
 /// the periodic writer. Called once, right after initialisation.
-pub(crate) fn install() {
+pub fn install() {
     super::periodic::install();
     if OUT_PATH.get().is_some() || REFS_OUT_PATH.get().is_some() || PERIODIC_DIR.get().is_some() {
         // SAFETY: `write_at_exit` is an `extern "C" fn()` valid for the whole

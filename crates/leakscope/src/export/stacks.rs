@@ -136,12 +136,21 @@ impl Symbols {
     }
 }
 
+/// The `LD_PRELOAD` library's exported hooks (`malloc`, `free`, ...): C
+/// names, so recognised by their source file.
+fn is_preload_hook(file: &str) -> bool {
+    file.contains("leakscope-preload") && file.ends_with(".rs")
+}
+
 /// How many frames at the leaf end belong to the allocator or, below the
 /// first frame of other code, to the standard library.
 fn leaf_frames_to_trim(frames: &[ExpandedFrame<'_>]) -> usize {
     let plumbing = frames
         .iter()
-        .take_while(|f| f.frame.is_some_and(|s| is_allocator_plumbing(&s.name)))
+        .take_while(|f| {
+            f.frame
+                .is_some_and(|s| is_allocator_plumbing(&s.name) || is_preload_hook(&s.file))
+        })
         .count();
     let std = frames[plumbing..]
         .iter()

@@ -1,0 +1,158 @@
+//! `leakscope run -- CMD ARGS...`: checks an unmodified program through the
+//! `LD_PRELOAD` library. The program's stdin, stdout and stderr are its own
+//! and its exit code is passed through; every process it starts (and that
+//! keeps the environment) is profiled too, one profile per pid. In full mode
+//! the program's memory is analysed at exit and a leak summary printed (on
+//! stderr, after the program's own output) in Valgrind's vocabulary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use leakscope_profile::leaks::LeakSummary;
+
+use crate::input::load_snapshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunMode {
+    Sampled,
+    Full,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// sampled (production cost, estimates) or full (exact, and the leak
+    /// summary at exit).
+    #[arg(long, value_enum, default_value_t = RunMode::Full)]
+    pub mode: RunMode,
+    /// Mean bytes between samples in sampled mode.
+    #[arg(long, value_name = "BYTES")]
+    pub rate: Option<u64>,
+    /// Also write a profile (and in full mode a snapshot) every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub interval: Option<f64>,
+    /// Where profiles go (heap-<pid>.pb.gz at exit, heap-<pid>-<n>.pb.gz
+    /// every interval).
+    #[arg(long, value_name = "DIR", default_value = "leakscope-out")]
+    pub out: PathBuf,
+    /// Write the leak summary of the program (full mode) as JSON here.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Do not print the leak summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The program and its arguments.
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// The preload library: `LEAKSCOPE_PRELOAD_LIB`, or next to this binary (as
+/// cargo builds them), or in `../lib`.
+fn preload_library() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("LEAKSCOPE_PRELOAD_LIB") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("LEAKSCOPE_PRELOAD_LIB={}: no such file", path.display());
+        }
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("cannot find the leakscope binary")?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    for candidate in [
+        dir.join("libleakscope_preload.so"),
+        dir.join("../libleakscope_preload.so"),
+        dir.join("../lib/libleakscope_preload.so"),
+    ] {
+        if candidate.is_file() {
+            return candidate
+                .canonicalize()
+                .with_context(|| format!("cannot resolve {}", candidate.display()));
+        }
+    }
+    bail!(
+        "cannot find libleakscope_preload.so next to {} (build it with \
+         `cargo build --release -p leakscope-preload`, or set LEAKSCOPE_PRELOAD_LIB)",
+        exe.display()
+    )
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let library = preload_library()?;
+    if let Some(i) = args.interval {
+        if !(0.01..=86_400.0).contains(&i) {
+            bail!("--interval must be from 0.01 to 86400 seconds");
+        }
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let out = args
+        .out
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.out.display()))?;
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(existing) if !existing.is_empty() => format!("{} {existing}", library.display()),
+        _ => library.display().to_string(),
+    };
+    let program = &args.command[0];
+    let mut command = Command::new(program);
+    command
+        .args(&args.command[1..])
+        .env("LD_PRELOAD", preload)
+        .env(
+            "LEAKSCOPE_MODE",
+            match args.mode {
+                RunMode::Sampled => "sampled",
+                RunMode::Full => "full",
+            },
+        )
+        .env("LEAKSCOPE_OUT", out.join("heap-%p.pb.gz"));
+    if let Some(rate) = args.rate {
+        command.env("LEAKSCOPE_RATE", rate.to_string());
+    }
+    if let Some(interval) = args.interval {
+        command
+            .env("LEAKSCOPE_INTERVAL", interval.to_string())
+            .env("LEAKSCOPE_DIR", &out);
+    }
+    if args.mode == RunMode::Full {
+        command.env("LEAKSCOPE_REFS_OUT", out.join("snapshot-%p.json"));
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let pid = child.id();
+    let status = child.wait().context("cannot wait for the program")?;
+
+    if args.mode == RunMode::Full {
+        let snapshot = out.join(format!("snapshot-{pid}.json"));
+        if snapshot.is_file() {
+            let summary = LeakSummary::from_snapshot(&load_snapshot(&snapshot)?);
+            if !args.quiet {
+                eprint!("{}", summary.render("leakscope: ", 3));
+                eprintln!("leakscope: profiles and snapshots in {}", out.display());
+            }
+            if let Some(path) = &args.report {
+                std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        } else if !args.quiet {
+            eprintln!(
+                "leakscope: no leak summary: {program} did not exit normally (or replaced itself \
+                 without the preload); profiles in {}",
+                out.display()
+            );
+        }
+    }
+    Ok(exit_code(status))
+}
+
+/// The program's exit code, or 128 + the signal that ended it (as shells
+/// report it).
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(signal)) => ExitCode::from((128 + signal) as u8),
+        _ => ExitCode::FAILURE,
+    }
+}

@@ -1,0 +1,35 @@
+//! What the preload adds to the library's exit outputs: before the leak
+//! check at exit, release what the C++ runtime keeps for the whole process
+//! (libstdc++'s emergency exception-handling pool), as Valgrind does, so
+//! that the leak summary shows the program's memory, not the runtime's.
+
+use std::ffi::CStr;
+
+/// Runs once, right after the profiler is initialised.
+pub(crate) fn on_init() {
+    leakscope::frontend::install_standard_outputs();
+    if std::env::var_os("LEAKSCOPE_REFS_OUT").is_some() {
+        // Registered after the library's exit handler, so it runs before it
+        // (exit handlers run in reverse order).
+        // SAFETY: `release_runtime_pools` is an `extern "C" fn()` valid for
+        // the life of the process; atexit only stores it.
+        unsafe { libc::atexit(release_runtime_pools) };
+    }
+}
+
+extern "C" fn release_runtime_pools() {
+    // dlsym's own allocations (its error state when the symbol is missing)
+    // are not the program's.
+    let _untracked = leakscope::frontend::UntrackedScope::enter();
+    const CXX_FREERES: &CStr = c"_ZN9__gnu_cxx9__freeresEv";
+    // SAFETY: dlsym with RTLD_DEFAULT looks the symbol up in every loaded
+    // object; if libstdc++ is loaded it is `void __gnu_cxx::__freeres()`,
+    // which libstdc++ provides for exactly this use at exit.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, CXX_FREERES.as_ptr());
+        if !f.is_null() {
+            let freeres: extern "C" fn() = std::mem::transmute(f);
+            freeres();
+        }
+    }
+}
