@@ -7,8 +7,8 @@ use std::ffi::{c_int, c_void};
 use std::ptr::null_mut;
 
 use leakscope::frontend::{
-    count_down, may_be_tracked, plan_alloc, plan_slow, record_alloc,
-    restore_after_failed_realloc, untrack, Plan, Settings, SAMPLED_ALIGN,
+    count_down, may_be_tracked, plan_alloc, plan_slow, record_alloc, restore_after_failed_realloc,
+    untrack, Plan, Settings, SAMPLED_ALIGN,
 };
 
 use crate::libc_direct::{
@@ -48,7 +48,13 @@ unsafe fn allocate(size: usize, align: usize, zeroed: bool, plan: Plan) -> *mut 
 ///
 /// # Safety
 /// `p` is null or a glibc block of `size` bytes just allocated under `plan`.
-unsafe fn record(p: *mut c_void, size: usize, plan: Plan, align: usize, zeroed: bool) -> *mut c_void {
+unsafe fn record(
+    p: *mut c_void,
+    size: usize,
+    plan: Plan,
+    align: usize,
+    zeroed: bool,
+) -> *mut c_void {
     if p.is_null() || plan == Plan::Untracked || record_alloc(p.cast(), size, plan) {
         return p;
     }

@@ -72,17 +72,38 @@ impl LeakSummary {
         let amount = |a: &Amount| format!("{} bytes in {} blocks", a.bytes, a.blocks);
         let t = &self.totals;
         let _ = writeln!(out, "{prefix}LEAK SUMMARY (pid {}):", self.pid);
-        let _ = writeln!(out, "{prefix}   definitely lost: {}", amount(&t.definitely_lost));
-        let _ = writeln!(out, "{prefix}   indirectly lost: {}", amount(&t.indirectly_lost));
-        let _ = writeln!(out, "{prefix}     possibly lost: {}", amount(&t.possibly_lost));
-        let _ = writeln!(out, "{prefix}   still reachable: {}", amount(&t.still_reachable));
+        let _ = writeln!(
+            out,
+            "{prefix}   definitely lost: {}",
+            amount(&t.definitely_lost)
+        );
+        let _ = writeln!(
+            out,
+            "{prefix}   indirectly lost: {}",
+            amount(&t.indirectly_lost)
+        );
+        let _ = writeln!(
+            out,
+            "{prefix}     possibly lost: {}",
+            amount(&t.possibly_lost)
+        );
+        let _ = writeln!(
+            out,
+            "{prefix}   still reachable: {}",
+            amount(&t.still_reachable)
+        );
         for (kind, words) in [
             (LeakKind::DefinitelyLost, "are definitely lost"),
             (LeakKind::IndirectlyLost, "are indirectly lost"),
             (LeakKind::PossiblyLost, "are possibly lost"),
             (LeakKind::StillReachable, "are still reachable"),
         ] {
-            for leak in self.leaks.iter().filter(|l| l.kind == kind).take(groups_per_kind) {
+            for leak in self
+                .leaks
+                .iter()
+                .filter(|l| l.kind == kind)
+                .take(groups_per_kind)
+            {
                 let _ = writeln!(
                     out,
                     "{prefix}\n{prefix}{} ({}) in {} blocks {words}, allocated at",
@@ -94,7 +115,11 @@ impl LeakSummary {
                     let _ = writeln!(out, "{prefix}      {frame}");
                 }
                 if !leak.holder_chain.is_empty() {
-                    let _ = writeln!(out, "{prefix}   held by: {}", leak.holder_chain.join(" -> "));
+                    let _ = writeln!(
+                        out,
+                        "{prefix}   held by: {}",
+                        leak.holder_chain.join(" -> ")
+                    );
                 }
             }
         }

@@ -68,8 +68,8 @@ pub mod frontend {
     pub use crate::collect::thread::UntrackedScope;
     pub use crate::collect::{
         count_down, initialize, may_be_tracked, plan_alloc, plan_slow, record_alloc,
-        restore_after_failed_realloc,
-        sampled_layout, untrack, Plan, TrackedBlock, ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
+        restore_after_failed_realloc, sampled_layout, untrack, Plan, TrackedBlock,
+        ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
     };
     pub use crate::config::Settings;
     pub use crate::export::at_exit::install as install_standard_outputs;

@@ -47,7 +47,8 @@ pub struct Args {
 }
 
 /// The preload library: `LEAKSCOPE_PRELOAD_LIB`, or next to this binary (as
-/// cargo builds them), or in `../lib`.
+/// `cargo build` leaves them; `cargo test` leaves it in `deps/`), or in
+/// `../lib`.
 fn preload_library() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("LEAKSCOPE_PRELOAD_LIB") {
         let path = PathBuf::from(path);
@@ -60,6 +61,7 @@ fn preload_library() -> Result<PathBuf> {
     let dir = exe.parent().unwrap_or(Path::new("."));
     for candidate in [
         dir.join("libleakscope_preload.so"),
+        dir.join("deps/libleakscope_preload.so"),
         dir.join("../libleakscope_preload.so"),
         dir.join("../lib/libleakscope_preload.so"),
     ] {

@@ -399,9 +399,14 @@ fn wait_for(pid: libc::pid_t, timeout: Duration) -> Result<(), SnapshotError> {
             };
         }
         if r < 0 {
-            return Err(SnapshotError::Analysis(
-                io::Error::last_os_error().to_string(),
-            ));
+            let e = io::Error::last_os_error();
+            // The program reaped it (a SIGCHLD handler waiting for any
+            // child, as shells have, or SIGCHLD ignored): it has exited, and
+            // its results say whether it finished.
+            if e.raw_os_error() == Some(libc::ECHILD) {
+                return Ok(());
+            }
+            return Err(SnapshotError::Analysis(e.to_string()));
         }
         if start.elapsed() > timeout {
             // SAFETY: killing and reaping our own child.

@@ -1,0 +1,457 @@
+//! `leakscope run`: unmodified programs under the `LD_PRELOAD` library.
+//! Planted leaks in C, C++ and Rust programs are counted exactly as
+//! Valgrind's memcheck counts them (both run here); real programs nobody
+//! here wrote (python3, git, ripgrep) print exactly what they print without
+//! leakscope, and their allocation counts match heaptrack's.
+//!
+//! Needs gcc, g++, rustc, valgrind, heaptrack, python3, git and ripgrep;
+//! the README's test command installs what is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn scratch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("run-preload");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn programs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
+}
+
+fn must(command: &mut Command) -> Output {
+    let out = command.output().unwrap_or_else(|e| {
+        panic!("cannot run {command:?}: {e} (the README's test command installs it)")
+    });
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The test programs, compiled once per test binary: `-O0` so that the
+/// compiler keeps every planted allocation.
+struct Programs {
+    c: PathBuf,
+    cpp: PathBuf,
+    rust: PathBuf,
+    stress: PathBuf,
+    plugin: PathBuf,
+}
+
+fn programs() -> &'static Programs {
+    static BUILT: OnceLock<Programs> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let src = programs_dir();
+        let out = scratch();
+        let p = Programs {
+            c: out.join("leaky-c"),
+            cpp: out.join("leaky-cpp"),
+            rust: out.join("leaky-rs"),
+            stress: out.join("stress"),
+            plugin: out.join("plugin.so"),
+        };
+        must(
+            Command::new("gcc")
+                .args(["-O0", "-g", "-fno-builtin", "-o"])
+                .arg(&p.c)
+                .arg(src.join("leaky.c")),
+        );
+        must(
+            Command::new("g++")
+                .args(["-O0", "-g", "-o"])
+                .arg(&p.cpp)
+                .arg(src.join("leaky.cpp")),
+        );
+        must(
+            Command::new("rustc")
+                .args(["-O", "-g", "-C", "force-frame-pointers=yes", "-o"])
+                .arg(&p.rust)
+                .arg(src.join("leaky.rs")),
+        );
+        must(
+            Command::new("gcc")
+                .args(["-O0", "-g", "-fno-builtin", "-pthread", "-o"])
+                .arg(&p.stress)
+                .arg(src.join("stress.c")),
+        );
+        must(
+            Command::new("gcc")
+                .args(["-O0", "-g", "-shared", "-fPIC", "-o"])
+                .arg(&p.plugin)
+                .arg(src.join("plugin.c")),
+        );
+        p
+    })
+}
+
+/// `leakscope run [flags] -- program args`, with its output.
+fn leakscope_run(flags: &[&str], out_dir: &Path, program: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .arg("run")
+        .args(flags)
+        .arg("--out")
+        .arg(out_dir)
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run leakscope")
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let d = scratch().join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Valgrind's LEAK SUMMARY: (bytes, blocks) per category.
+fn valgrind_totals(program: &Path) -> [(u64, u64); 4] {
+    let out = Command::new("valgrind")
+        .args(["--leak-check=full", "--show-leak-kinds=all"])
+        .arg(program)
+        .output()
+        .expect("valgrind must be installed (the README's test command installs it)");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let figure = |label: &str| -> (u64, u64) {
+        let line = text
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no '{label}' in valgrind's output:\n{text}"));
+        let numbers: Vec<u64> = line
+            .split_once(label)
+            .unwrap()
+            .1
+            .replace(',', "")
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
+    };
+    [
+        figure("definitely lost:"),
+        figure("indirectly lost:"),
+        figure("possibly lost:"),
+        figure("still reachable:"),
+    ]
+}
+
+fn leakscope_totals(report: &Value) -> [(u64, u64); 4] {
+    let t = &report["totals"];
+    let get = |k: &str| {
+        (
+            t[k]["bytes"].as_u64().unwrap(),
+            t[k]["blocks"].as_u64().unwrap(),
+        )
+    };
+    [
+        get("definitely_lost"),
+        get("indirectly_lost"),
+        get("possibly_lost"),
+        get("still_reachable"),
+    ]
+}
+
+/// Runs `program` plainly and under `leakscope run --mode full`: the same
+/// stdout, stderr and exit code; returns the leak report.
+fn checked_run(name: &str, program: &Path) -> Value {
+    let plain = Command::new(program).output().unwrap();
+    let dir = fresh_dir(name);
+    let report_path = dir.join("report.json");
+    let under = leakscope_run(
+        &["-q", "--report", report_path.to_str().unwrap()],
+        &dir.join("out"),
+        program,
+        &[],
+    );
+    assert_eq!(under.stdout, plain.stdout, "{name}: stdout differs");
+    assert_eq!(
+        String::from_utf8_lossy(&under.stderr),
+        String::from_utf8_lossy(&plain.stderr),
+        "{name}: stderr differs"
+    );
+    assert_eq!(
+        under.status.code(),
+        plain.status.code(),
+        "{name}: exit code"
+    );
+    serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap()
+}
+
+fn reachable_holders(report: &Value) -> Vec<String> {
+    report["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "still_reachable")
+        .map(|l| l["holder_chain"][0].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn planted_leaks_in_c_cpp_and_rust_match_valgrind() {
+    let p = programs();
+    for (name, program, global) in [
+        ("c", &p.c, "static g_config_cache"),
+        ("cpp", &p.cpp, "static g_current_session"),
+        ("rust", &p.rust, "static leaky::SETTINGS_CACHE"),
+    ] {
+        let report = checked_run(name, program);
+        let ours = leakscope_totals(&report);
+        let valgrind = valgrind_totals(program);
+        assert_eq!(
+            ours, valgrind,
+            "{name}: (bytes, blocks) per kind vs valgrind: {report:#}"
+        );
+        // Every planted kind is there.
+        assert!(
+            ours[0].1 > 0 && ours[1].1 > 0 && ours[3].1 > 0,
+            "{name}: {ours:?}"
+        );
+        let holders = reachable_holders(&report);
+        assert!(
+            holders.iter().any(|h| h == global),
+            "{name}: still reachable blocks are held by {global}: {holders:?}"
+        );
+    }
+}
+
+#[test]
+fn the_c_leaks_name_their_allocating_functions() {
+    let report = checked_run("c-stacks", &programs().c);
+    let leaks = report["leaks"].as_array().unwrap();
+    let leaf_of = |kind: &str| -> Vec<String> {
+        leaks
+            .iter()
+            .filter(|l| l["kind"] == kind)
+            .map(|l| l["stack"][0].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        leaf_of("definitely_lost").contains(&"lose_plain".to_string()),
+        "{report:#}"
+    );
+    assert!(
+        leaf_of("indirectly_lost").contains(&"lose_a_tree".to_string()),
+        "{report:#}"
+    );
+    let mut reachable = leaf_of("still_reachable");
+    reachable.sort();
+    assert_eq!(reachable, ["keep_config", "keep_list"], "{report:#}");
+    assert!(reachable_holders(&report).contains(&"static g_list".to_string()));
+}
+
+#[test]
+fn survives_threads_cross_thread_frees_dlopen_fork_and_exec() {
+    let p = programs();
+    let plugin = p.plugin.to_str().unwrap();
+    let plain = Command::new(&p.stress).arg(plugin).output().unwrap();
+    assert_eq!(plain.status.code(), Some(7));
+    for mode in ["full", "sampled"] {
+        let dir = fresh_dir(&format!("stress-{mode}"));
+        let under = leakscope_run(&["-q", "--mode", mode], &dir, &p.stress, &[plugin]);
+        assert_eq!(under.stdout, plain.stdout, "{mode}");
+        assert_eq!(
+            under.status.code(),
+            Some(7),
+            "{mode}: {}",
+            String::from_utf8_lossy(&under.stderr)
+        );
+        assert!(
+            under.stderr.is_empty(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&under.stderr)
+        );
+        // One profile per process: the program, its forked child and the
+        // program it exec'd.
+        let mut profiles: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".pb.gz"))
+            .collect();
+        profiles.sort();
+        assert_eq!(profiles.len(), 3, "{mode}: {profiles:?}");
+        for profile in &profiles {
+            let top = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+                .args(["top", "--sample-index", "alloc_objects"])
+                .arg(profile)
+                .output()
+                .unwrap();
+            assert!(
+                top.status.success(),
+                "{}",
+                String::from_utf8_lossy(&top.stderr)
+            );
+        }
+    }
+}
+
+/// heaptrack's count of calls to allocation functions.
+fn heaptrack_allocations(name: &str, command: &[&str], cwd: &Path) -> u64 {
+    let dir = fresh_dir(&format!("heaptrack-{name}"));
+    let data = dir.join("ht");
+    must(
+        Command::new("heaptrack")
+            .arg("-o")
+            .arg(&data)
+            .args(command)
+            .current_dir(cwd),
+    );
+    let printed = must(
+        Command::new("heaptrack_print")
+            .arg("-f")
+            .arg(dir.join("ht.zst")),
+    );
+    let text = String::from_utf8_lossy(&printed.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("calls to allocation functions: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no allocation count from heaptrack_print:\n{text}"))
+}
+
+/// Our count of allocations in the top process, from its profile at exit.
+fn leakscope_allocations(out_dir: &Path, report: &Value) -> u64 {
+    let pid = report["pid"].as_u64().unwrap();
+    let profile = out_dir.join(format!("heap-{pid}.pb.gz"));
+    let bytes = std::fs::read(&profile).unwrap();
+    let view = leakscope_profile::StackView::new(&leakscope_profile::decode(&bytes).unwrap());
+    let index = view.sample_index(Some("alloc_objects")).unwrap();
+    view.total(index) as u64
+}
+
+fn which(program: &str) -> PathBuf {
+    let out = must(Command::new("sh").args(["-c", &format!("command -v {program}")]));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A real program: the same output under `leakscope run --mode full`, and
+/// an allocation count within 1% of heaptrack's.
+fn check_real_program(name: &str, command: &[&str], cwd: &Path) {
+    let program = which(command[0]);
+    let plain = Command::new(&program)
+        .args(&command[1..])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let dir = fresh_dir(&format!("real-{name}"));
+    let report_path = dir.join("report.json");
+    let under = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args(["run", "-q", "--mode", "full", "--report"])
+        .arg(&report_path)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--")
+        .arg(&program)
+        .args(&command[1..])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert_eq!(under.status.code(), plain.status.code(), "{name}");
+    assert_eq!(
+        String::from_utf8_lossy(&under.stdout),
+        String::from_utf8_lossy(&plain.stdout),
+        "{name}: stdout"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&under.stderr),
+        String::from_utf8_lossy(&plain.stderr),
+        "{name}: stderr"
+    );
+    assert!(!plain.stdout.is_empty(), "{name} printed nothing");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let ours = leakscope_allocations(&dir.join("out"), &report);
+    let mut heaptrack_command = vec![program.to_str().unwrap()];
+    heaptrack_command.extend(&command[1..]);
+    let theirs = heaptrack_allocations(name, &heaptrack_command, cwd);
+    let diff = (ours as f64 - theirs as f64).abs() / theirs as f64;
+    assert!(
+        diff <= 0.01,
+        "{name}: {ours} allocations counted, heaptrack counts {theirs} ({:.2}% apart)",
+        diff * 100.0
+    );
+}
+
+#[test]
+fn python_runs_unchanged_and_counts_like_heaptrack() {
+    // The interpreter itself, not a wrapper script (pyenv shims are shell
+    // scripts that start dozens of processes).
+    let real = must(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]));
+    let python = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    check_real_program(
+        "python",
+        &[
+            &python,
+            "-c",
+            "import json, collections\n\
+             d = collections.Counter(str(i % 97) for i in range(20000))\n\
+             print(len(json.dumps(d)), sorted(d.items())[:3])",
+        ],
+        &scratch(),
+    );
+}
+
+#[test]
+fn git_runs_unchanged_and_counts_like_heaptrack() {
+    let repo = fresh_dir("git-repo");
+    let git = |args: &[&str]| {
+        must(
+            Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=leakscope",
+                    "-c",
+                    "user.email=test@leakscope.invalid",
+                ])
+                .args(args)
+                .current_dir(&repo)
+                .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+                .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z"),
+        )
+    };
+    git(&["init", "-q"]);
+    for i in 0..5 {
+        std::fs::write(
+            repo.join(format!("file{i}.txt")),
+            format!("line {i}\n").repeat(i + 1),
+        )
+        .unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", &format!("commit {i}")]);
+    }
+    check_real_program("git", &["git", "--no-pager", "log", "--stat"], &repo);
+}
+
+#[test]
+fn ripgrep_runs_unchanged_and_counts_like_heaptrack() {
+    // Installed with `cargo install ripgrep` by the README's test command.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    check_real_program("ripgrep", &["rg", "--sort", "path", "-n", "fn ", "."], &src);
+}
+
+#[test]
+fn a_missing_program_or_command_fails_cleanly() {
+    let dir = fresh_dir("missing");
+    let out = leakscope_run(&[], &dir, Path::new("/nonexistent/program"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("leakscope: cannot run /nonexistent/program"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
