@@ -455,3 +455,75 @@ fn a_missing_program_or_command_fails_cleanly() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+/// A plain HTTP/1.1 GET: (status, body). The endpoint answers with a
+/// Content-Length, so reading to the end after `Connection: close` is enough.
+fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response[split + 4..].to_vec()))
+}
+
+#[test]
+fn a_running_program_serves_its_heap_profile() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = fresh_dir("http");
+    let real = must(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]));
+    let python = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args([
+            "run",
+            "-q",
+            "--mode",
+            "full",
+            "--http",
+            &port.to_string(),
+            "--out",
+        ])
+        .arg(&dir)
+        .args([
+            "--",
+            &python,
+            "-c",
+            "import time\nkept = [bytearray(100000) for _ in range(30)]\ntime.sleep(4)",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let heap = loop {
+        if let Some((200, body)) = http_get(port, "/debug/pprof/heap") {
+            let view =
+                leakscope_profile::StackView::new(&leakscope_profile::decode(&body).unwrap());
+            let index = view.sample_index(Some("inuse_space")).unwrap();
+            // The 30 buffers of 100 kB are live once the program sleeps.
+            if view.total(index) >= 3_000_000 {
+                break view;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint never served the live heap"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(heap.sample_types[heap.default_index].0, "inuse_space");
+    let (status, refs) = http_get(port, "/debug/leakscope/refs").unwrap();
+    assert_eq!(status, 200);
+    assert!(leakscope_profile::decode(&refs).is_ok());
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}

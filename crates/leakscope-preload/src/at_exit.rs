@@ -1,7 +1,8 @@
-//! What the preload adds to the library's exit outputs: before the leak
-//! check at exit, release what the C++ runtime keeps for the whole process
-//! (libstdc++'s emergency exception-handling pool), as Valgrind does, so
-//! that the leak summary shows the program's memory, not the runtime's.
+//! What the preload adds to the library's outputs: the live endpoint when
+//! `LEAKSCOPE_HTTP` asks for it, and, before the leak check at exit, the
+//! release of what the C++ runtime keeps for the whole process (libstdc++'s
+//! emergency exception-handling pool), as Valgrind does, so that the leak
+//! summary shows the program's memory, not the runtime's.
 
 use std::ffi::CStr;
 
@@ -33,3 +34,30 @@ extern "C" fn release_runtime_pools() {
         }
     }
 }
+
+/// Starts the endpoint if `LEAKSCOPE_HTTP` names where to listen. Runs as a
+/// constructor of the library, before the program's `main`, on its only
+/// thread: no lock of the program or of libc is held (the first `malloc`,
+/// where the profiler itself starts, may run inside `dlopen` or `fopen`,
+/// too late to start a thread safely). The programs it starts inherit the
+/// variable: one that execs keeps the endpoint (the address is free again
+/// after exec); children running beside it find the address taken and go
+/// without, silently.
+extern "C" fn start_endpoint() {
+    if std::env::var_os("LEAKSCOPE_HTTP").is_none() {
+        return;
+    }
+    match leakscope::http::serve_from_env() {
+        Ok(Some(handle)) => {
+            // Serves until the process ends.
+            std::mem::forget(handle);
+        }
+        Ok(None) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+        Err(e) => eprintln!("leakscope: cannot start the endpoint: {e}"),
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static START_ENDPOINT: extern "C" fn() = start_endpoint;

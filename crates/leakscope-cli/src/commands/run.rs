@@ -38,6 +38,10 @@ pub struct Args {
     /// Write the leak summary of the program (full mode) as JSON here.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
+    /// Serve /debug/pprof/heap and friends from the program while it runs
+    /// (a bare port means loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     /// Do not print the leak summary.
     #[arg(long, short)]
     pub quiet: bool,
@@ -118,6 +122,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     if args.mode == RunMode::Full {
         command.env("LEAKSCOPE_REFS_OUT", out.join("snapshot-%p.json"));
+    }
+    if let Some(addr) = &args.http {
+        let addr = leakscope::http::listen_addr(addr)
+            .with_context(|| format!("--http {addr}: not an address to listen on"))?;
+        command.env("LEAKSCOPE_HTTP", addr.to_string());
     }
     let mut child = command
         .spawn()
