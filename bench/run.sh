@@ -10,7 +10,9 @@
 #   - heap snapshots: parent pause and child analysis time for 100 MiB and
 #     1 GiB heaps of millions of blocks;
 #   - the lab's request throughput (tonic service and client) on the system
-#     allocator and with leakscope off / sampled / full.
+#     allocator and with leakscope off / sampled / full;
+#   - `leakscope run` (LD_PRELOAD) sampled and full against heaptrack and
+#     Valgrind's massif on the same unmodified program.
 # Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +68,37 @@ for round in $(seq "$LAB_REPEATS"); do
     echo "  lab round $round/$LAB_REPEATS done"
 done
 
+PRELOAD_REPEATS=${PRELOAD_REPEATS:-5}
+echo "bench: leakscope run (LD_PRELOAD) on an unmodified program, $PRELOAD_REPEATS rounds"
+cargo build --release -q -p leakscope-preload -p leakscope-cli
+PRELOAD_OUT="$OUT/preload"
+PRELOAD="$OUT/preload.jsonl"
+: > "$PRELOAD"
+# Times a whole command (profile and leak check at exit included).
+timed() {
+    local name=$1; shift
+    local start end
+    start=$(date +%s%N)
+    "$@" > /dev/null 2>&1
+    end=$(date +%s%N)
+    echo "{\"name\":\"$name\",\"ms\":$(( (end - start) / 1000000 ))}" >> "$PRELOAD"
+}
+export BENCH_REQUESTS_SAVED=$BENCH_REQUESTS
+export BENCH_REQUESTS=20000
+for round in $(seq "$PRELOAD_REPEATS"); do
+    timed plain "$B/workload-system"
+    timed leakscope-run-sampled "$B/leakscope" run -q --mode sampled --out "$PRELOAD_OUT" -- "$B/workload-system"
+    timed leakscope-run-full "$B/leakscope" run -q --mode full --out "$PRELOAD_OUT" -- "$B/workload-system"
+    if command -v heaptrack >/dev/null 2>&1; then
+        timed heaptrack heaptrack -o "$PRELOAD_OUT/heaptrack.$round" "$B/workload-system"
+    fi
+    if [ "$round" -le 2 ] && command -v valgrind >/dev/null 2>&1; then
+        timed massif valgrind --tool=massif --massif-out-file="$PRELOAD_OUT/massif.$round" "$B/workload-system"
+    fi
+    echo "  preload round $round/$PRELOAD_REPEATS done"
+done
+export BENCH_REQUESTS=$BENCH_REQUESTS_SAVED
+
 echo "bench: profiler memory per tracked block"
 LEAKSCOPE_MODE=full BENCH_LIVE_BLOCKS=1000000 BENCH_REQUESTS=1000 "$B/workload-leakscope" > "$OUT/memory.json"
 
@@ -103,5 +136,5 @@ done
 echo "bench: criterion hot path"
 cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
 
-python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" "$LAB" > bench/RESULTS.md
+python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" "$LAB" "$PRELOAD" > bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md"

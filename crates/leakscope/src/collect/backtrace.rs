@@ -45,18 +45,16 @@ fn stack_bounds(t: &ThreadState) -> Option<(usize, usize)> {
     if high != 0 {
         return Some((t.stack_low.get(), high));
     }
-    // The main thread's stack ends at `__libc_stack_end` (the stack pointer
-    // at process entry; every frame lies below it). Asking glibc instead
-    // would deadlock under LD_PRELOAD: for the main thread
-    // pthread_getattr_np reads /proc/self/maps with malloc while holding the
-    // thread's lock, and that malloc comes back here for the same lock.
-    // SAFETY: getpid and gettid have no preconditions.
-    let main_thread = unsafe { libc::getpid() == libc::gettid() };
-    let bounds = if main_thread {
-        main_stack_end().map(|high| (0, high))
-    } else {
-        thread_stack_bounds()
-    };
+    // The mapping that holds this thread's stack, read from /proc/self/maps
+    // with plain system calls. Not pthread_getattr_np: it holds the thread's
+    // lock while it allocates (a CPU-set buffer; for the main thread also
+    // /proc/self/maps through stdio), and under LD_PRELOAD that allocation,
+    // made by the program's own call, comes back here for the same lock.
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    let bounds = mapping_containing(here)
+        .map(|(_, end)| (0, end))
+        .or_else(|| main_stack_end().map(|end| (0, end)));
     match bounds {
         Some((low, high)) => {
             t.stack_low.set(low);
@@ -67,8 +65,13 @@ fn stack_bounds(t: &ThreadState) -> Option<(usize, usize)> {
     bounds
 }
 
-/// Where the main thread's stack ends, from the dynamic loader.
+/// Where the main thread's stack ends, from the dynamic loader (every frame
+/// of the main thread lies below the stack pointer at process entry).
 fn main_stack_end() -> Option<usize> {
+    // SAFETY: getpid and gettid have no preconditions.
+    if unsafe { libc::getpid() != libc::gettid() } {
+        return None;
+    }
     extern "C" {
         static __libc_stack_end: *mut libc::c_void;
     }
@@ -78,23 +81,70 @@ fn main_stack_end() -> Option<usize> {
     (end != 0).then_some(end)
 }
 
-/// A thread's stack bounds from glibc (any thread but the main one: for
-/// those glibc neither allocates nor reads files).
-fn thread_stack_bounds() -> Option<(usize, usize)> {
-    // SAFETY: `attr` is initialised by pthread_getattr_np before any read and
-    // destroyed once; pthread_attr_getstack writes into locals we own.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            None
-        } else {
-            let mut addr: *mut libc::c_void = std::ptr::null_mut();
-            let mut size: libc::size_t = 0;
-            let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
-            libc::pthread_attr_destroy(&mut attr);
-            ok.then(|| (addr as usize, addr as usize + size))
+/// The `[start, end)` of the mapping that contains `addr`, parsed from
+/// /proc/self/maps with `open`/`read` into a buffer on the stack: no
+/// allocation, no lock.
+fn mapping_containing(addr: usize) -> Option<(usize, usize)> {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    let mut line = [0u8; 64];
+    let mut line_len = 0usize;
+    let mut skipping = false;
+    let mut found = None;
+    'read: loop {
+        // SAFETY: reads into a buffer we own, at most its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        for &b in &buf[..n as usize] {
+            if b == b'\n' {
+                if let Some((start, end)) = parse_range(&line[..line_len]) {
+                    if start <= addr && addr < end {
+                        found = Some((start, end));
+                        break 'read;
+                    }
+                }
+                line_len = 0;
+                skipping = false;
+            } else if !skipping {
+                // Only the address range at the start of a line matters.
+                if b == b' ' || line_len == line.len() {
+                    skipping = true;
+                } else {
+                    line[line_len] = b;
+                    line_len += 1;
+                }
+            }
         }
     }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    found
+}
+
+/// Parses `start-end` (hexadecimal).
+fn parse_range(text: &[u8]) -> Option<(usize, usize)> {
+    let dash = text.iter().position(|&b| b == b'-')?;
+    let hex = |digits: &[u8]| -> Option<usize> {
+        if digits.is_empty() || digits.len() > 16 {
+            return None;
+        }
+        digits.iter().try_fold(0usize, |acc, &d| {
+            let v = (d as char).to_digit(16)?;
+            Some(acc << 4 | v as usize)
+        })
+    };
+    Some((hex(&text[..dash])?, hex(&text[dash + 1..])?))
 }
 
 /// Return addresses of one stack, innermost first. Not zero-initialised:
@@ -225,6 +275,23 @@ pub(crate) fn walk_frame_pointers(out: &mut StackBuf) -> WalkEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_mapping_of_this_threads_stack() {
+        let local = 1u64;
+        let addr = std::hint::black_box(&local) as *const u64 as usize;
+        let (start, end) = mapping_containing(addr).expect("the stack is mapped");
+        assert!(start <= addr && addr < end, "{start:#x} {addr:#x} {end:#x}");
+        let other = std::thread::spawn(|| {
+            let local = 2u64;
+            let addr = std::hint::black_box(&local) as *const u64 as usize;
+            let (start, end) = mapping_containing(addr).unwrap();
+            start <= addr && addr < end
+        });
+        assert!(other.join().unwrap());
+        assert_eq!(parse_range(b"7f00-7f10"), Some((0x7f00, 0x7f10)));
+        assert_eq!(parse_range(b"zz-10"), None);
+    }
 
     #[inline(never)]
     fn depth_three(out: &mut StackBuf) -> WalkEnd {
