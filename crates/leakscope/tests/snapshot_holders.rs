@@ -309,6 +309,38 @@ fn go_tool_pprof_shows_the_chain_of_the_refs_profile() {
     REQUEST_CACHE.lock().unwrap().take();
 }
 
+static REGISTRY: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+
+#[inline(never)]
+fn register_weights(n: usize) {
+    for _ in 0..n {
+        REGISTRY.lock().unwrap().push(vec![1; 1024]);
+    }
+}
+
+/// A `Vec<u64>` owns its 8 KiB buffer although its capacity word says 1024:
+/// that is not a 1 KiB view pinning 8 KiB.
+fn vectors_of_words_own_their_buffers() {
+    std::thread::spawn(|| register_weights(64)).join().unwrap();
+    let snap = leakscope::snapshot().expect("snapshot");
+    let held = REGISTRY.lock().unwrap();
+    for v in held.iter() {
+        let block = snap.block_at(v.as_ptr().cast()).expect("tracked");
+        assert_eq!(block.size, 8192);
+        assert_eq!(block.pinned_by_slices, None, "{block:#?}");
+    }
+    assert!(
+        !snap.report().pinned.iter().any(|p| p
+            .buffer_site
+            .first()
+            .is_some_and(|f| f.ends_with("register_weights"))),
+        "{:#?}",
+        snap.report().pinned
+    );
+    drop(held);
+    REGISTRY.lock().unwrap().clear();
+}
+
 const CASES: &[(&str, fn())] = &[
     (
         "a_static_map_of_one_byte_slices_pins_whole_buffers",
@@ -325,6 +357,10 @@ const CASES: &[(&str, fn())] = &[
     (
         "cycles_and_forgotten_blocks_are_unreachable",
         cycles_and_forgotten_blocks_are_unreachable,
+    ),
+    (
+        "vectors_of_words_own_their_buffers",
+        vectors_of_words_own_their_buffers,
     ),
     (
         "go_tool_pprof_shows_the_chain_of_the_refs_profile",

@@ -583,6 +583,13 @@ pub(crate) const PHASES: [&str; 8] = [
     "write",
 ];
 
+/// Whether `word` can be the capacity, counted in elements of up to 128
+/// bytes, of a collection whose buffer is `size` bytes: a `Vec<u64>` of 1024
+/// elements owns an 8 KiB block although its words say 1024.
+fn is_capacity_of(word: u64, size: u64) -> bool {
+    word != 0 && size % word == 0 && size / word <= 128
+}
+
 /// Blocks at least this large are checked for slice pinning.
 pub(crate) const PIN_MIN_BYTES: u64 = 4096;
 
@@ -980,9 +987,12 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                                 0
                             };
                             // An owner, not a view: a pointer to the start
-                            // next to the block's capacity (a Vec, a String,
-                            // a boxed slice) holds the whole block.
-                            let owner = word == blk.addr && (before == blk.size || len == blk.size);
+                            // next to the block's capacity, in bytes or in
+                            // elements (a Vec<T>, a String, a boxed slice),
+                            // holds the whole block.
+                            let owner = word == blk.addr
+                                && (is_capacity_of(before, blk.size)
+                                    || is_capacity_of(len, blk.size));
                             let plausible = len > 0 && word + len <= blk.addr + blk.size;
                             view_bytes[b as usize] += if owner {
                                 blk.size
