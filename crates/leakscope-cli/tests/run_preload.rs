@@ -43,6 +43,7 @@ struct Programs {
     rust: PathBuf,
     stress: PathBuf,
     plugin: PathBuf,
+    large_blocks: PathBuf,
 }
 
 fn programs() -> &'static Programs {
@@ -56,6 +57,7 @@ fn programs() -> &'static Programs {
             rust: out.join("leaky-rs"),
             stress: out.join("stress"),
             plugin: out.join("plugin.so"),
+            large_blocks: out.join("large-blocks"),
         };
         must(
             Command::new("gcc")
@@ -86,6 +88,12 @@ fn programs() -> &'static Programs {
                 .args(["-O0", "-g", "-shared", "-fPIC", "-o"])
                 .arg(&p.plugin)
                 .arg(src.join("plugin.c")),
+        );
+        must(
+            Command::new("gcc")
+                .args(["-O0", "-g", "-fno-builtin", "-o"])
+                .arg(&p.large_blocks)
+                .arg(src.join("large_blocks.c")),
         );
         p
     })
@@ -289,6 +297,84 @@ fn survives_threads_cross_thread_frees_dlopen_fork_and_exec() {
                 top.status.success(),
                 "{}",
                 String::from_utf8_lossy(&top.stderr)
+            );
+        }
+    }
+}
+
+/// Live bytes or blocks per function of a heap profile (`leakscope top`).
+fn inuse_by_function(profile: &Path, index: &str) -> Vec<(String, String)> {
+    let top = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args(["top", "--sample-index", index, "-n", "20"])
+        .arg(profile)
+        .output()
+        .unwrap();
+    assert!(
+        top.status.success(),
+        "{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    String::from_utf8_lossy(&top.stdout)
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() >= 6).then(|| (cols[5].to_string(), cols[0].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn sampled_large_blocks_are_counted_found_again_and_zeroed() {
+    let p = programs();
+    // At a 1 KiB rate every block of 64 KiB or more is sampled (its weight
+    // rounds to exactly 1), so what is kept is known exactly.
+    for mode in ["sampled", "full"] {
+        let dir = fresh_dir(&format!("large-{mode}"));
+        let out = leakscope_run(
+            &["-q", "--mode", mode, "--rate", "1024"],
+            &dir,
+            &p.large_blocks,
+            &[],
+        );
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
+            (Some(0), "ok"),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let profile = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".pb.gz"))
+            .expect("a profile");
+        let space = inuse_by_function(&profile, "inuse_space");
+        let objects = inuse_by_function(&profile, "inuse_objects");
+        let of = |table: &[(String, String)], f: &str| {
+            table
+                .iter()
+                .find(|(name, _)| name == f)
+                .map(|(_, v)| v.clone())
+        };
+        // 20 blocks of 200 KiB: 4 096 000 bytes.
+        assert_eq!(
+            of(&objects, "keep_large").as_deref(),
+            Some("20"),
+            "{mode}: {objects:?}"
+        );
+        assert_eq!(
+            of(&space, "keep_large").as_deref(),
+            Some("3.91MB"),
+            "{mode}: {space:?}"
+        );
+        for churn in ["churn_large", "churn_small"] {
+            assert_eq!(
+                of(&space, churn),
+                None,
+                "{mode}: freed blocks still counted: {space:?}"
             );
         }
     }

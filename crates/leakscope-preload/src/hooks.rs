@@ -1,14 +1,21 @@
 //! The exported C allocation functions. Each asks the collection core what
 //! to do with the block (untracked, exact, sampled), calls glibc, and records
 //! or forgets the block; the fast path of `malloc` is one thread-local
-//! subtraction, that of `free` one test of the address's low bits.
+//! subtraction, that of `free` a test of the address's low bits and of the
+//! block's size in glibc's chunk header.
+//!
+//! Sampled blocks under 64 KiB are allocated 256-byte aligned, so `free`
+//! (which is not told the size) rules out most other small blocks by their
+//! address. Larger blocks keep glibc's layout (calloc's lazily zeroed pages
+//! stay untouched, no alignment waste) and `free` recognises them as
+//! candidates by the size glibc wrote before them.
 
 use std::ffi::{c_int, c_void};
 use std::ptr::null_mut;
 
 use leakscope::frontend::{
     count_down, may_be_tracked, plan_alloc, plan_slow, record_alloc, restore_after_failed_realloc,
-    untrack, Plan, Settings, SAMPLED_ALIGN,
+    untrack, Plan, Settings, ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
 };
 
 use crate::libc_direct::{
@@ -29,45 +36,62 @@ unsafe fn allocate(size: usize, align: usize, zeroed: bool, plan: Plan) -> *mut 
     // SAFETY: plain calls into glibc; a block of `size` bytes is writable.
     unsafe {
         let p = match plan {
-            // Sampled blocks are 256-aligned whatever their size: that is how
-            // `free` (which has no size) tells candidates from the rest.
-            Plan::Sampled => __libc_memalign(align.max(SAMPLED_ALIGN), size),
+            // Small sampled blocks are 256-aligned: that is how `free` (which
+            // has no size) tells candidates from the rest.
+            Plan::Sampled if needs_sample_alignment(size) => {
+                __libc_memalign(align.max(SAMPLED_ALIGN), size)
+            }
             _ if align > MALLOC_ALIGN => __libc_memalign(align, size),
-            _ if zeroed => return record(__libc_calloc(1, size), size, plan, align, zeroed),
+            _ if zeroed => return record(__libc_calloc(1, size), size, plan),
             _ => __libc_malloc(size),
         };
         if zeroed && !p.is_null() {
             std::ptr::write_bytes(p.cast::<u8>(), 0, size);
         }
-        record(p, size, plan, align, zeroed)
+        record(p, size, plan)
     }
 }
 
-/// Records a fresh block; a sample the tables could not take is replaced by
-/// a block allocated as asked (nothing would remember its alignment).
+/// Whether a sampled block of `size` bytes must be 256-aligned for `free`
+/// to find it; larger blocks are found by their chunk size.
+fn needs_sample_alignment(size: usize) -> bool {
+    size < ALWAYS_CHECKED_SIZE
+}
+
+/// Records a fresh block. A block the tables could not take stays
+/// untracked: glibc frees it whatever its alignment, and `free` finding no
+/// record for it is the ordinary case.
+fn record(p: *mut c_void, size: usize, plan: Plan) -> *mut c_void {
+    if !p.is_null() && plan != Plan::Untracked {
+        record_alloc(p.cast(), size, plan);
+    }
+    p
+}
+
+/// The size of glibc's chunk behind a block (the header word just before
+/// it, without its three flag bits): at least the size that was asked for.
 ///
 /// # Safety
-/// `p` is null or a glibc block of `size` bytes just allocated under `plan`.
-unsafe fn record(
-    p: *mut c_void,
-    size: usize,
-    plan: Plan,
-    align: usize,
-    zeroed: bool,
-) -> *mut c_void {
-    if p.is_null() || plan == Plan::Untracked || record_alloc(p.cast(), size, plan) {
-        return p;
-    }
-    // SAFETY: `p` is ours and unrecorded; the replacement is untracked.
-    unsafe {
-        __libc_free(p);
-        allocate(size, align, zeroed, Plan::Untracked)
-    }
+/// `p` is a live block from glibc's allocator.
+unsafe fn chunk_size(p: *mut c_void) -> usize {
+    // SAFETY: every glibc block, mmapped or not, memalign'd or not, is
+    // preceded by its chunk's size word; the caller owns the block, so the
+    // header is mapped and stable.
+    unsafe { p.cast::<usize>().sub(1).read() & !7 }
 }
 
 /// Forgets a block about to go back to glibc (or be reallocated).
-fn forget(p: *mut c_void) -> Option<leakscope::frontend::TrackedBlock> {
-    if may_be_tracked(p.cast(), 0) {
+///
+/// # Safety
+/// `p` is a live block from glibc's allocator.
+unsafe fn forget(p: *mut c_void) -> Option<leakscope::frontend::TrackedBlock> {
+    // The address rules out most small blocks; the header (which glibc's
+    // free reads next anyway) is read only for the rest.
+    let candidate = may_be_tracked(p.cast(), 0)
+        // SAFETY: as the caller promises.
+        || (unsafe { chunk_size(p) } >= ALWAYS_CHECKED_SIZE
+            && may_be_tracked(p.cast(), ALWAYS_CHECKED_SIZE));
+    if candidate {
         untrack(p.cast())
     } else {
         None
@@ -119,9 +143,11 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
-    forget(ptr);
-    // SAFETY: `ptr` is a glibc block (every block we hand out is one).
-    unsafe { __libc_free(ptr) }
+    // SAFETY: `ptr` is a live glibc block (every block we hand out is one).
+    unsafe {
+        forget(ptr);
+        __libc_free(ptr)
+    }
 }
 
 /// `cfree`, an old alias some programs still call.
@@ -142,9 +168,10 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: realloc(NULL, n) is malloc(n).
         return unsafe { malloc(size) };
     }
-    let old = forget(ptr);
+    // SAFETY: `ptr` is a live glibc block.
+    let old = unsafe { forget(ptr) };
     let plan = plan_alloc(size, &SETTINGS);
-    if plan == Plan::Sampled {
+    if plan == Plan::Sampled && needs_sample_alignment(size) {
         // The new block must be 256-aligned: move by hand.
         // SAFETY: `ptr` is a live glibc block; glibc's usable size bounds
         // what can be read from it.
@@ -170,8 +197,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         }
         return q;
     }
-    // SAFETY: `q` is a fresh glibc block of `size` bytes.
-    unsafe { record(q, size, plan, MALLOC_ALIGN, false) }
+    record(q, size, plan)
 }
 
 /// # Safety
