@@ -97,6 +97,22 @@ for round in $(seq "$PRELOAD_REPEATS"); do
     fi
     echo "  preload round $round/$PRELOAD_REPEATS done"
 done
+# The same program running about ten times longer: what remains of the
+# fixed costs (start-up, writing the profile, the leak check) per unit of work.
+export BENCH_REQUESTS=${BENCH_LONG_REQUESTS:-200000}
+LONG_REPEATS=${LONG_REPEATS:-3}
+for round in $(seq "$LONG_REPEATS"); do
+    timed plain-long "$B/workload-system"
+    timed leakscope-run-sampled-long "$B/leakscope" run -q --mode sampled --out "$PRELOAD_OUT" -- "$B/workload-system"
+    timed leakscope-run-full-long "$B/leakscope" run -q --mode full --out "$PRELOAD_OUT" -- "$B/workload-system"
+    if command -v heaptrack >/dev/null 2>&1; then
+        timed heaptrack-long heaptrack -o "$PRELOAD_OUT/heaptrack-long.$round" "$B/workload-system"
+    fi
+    if [ "$round" -le 1 ] && command -v valgrind >/dev/null 2>&1; then
+        timed massif-long valgrind --tool=massif --massif-out-file="$PRELOAD_OUT/massif-long.$round" "$B/workload-system"
+    fi
+    echo "  preload long round $round/$LONG_REPEATS done"
+done
 export BENCH_REQUESTS=$BENCH_REQUESTS_SAVED
 
 echo "bench: profiler memory per tracked block"
