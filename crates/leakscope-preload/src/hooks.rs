@@ -12,6 +12,7 @@
 
 use std::ffi::{c_int, c_void};
 use std::ptr::null_mut;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use leakscope::frontend::{
     count_down, may_be_tracked, plan_alloc, plan_slow, record_alloc, restore_after_failed_realloc,
@@ -296,6 +297,51 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
     };
     // SAFETY: the page size is a power of two.
     unsafe { aligned(page, rounded) }
+}
+
+/// glibc's `malloc_usable_size`, looked up once.
+static GLIBC_USABLE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// C's `malloc_usable_size`: glibc's answer (every block is a glibc chunk),
+/// found with `dlsym(RTLD_NEXT)` on first use. Unlike `malloc`, nothing
+/// depends on it while the process starts, so a lookup (which may itself
+/// allocate, through these hooks) is safe here.
+///
+/// # Safety
+/// `ptr` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    let mut f = GLIBC_USABLE_SIZE.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: a plain symbol lookup in the objects loaded after this one.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
+        if f == 0 || f == malloc_usable_size as *const () as usize {
+            // SAFETY: `ptr` is a live glibc block, as the caller promises.
+            return unsafe { usable_size_from_header(ptr) };
+        }
+        GLIBC_USABLE_SIZE.store(f, Ordering::Release);
+    }
+    // SAFETY: `f` is glibc's malloc_usable_size, whose C signature this is.
+    unsafe {
+        let glibc: unsafe extern "C" fn(*mut c_void) -> usize = std::mem::transmute(f);
+        glibc(ptr)
+    }
+}
+
+/// glibc's rule, for when its function cannot be found: the chunk's size
+/// less its header (16 bytes for an mmapped chunk, else 8).
+///
+/// # Safety
+/// `ptr` is a live glibc block.
+unsafe fn usable_size_from_header(ptr: *mut c_void) -> usize {
+    // SAFETY: as the caller promises.
+    let header = unsafe { ptr.cast::<usize>().sub(1).read() };
+    const IS_MMAPPED: usize = 2;
+    let overhead = if header & IS_MMAPPED != 0 { 16 } else { 8 };
+    (header & !7).saturating_sub(overhead)
 }
 
 fn set_errno(value: c_int) {

@@ -10,10 +10,9 @@
 //!
 //! Every block comes from glibc's own entry points (`__libc_malloc`,
 //! `__libc_memalign`, ...), called directly: no `dlsym` bootstrap, and every
-//! block handed out is a genuine glibc chunk. That is also why
-//! `malloc_usable_size` is not interposed: glibc's answer is exact for every
-//! block. Sampled blocks are allocated 256-byte aligned (whatever their
-//! size), so `free` of the other blocks returns after one test of the
+//! block handed out is a genuine glibc chunk, so `malloc_usable_size` simply
+//! forwards to glibc's. Small sampled blocks are allocated 256-byte aligned,
+//! so `free` of most other small blocks returns after one test of the
 //! address's low bits.
 //!
 //! The library's own Rust allocations (symbolising, building profiles,
