@@ -163,6 +163,16 @@ if snapshots:
           f"{s_['pause_ms']:.1f} ms | {s_['pause_ms_per_gib_rss']:.1f} ms | {s_['analysis_ms']:.0f} ms | "
           f"{s_['analysis_gib_per_s']:.2f} GiB/s | {s_['profiler_bytes_per_block']:.1f} |")
     p("")
+    if all("phases_ms" in s_ for s_ in snapshots):
+        names = list(snapshots[0]["phases_ms"])
+        p("Where the analysis time goes (ms, the best run):")
+        p("")
+        p("| heap | block size | " + " | ".join(names) + " |")
+        p("| --- | --- | " + " | ".join("---" for _ in names) + " |")
+        for s_ in snapshots:
+            p(f"| {s_['heap_mib']} MiB | {s_['block_bytes']} B | "
+              + " | ".join(f"{s_['phases_ms'].get(n, 0):.0f}" for n in names) + " |")
+        p("")
 
 lab = defaultdict(list)
 if lab_path:

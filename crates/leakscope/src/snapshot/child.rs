@@ -860,6 +860,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         &mut kept_bytes,
         &mut kept_blocks,
     );
+    lap(4);
 
     // Per block: the offset of the pointer that reached it first (from the
     // sorted edge list), and whether a reachable node holds a pointer to
