@@ -288,22 +288,14 @@ fn survives_threads_cross_thread_frees_dlopen_fork_and_exec() {
         profiles.sort();
         assert_eq!(profiles.len(), 3, "{mode}: {profiles:?}");
         for profile in &profiles {
-            let top = Command::new(env!("CARGO_BIN_EXE_leakscope"))
-                .args(["top", "--sample-index", "alloc_objects"])
-                .arg(profile)
-                .output()
-                .unwrap();
-            assert!(
-                top.status.success(),
-                "{}",
-                String::from_utf8_lossy(&top.stderr)
-            );
+            top_by_function(profile, "alloc_objects");
         }
     }
 }
 
-/// Live bytes or blocks per function of a heap profile (`leakscope top`).
-fn inuse_by_function(profile: &Path, index: &str) -> Vec<(String, String)> {
+/// (function, value) rows of `leakscope top` on a profile; the command must
+/// succeed.
+fn top_by_function(profile: &Path, index: &str) -> Vec<(String, String)> {
     let top = Command::new(env!("CARGO_BIN_EXE_leakscope"))
         .args(["top", "--sample-index", index, "-n", "20"])
         .arg(profile)
@@ -351,8 +343,8 @@ fn sampled_large_blocks_are_counted_found_again_and_zeroed() {
             .map(|e| e.path())
             .find(|p| p.to_string_lossy().ends_with(".pb.gz"))
             .expect("a profile");
-        let space = inuse_by_function(&profile, "inuse_space");
-        let objects = inuse_by_function(&profile, "inuse_objects");
+        let space = top_by_function(&profile, "inuse_space");
+        let objects = top_by_function(&profile, "inuse_objects");
         let of = |table: &[(String, String)], f: &str| {
             table
                 .iter()
