@@ -16,7 +16,7 @@
 # Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPEATS=${1:-7}
+REPEATS=${1:-15}
 SLOW_REPEATS=${SLOW_REPEATS:-3}
 export BENCH_THREADS=${BENCH_THREADS:-4}
 export BENCH_REQUESTS=${BENCH_REQUESTS:-50000}
