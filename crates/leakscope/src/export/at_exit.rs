@@ -5,6 +5,10 @@ use crate::config::{expand_path, OUT_PATH, PERIODIC_DIR, REFS_OUT_PATH};
 
 extern "C" fn write_at_exit() {
     let _scope = crate::collect::thread::UntrackedScope::enter();
+    super::symbolize::with_shared_symbolizer(write_outputs);
+}
+
+fn write_outputs() {
     if let Some(template) = OUT_PATH.get() {
         let path = expand_path(template);
         if let Err(e) = super::heap_profile().write_pprof(&path) {

@@ -16,9 +16,14 @@ use crate::config::{Mode, PERIODIC_DIR, PERIODIC_INTERVAL_MS};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// Writes the next profile (and snapshot) into the directory.
+/// Writes the next profile (and snapshot) into the directory; both read
+/// the binaries' debug information once.
 pub(crate) fn write_next() {
     let _scope = UntrackedScope::enter();
+    super::symbolize::with_shared_symbolizer(write_set);
+}
+
+fn write_set() {
     let Some(dir) = PERIODIC_DIR.get() else {
         return;
     };

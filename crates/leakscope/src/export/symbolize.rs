@@ -3,6 +3,7 @@
 
 use blazesym::symbolize::{source, Input, Symbolized, Symbolizer};
 use blazesym::Pid;
+use std::cell::RefCell;
 
 /// One (possibly inlined) frame at an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +13,46 @@ pub(crate) struct SymFrame {
     pub(crate) line: i64,
 }
 
+thread_local! {
+    /// A symbolizer kept by [`with_shared_symbolizer`] while it runs on this
+    /// thread; outside that scope each batch gets its own, and the parsed
+    /// debug information goes with it (a service should not keep tens of
+    /// megabytes of DWARF between profiles). Export code only: the
+    /// allocator's paths never touch it.
+    static SHARED: RefCell<Option<Symbolizer>> = const { RefCell::new(None) };
+}
+
+fn new_symbolizer() -> Symbolizer {
+    Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
+/// Runs `f` with one symbolizer for every batch this thread symbolises in
+/// it, so that outputs written together (the profile and the snapshot at
+/// exit) read each binary's debug information once, not once each.
+pub(crate) fn with_shared_symbolizer<R>(f: impl FnOnce() -> R) -> R {
+    // `try_with`: at exit this thread's thread-locals may be gone already;
+    // then every batch simply gets its own symbolizer.
+    let installed = SHARED
+        .try_with(|s| {
+            let mut shared = s.borrow_mut();
+            let outermost = shared.is_none();
+            if outermost {
+                *shared = Some(new_symbolizer());
+            }
+            outermost
+        })
+        .unwrap_or(false);
+    let result = f();
+    if installed {
+        let _ = SHARED.try_with(|s| s.borrow_mut().take());
+    }
+    result
+}
+
 /// Symbolises code addresses of this process. For each input, the frames at
 /// that address innermost first (inlined callees, then the function that
 /// contains the code); empty when unknown.
@@ -19,21 +60,21 @@ pub(crate) fn symbolize_in_process(addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     if addrs.is_empty() {
         return Vec::new();
     }
-    let symbolizer = Symbolizer::builder()
-        .enable_code_info(true)
-        .enable_inlined_fns(true)
-        .enable_demangling(true)
-        .build();
     let mut process = source::Process::new(Pid::Slf);
     process.perf_map = false;
     // /proc/self/map_files may need privileges; the symbolic paths in
     // /proc/self/maps work for our own process.
     process.map_files = false;
     let src = source::Source::Process(process);
-    let Ok(results) = symbolizer.symbolize(&src, Input::AbsAddr(addrs)) else {
-        return vec![Vec::new(); addrs.len()];
+    let run = |symbolizer: &Symbolizer| match symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
+        Ok(results) => results.into_iter().map(frames_of).collect(),
+        Err(_) => vec![Vec::new(); addrs.len()],
     };
-    results.into_iter().map(frames_of).collect()
+    let shared = SHARED.try_with(|s| s.borrow().as_ref().map(run));
+    match shared {
+        Ok(Some(frames)) => frames,
+        _ => run(&new_symbolizer()),
+    }
 }
 
 fn frames_of(result: Symbolized<'_>) -> Vec<SymFrame> {
