@@ -73,4 +73,5 @@ pub mod frontend {
     };
     pub use crate::config::Settings;
     pub use crate::export::at_exit::install as install_standard_outputs;
+    pub use crate::export::stacks::mark_own_code;
 }

@@ -79,6 +79,22 @@ pub(crate) fn executable_mappings() -> Vec<ModuleMapping> {
     out
 }
 
+/// The span of every executable mapping of the object whose code contains
+/// `addr`.
+pub(crate) fn code_range_of_object_at(addr: u64) -> Option<(u64, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let code: Vec<(u64, u64, &str)> = maps
+        .lines()
+        .filter_map(parse_line)
+        .map(|(start, end, _, path)| (start, end, path))
+        .collect();
+    let (_, _, path) = code.iter().find(|(s, e, _)| (*s..*e).contains(&addr))?;
+    code.iter()
+        .filter(|(_, _, p)| p == path)
+        .map(|&(s, e, _)| (s, e))
+        .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +115,17 @@ mod tests {
             None
         );
         assert_eq!(parse_line("garbage"), None);
+    }
+
+    #[test]
+    fn finds_the_code_of_the_object_containing_an_address() {
+        let here = finds_the_code_of_the_object_containing_an_address as *const () as u64;
+        let (start, end) = code_range_of_object_at(here).expect("this test's code");
+        assert!(start <= here && here < end);
+        let in_libc = libc::malloc as *const () as u64;
+        let libc_range = code_range_of_object_at(in_libc).expect("libc's code");
+        assert_ne!(libc_range, (start, end));
+        assert_eq!(code_range_of_object_at(8), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! end. Shared by the pprof export and the snapshot report.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::symbolize::{
     is_allocator_plumbing, is_standard_library, symbolize_in_process, SymFrame,
@@ -24,8 +25,33 @@ pub(crate) struct ExpandedFrame<'a> {
     pub(crate) frame: Option<&'a SymFrame>,
 }
 
+/// The address of a function of the front end, when the front end is an
+/// object of its own (the `LD_PRELOAD` library): every frame in that object
+/// is the allocator's, so it is trimmed by address, before symbolising, and
+/// that object's debug information is never read.
+static OWN_CODE_ADDR: AtomicUsize = AtomicUsize::new(0);
+
+/// Marks the object containing `code` (an address of one of its functions)
+/// as the front end's own: its frames at the leaf end of allocation stacks
+/// are dropped without being symbolised.
+pub fn mark_own_code(code: usize) {
+    OWN_CODE_ADDR.store(code, Ordering::Relaxed);
+}
+
+/// The executable range of the front end's own object, if it marked one.
+fn own_code_range() -> Option<(u64, u64)> {
+    let addr = OWN_CODE_ADDR.load(Ordering::Relaxed) as u64;
+    if addr == 0 {
+        return None;
+    }
+    super::maps::code_range_of_object_at(addr)
+}
+
 /// Symbols of a batch of code addresses.
-pub(crate) struct Symbols(HashMap<u64, Vec<SymFrame>>);
+pub(crate) struct Symbols {
+    frames: HashMap<u64, Vec<SymFrame>>,
+    own_code: Option<(u64, u64)>,
+}
 
 impl Symbols {
     /// Symbolises the return addresses of every given stack, in one batch.
@@ -33,23 +59,33 @@ impl Symbols {
         Self::for_code(stacks.flat_map(|s| s.iter().map(|&r| call_site(r))))
     }
 
-    /// Symbolises code addresses as given.
+    /// Symbolises code addresses as given, except the front end's own.
     pub(crate) fn for_code(addrs: impl Iterator<Item = u64>) -> Symbols {
-        let mut addrs: Vec<u64> = addrs.collect();
+        let own_code = own_code_range();
+        let is_own = |a: u64| own_code.is_some_and(|(start, end)| (start..end).contains(&a));
+        let mut addrs: Vec<u64> = addrs.filter(|&a| !is_own(a)).collect();
         addrs.sort_unstable();
         addrs.dedup();
-        Symbols(
-            addrs
+        Symbols {
+            frames: addrs
                 .iter()
                 .copied()
                 .zip(symbolize_in_process(&addrs))
                 .collect(),
-        )
+            own_code,
+        }
+    }
+
+    /// Whether a return address lies in the front end's own object.
+    fn is_own(&self, ret: usize) -> bool {
+        let addr = call_site(ret);
+        self.own_code
+            .is_some_and(|(start, end)| (start..end).contains(&addr))
     }
 
     /// The frames at one code address, innermost first (empty if unknown).
     pub(crate) fn at(&self, addr: u64) -> &[SymFrame] {
-        self.0.get(&addr).map_or(&[], Vec::as_slice)
+        self.frames.get(&addr).map_or(&[], Vec::as_slice)
     }
 
     /// A stack of return addresses, expanded (inlined frames included) and
@@ -58,9 +94,10 @@ impl Symbols {
         let expanded: Vec<ExpandedFrame<'_>> = stack
             .iter()
             .enumerate()
+            .skip_while(|&(_, &ret)| self.is_own(ret))
             .flat_map(|(index, &ret)| {
                 let addr = call_site(ret);
-                match self.0.get(&addr) {
+                match self.frames.get(&addr) {
                     Some(frames) if !frames.is_empty() => frames
                         .iter()
                         .map(|f| ExpandedFrame {
