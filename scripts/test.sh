@@ -10,7 +10,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # missing: `go tool pprof` reads our profiles (interoperability tests),
 # headless Chromium opens the HTML report, Valgrind and heaptrack are the
 # references `leakscope run` is checked against, gcc/g++ build the C and C++
-# test programs, git and python3 are real programs run under the preload,
+# test programs (libc6-dev's libc.a also a static one), git and python3 are real programs run under the preload,
 # and libunwind unwinds code built without frame pointers.
 missing=()
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
@@ -18,6 +18,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v heaptrack_print >/dev/null 2>&1 || missing+=(heaptrack)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || missing+=(libc6-dev)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v nm >/dev/null 2>&1 || missing+=(binutils)

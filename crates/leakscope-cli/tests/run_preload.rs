@@ -534,6 +534,24 @@ fn a_missing_program_or_command_fails_cleanly() {
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
 
+#[test]
+fn a_statically_linked_program_runs_and_is_explained() {
+    let dir = fresh_dir("static");
+    let program = scratch().join("static-c");
+    must(
+        Command::new("gcc")
+            .args(["-static", "-O0", "-o"])
+            .arg(&program)
+            .arg(programs_dir().join("exit7.c")),
+    );
+    let out = leakscope_run(&[], &dir, &program, &[]);
+    assert_eq!(out.status.code(), Some(7), "the exit code passes through");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "static\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is statically linked"), "{err}");
+}
+
 /// A plain HTTP/1.1 GET: (status, body). The endpoint answers with a
 /// Content-Length, so reading to the end after `Connection: close` is enough.
 fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {

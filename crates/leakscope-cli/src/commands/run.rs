@@ -134,6 +134,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let pid = child.id();
     let status = child.wait().context("cannot wait for the program")?;
 
+    if !args.quiet && !wrote_anything(&out, pid) {
+        eprintln!("leakscope: {}", why_nothing_was_profiled(program));
+        return Ok(exit_code(status));
+    }
     if args.mode == RunMode::Full {
         let snapshot = out.join(format!("snapshot-{pid}.json"));
         if snapshot.is_file() {
@@ -157,6 +161,87 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(exit_code(status))
 }
 
+/// Whether the program's own process left a profile or snapshot (at exit
+/// or at an interval).
+fn wrote_anything(out: &Path, pid: u32) -> bool {
+    let prefixes = [
+        format!("heap-{pid}."),
+        format!("heap-{pid}-"),
+        format!("snapshot-{pid}"),
+    ];
+    std::fs::read_dir(out).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        })
+    })
+}
+
+/// Why a program left nothing: the usual reasons, the certain one first.
+fn why_nothing_was_profiled(program: &str) -> String {
+    let path = resolve_program(program);
+    match path.as_deref().map(elf_kind) {
+        Some(Some(ElfKind::Static)) => format!(
+            "nothing profiled: {program} is statically linked, so LD_PRELOAD cannot replace its malloc"
+        ),
+        Some(Some(ElfKind::SetId)) => format!(
+            "nothing profiled: {program} is set-user/group-ID, and the loader ignores LD_PRELOAD for it"
+        ),
+        _ => format!(
+            "nothing profiled: {program} did not exit normally, cleared its environment, or is not \
+             a dynamically linked program (LD_PRELOAD never reached its malloc)"
+        ),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ElfKind {
+    Dynamic,
+    Static,
+    SetId,
+}
+
+/// The program file a command name runs (a path, or the first match in
+/// `PATH`).
+fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Reads just enough of an ELF file to tell how LD_PRELOAD treats it: a
+/// 64-bit little-endian executable without a `PT_INTERP` program header has
+/// no dynamic loader to preload anything. `None` if it is not such a file.
+fn elf_kind(path: &Path) -> Option<ElfKind> {
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
+    let (phoff, phentsize, phnum) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)?);
+    const PT_INTERP: u32 = 3;
+    let has_interp = (0..phnum as usize).any(|i| {
+        let at = phoff + i * phentsize;
+        bytes
+            .get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap_or_default()) == PT_INTERP)
+    });
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    Some(if !has_interp {
+        ElfKind::Static
+    } else if mode & 0o6000 != 0 {
+        ElfKind::SetId
+    } else {
+        ElfKind::Dynamic
+    })
+}
+
 /// The program's exit code, or 128 + the signal that ended it (as shells
 /// report it).
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
@@ -165,5 +250,21 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
         (Some(code), _) => ExitCode::from(code as u8),
         (None, Some(signal)) => ExitCode::from((128 + signal) as u8),
         _ => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_dynamic_programs_from_others() {
+        let sh = resolve_program("sh").expect("sh is on PATH");
+        assert_eq!(elf_kind(&sh), Some(ElfKind::Dynamic));
+        assert_eq!(elf_kind(Path::new("/nonexistent")), None);
+        let script = std::env::temp_dir().join(format!("leakscope-elf-{}", std::process::id()));
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert_eq!(elf_kind(&script), None);
+        std::fs::remove_file(&script).ok();
     }
 }
