@@ -10,8 +10,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # missing: `go tool pprof` reads our profiles (interoperability tests),
 # headless Chromium opens the HTML report, Valgrind and heaptrack are the
 # references `leakscope run` is checked against, gcc/g++ build the C and C++
-# test programs (libc6-dev's libc.a also a static one), git and python3 are real programs run under the preload,
-# and libunwind unwinds code built without frame pointers.
+# test programs (with libc6-dev's libc.a, also a static one), git and python3
+# are real programs run under the preload, and libunwind unwinds code built
+# without frame pointers.
 missing=()
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
