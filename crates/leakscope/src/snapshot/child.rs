@@ -411,14 +411,87 @@ impl BlockIndex {
     }
 }
 
-/// Scans the aligned words of `[start, end)` and records an edge for each
-/// that points into a block. `node_of` names the source node of a word.
+/// Candidate pointers waiting for one batched lookup, with the node and
+/// address each was found at. Shared by every scanned range, so that the
+/// lookups of many small blocks (one or two pointers each) overlap their
+/// cache misses too.
+struct Pending {
+    words: [u64; SCAN_BATCH],
+    at: [u64; SCAN_BATCH],
+    from: [(u32, u64); SCAN_BATCH],
+    n: usize,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            words: [0; SCAN_BATCH],
+            at: [0; SCAN_BATCH],
+            from: [(0, 0); SCAN_BATCH],
+            n: 0,
+        }
+    }
+
+    /// Queues a word found at `at` in node `from` (whose range starts at
+    /// `base`), looking the batch up when it is full.
+    fn push(
+        &mut self,
+        word: u64,
+        at: u64,
+        from: (u32, u64),
+        index: &BlockIndex,
+        first_block: u32,
+        edges: &mut MmapVec<Edge>,
+    ) -> Option<()> {
+        let n = self.n;
+        self.words[n] = word;
+        self.at[n] = at;
+        self.from[n] = from;
+        self.n = n + 1;
+        if self.n == SCAN_BATCH {
+            self.flush(index, first_block, edges)?;
+        }
+        Some(())
+    }
+
+    /// Looks up every queued word and records an edge for each that points
+    /// into a block.
+    fn flush(
+        &mut self,
+        index: &BlockIndex,
+        first_block: u32,
+        edges: &mut MmapVec<Edge>,
+    ) -> Option<()> {
+        let n = std::mem::take(&mut self.n);
+        let mut found = [None; SCAN_BATCH];
+        index.find_batch(&self.words[..n], &mut found[..n]);
+        for ((hit, &at), &(from, base)) in found[..n].iter().zip(&self.at[..n]).zip(&self.from[..n])
+        {
+            let Some((b, interior)) = *hit else { continue };
+            let to = first_block + b;
+            if from != to && from != NONE {
+                let offset = (at - base).min(u64::from(u32::MAX)) as u32;
+                edges.push(Edge {
+                    from,
+                    to: to | if interior { INTERIOR } else { 0 },
+                    offset,
+                })?;
+            }
+        }
+        Some(())
+    }
+}
+
+/// Scans the aligned words of `[start, end)` and queues each that may point
+/// into a block. `node_of` names the source node of a word (and the start
+/// of its range); it is called in address order.
 fn scan(
     start: u64,
     end: u64,
     index: &BlockIndex,
     first_block: u32,
     mut node_of: impl FnMut(u64) -> (u32, u64),
+    pending: &mut Pending,
     edges: &mut MmapVec<Edge>,
 ) -> Option<u64> {
     let start = start.next_multiple_of(8);
@@ -431,31 +504,6 @@ fn scan(
     // sound and let the candidate test below run vectorised.
     let memory = unsafe { std::slice::from_raw_parts(start as *const u64, words) };
     let (lo, span) = (index.min, index.max_end - index.min);
-    let mut batch_words = [0u64; SCAN_BATCH];
-    let mut batch_at = [0u64; SCAN_BATCH];
-    let mut found = [None; SCAN_BATCH];
-    let mut n = 0;
-    let mut flush = |n: usize,
-                     batch_words: &[u64; SCAN_BATCH],
-                     batch_at: &[u64; SCAN_BATCH],
-                     edges: &mut MmapVec<Edge>|
-     -> Option<()> {
-        index.find_batch(&batch_words[..n], &mut found[..n]);
-        for (&at, hit) in batch_at[..n].iter().zip(&found[..n]) {
-            let Some((b, interior)) = *hit else { continue };
-            let (from, base) = node_of(at);
-            let to = first_block + b;
-            if from != to && from != NONE {
-                let offset = (at - base).min(u64::from(u32::MAX)) as u32;
-                edges.push(Edge {
-                    from,
-                    to: to | if interior { INTERIOR } else { 0 },
-                    offset,
-                })?;
-            }
-        }
-        Some(())
-    };
     const CHUNK: usize = 8;
     for (c, chunk) in memory.chunks(CHUNK).enumerate() {
         // Most words are not heap addresses: test a chunk at once.
@@ -469,17 +517,9 @@ fn scan(
             if word.wrapping_sub(lo) >= span {
                 continue;
             }
-            batch_words[n] = word;
-            batch_at[n] = start + ((c * CHUNK + k) * 8) as u64;
-            n += 1;
-            if n == SCAN_BATCH {
-                flush(n, &batch_words, &batch_at, edges)?;
-                n = 0;
-            }
+            let at = start + ((c * CHUNK + k) * 8) as u64;
+            pending.push(word, at, node_of(at), index, first_block, edges)?;
         }
-    }
-    if n > 0 {
-        flush(n, &batch_words, &batch_at, edges)?;
     }
     Some(words as u64 * 8)
 }
@@ -626,6 +666,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     }
     let mut roots_out = MmapVec::filled(first_block as usize, RootOut::default())?;
     let mut edges: MmapVec<Edge> = MmapVec::new();
+    let mut pending = Pending::new();
     // Heaps hold about one to two pointers per block; reserving up front
     // saves regrowing (and copying) the largest array of the analysis.
     edges.reserve(n_blocks * 2 + first_block as usize)?;
@@ -665,6 +706,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                         _ => (seg_node, start),
                     }
                 },
+                &mut pending,
                 &mut edges,
             )?;
             at = chunk_end;
@@ -716,6 +758,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                 &index,
                 first_block,
                 |_| (tls_node, tls_lo),
+                &mut pending,
                 &mut edges,
             )?;
         } else {
@@ -778,6 +821,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                     (other, lo)
                 }
             },
+            &mut pending,
             &mut edges,
         )?;
     }
@@ -791,9 +835,11 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             &index,
             first_block,
             |_| (node, b.addr),
+            &mut pending,
             &mut edges,
         )?;
     }
+    pending.flush(&index, first_block, &mut edges)?;
     // The super-root points to every root.
     for r in 1..first_block {
         edges.push(Edge {
