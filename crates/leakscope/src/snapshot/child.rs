@@ -279,6 +279,9 @@ impl BlockIndex {
         // SAFETY: we are the fork child's only thread; the shard locks were
         // held by the parent's snapshot thread (us) at the fork.
         unsafe {
+            // One mapping of the right size: growing by doubling would copy
+            // the largest array of the analysis several times.
+            blocks.reserve(LIVE.len_unlocked())?;
             LIVE.for_each_unlocked(|addr, e| {
                 let _ = blocks.push(Block {
                     addr: addr as u64,
