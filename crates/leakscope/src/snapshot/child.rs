@@ -853,12 +853,10 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     }
 
     lap(1);
-    // Graph: successors in edge order sorted by source, predecessors by
-    // target.
+    // Graph: successors grouped by source, predecessors by target, each
+    // group in scan (address) order: `build_csr` is a stable counting sort,
+    // so the edge list itself needs no sorting.
     let n_edges = edges.len();
-    edges
-        .as_mut_slice()
-        .sort_unstable_by_key(|e| (e.from, e.to & !INTERIOR));
     let mut succ_off = MmapVec::filled(n_nodes + 1, 0u32)?;
     let mut succ_to = MmapVec::filled(n_edges, 0u32)?;
     let mut pairs: MmapVec<(u32, u32)> = MmapVec::new();
