@@ -44,6 +44,7 @@ struct Programs {
     stress: PathBuf,
     plugin: PathBuf,
     large_blocks: PathBuf,
+    edge_cases: PathBuf,
 }
 
 fn programs() -> &'static Programs {
@@ -58,6 +59,7 @@ fn programs() -> &'static Programs {
             stress: out.join("stress"),
             plugin: out.join("plugin.so"),
             large_blocks: out.join("large-blocks"),
+            edge_cases: out.join("edge-cases"),
         };
         must(
             Command::new("gcc")
@@ -94,6 +96,12 @@ fn programs() -> &'static Programs {
                 .args(["-O0", "-g", "-fno-builtin", "-o"])
                 .arg(&p.large_blocks)
                 .arg(src.join("large_blocks.c")),
+        );
+        must(
+            Command::new("gcc")
+                .args(["-O1", "-g", "-Wno-alloc-size-larger-than", "-o"])
+                .arg(&p.edge_cases)
+                .arg(src.join("edge_cases.c")),
         );
         p
     })
@@ -368,6 +376,49 @@ fn sampled_large_blocks_are_counted_found_again_and_zeroed() {
                 None,
                 "{mode}: freed blocks still counted: {space:?}"
             );
+        }
+    }
+}
+
+#[test]
+fn the_corners_of_the_c_api_behave_as_without_the_preload() {
+    let p = programs();
+    let plain = Command::new(&p.edge_cases).output().unwrap();
+    assert_eq!(plain.status.code(), Some(0));
+    let expected = String::from_utf8_lossy(&plain.stdout);
+    assert!(!expected.contains("WRONG"), "{expected}");
+    // At a 1-byte rate nearly every block is sampled: the sampled paths
+    // (256-aligned small blocks, moved reallocs) are the ones exercised.
+    for mode in ["sampled", "full"] {
+        let dir = fresh_dir(&format!("edge-{mode}"));
+        let report = dir.join("report.json");
+        let out = leakscope_run(
+            &[
+                "-q",
+                "--mode",
+                mode,
+                "--rate",
+                "1",
+                "--report",
+                report.to_str().unwrap(),
+            ],
+            &dir,
+            &p.edge_cases,
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{mode}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{mode}");
+        assert!(
+            out.stderr.is_empty(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if mode == "full" {
+            // Everything was freed; only stdio's buffer stays reachable.
+            let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+            for kind in ["definitely_lost", "indirectly_lost", "possibly_lost"] {
+                assert_eq!(report["totals"][kind]["blocks"], 0, "{kind}: {report:#}");
+            }
         }
     }
 }
