@@ -69,16 +69,32 @@ fn record(p: *mut c_void, size: usize, plan: Plan) -> *mut c_void {
     p
 }
 
-/// The size of glibc's chunk behind a block (the header word just before
-/// it, without its three flag bits): at least the size that was asked for.
+/// The header word glibc keeps just before a block: its chunk's size, with
+/// flags in the low three bits. `None` for a pointer carrying a memory tag
+/// (aarch64 MTE), whose header granule is tagged differently: reading it
+/// through this pointer would fault.
+///
+/// # Safety
+/// `p` is a live block from glibc's allocator.
+unsafe fn chunk_header(p: *mut c_void) -> Option<usize> {
+    if cfg!(target_arch = "aarch64") && (p as usize) >> 56 != 0 {
+        return None;
+    }
+    // SAFETY: every glibc block, mmapped or not, memalign'd or not, is
+    // preceded by its chunk's size word; the caller owns the block, so the
+    // header is mapped and stable.
+    Some(unsafe { p.cast::<usize>().sub(1).read() })
+}
+
+/// The size of glibc's chunk behind a block: at least the size that was
+/// asked for. A block whose header cannot be read counts as large (so
+/// `free` checks it).
 ///
 /// # Safety
 /// `p` is a live block from glibc's allocator.
 unsafe fn chunk_size(p: *mut c_void) -> usize {
-    // SAFETY: every glibc block, mmapped or not, memalign'd or not, is
-    // preceded by its chunk's size word; the caller owns the block, so the
-    // header is mapped and stable.
-    unsafe { p.cast::<usize>().sub(1).read() & !7 }
+    // SAFETY: as the caller promises.
+    unsafe { chunk_header(p) }.map_or(usize::MAX, |h| h & !7)
 }
 
 /// Forgets a block about to go back to glibc (or be reallocated).
@@ -171,22 +187,27 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     }
     // SAFETY: `ptr` is a live glibc block.
     let old = unsafe { forget(ptr) };
-    let plan = plan_alloc(size, &SETTINGS);
+    let mut plan = plan_alloc(size, &SETTINGS);
     if plan == Plan::Sampled && needs_sample_alignment(size) {
-        // The new block must be 256-aligned: move by hand.
-        // SAFETY: `ptr` is a live glibc block; glibc's usable size bounds
-        // what can be read from it.
-        unsafe {
-            let q = allocate(size, MALLOC_ALIGN, false, plan);
-            if q.is_null() {
-                restore_after_failed_realloc(ptr.cast(), old);
+        // SAFETY: `ptr` is a live glibc block.
+        let readable = unsafe { usable_size(ptr) };
+        if readable > 0 {
+            // The new block must be 256-aligned: move by hand.
+            // SAFETY: `ptr` is a live glibc block of `readable` bytes.
+            unsafe {
+                let q = allocate(size, MALLOC_ALIGN, false, plan);
+                if q.is_null() {
+                    restore_after_failed_realloc(ptr.cast(), old);
+                    return q;
+                }
+                std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), q.cast::<u8>(), readable.min(size));
+                __libc_free(ptr);
                 return q;
             }
-            let readable = libc::malloc_usable_size(ptr);
-            std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), q.cast::<u8>(), readable.min(size));
-            __libc_free(ptr);
-            return q;
         }
+        // Its size cannot be known (a tagged pointer before glibc's function
+        // was found): no sample rather than a short copy.
+        plan = Plan::Untracked;
     }
     // SAFETY: `ptr` is a glibc block (glibc's realloc also takes memalign'd
     // ones; the result need only be malloc-aligned).
@@ -299,13 +320,25 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
     unsafe { aligned(page, rounded) }
 }
 
-/// glibc's `malloc_usable_size`, looked up once.
+/// glibc's `malloc_usable_size`, looked up once, by a constructor of this
+/// library: looking it up later, from inside an allocation, could take the
+/// loader's lock in the wrong order against a thread in `dlopen`.
 static GLIBC_USABLE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
-/// C's `malloc_usable_size`: glibc's answer (every block is a glibc chunk),
-/// found with `dlsym(RTLD_NEXT)` on first use. Unlike `malloc`, nothing
-/// depends on it while the process starts, so a lookup (which may itself
-/// allocate, through these hooks) is safe here.
+extern "C" fn find_glibc_usable_size() {
+    // SAFETY: a plain symbol lookup in the objects loaded after this one;
+    // constructors run on the loading thread, under the loader's lock.
+    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
+    if f != 0 && f != malloc_usable_size as *const () as usize {
+        GLIBC_USABLE_SIZE.store(f, Ordering::Release);
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static FIND_GLIBC_USABLE_SIZE: extern "C" fn() = find_glibc_usable_size;
+
+/// C's `malloc_usable_size`: glibc's answer (every block is a glibc chunk).
 ///
 /// # Safety
 /// `ptr` is null or a live block from this allocator.
@@ -314,34 +347,35 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     if ptr.is_null() {
         return 0;
     }
-    let mut f = GLIBC_USABLE_SIZE.load(Ordering::Acquire);
-    if f == 0 {
-        // SAFETY: a plain symbol lookup in the objects loaded after this one.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
-        if f == 0 || f == malloc_usable_size as *const () as usize {
-            // SAFETY: `ptr` is a live glibc block, as the caller promises.
-            return unsafe { usable_size_from_header(ptr) };
-        }
-        GLIBC_USABLE_SIZE.store(f, Ordering::Release);
-    }
-    // SAFETY: `f` is glibc's malloc_usable_size, whose C signature this is.
-    unsafe {
-        let glibc: unsafe extern "C" fn(*mut c_void) -> usize = std::mem::transmute(f);
-        glibc(ptr)
-    }
+    // SAFETY: as the caller promises.
+    unsafe { usable_size(ptr) }
 }
 
-/// glibc's rule, for when its function cannot be found: the chunk's size
-/// less its header (16 bytes for an mmapped chunk, else 8).
+/// How many bytes of a block can be read and written: glibc's function,
+/// or, before the constructor found it, glibc's rule (the chunk's size less
+/// its header: 16 bytes for an mmapped chunk, else 8).
 ///
 /// # Safety
 /// `ptr` is a live glibc block.
-unsafe fn usable_size_from_header(ptr: *mut c_void) -> usize {
-    // SAFETY: as the caller promises.
-    let header = unsafe { ptr.cast::<usize>().sub(1).read() };
+unsafe fn usable_size(ptr: *mut c_void) -> usize {
+    let f = GLIBC_USABLE_SIZE.load(Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: `f` is glibc's malloc_usable_size, whose C signature this
+        // is; `ptr` is a live glibc block.
+        return unsafe {
+            let glibc: unsafe extern "C" fn(*mut c_void) -> usize = std::mem::transmute(f);
+            glibc(ptr)
+        };
+    }
     const IS_MMAPPED: usize = 2;
-    let overhead = if header & IS_MMAPPED != 0 { 16 } else { 8 };
-    (header & !7).saturating_sub(overhead)
+    // SAFETY: as the caller promises.
+    match unsafe { chunk_header(ptr) } {
+        Some(header) => {
+            let overhead = if header & IS_MMAPPED != 0 { 16 } else { 8 };
+            (header & !7).saturating_sub(overhead)
+        }
+        None => 0,
+    }
 }
 
 fn set_errno(value: c_int) {

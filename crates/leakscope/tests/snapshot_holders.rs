@@ -122,21 +122,27 @@ fn a_static_map_of_one_byte_slices_pins_whole_buffers() {
     REQUEST_CACHE.lock().unwrap().take();
 }
 
+static RELEASE_HOLDER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[inline(never)]
-fn hold_vec_on_stack(ready: mpsc::Sender<usize>, done: mpsc::Receiver<()>) {
+fn hold_vec_on_stack(ready: mpsc::Sender<usize>) {
     let v = vec![7u8; 100_000];
     black_box(&v);
     ready.send(v.as_ptr() as usize ^ usize::MAX).unwrap();
-    done.recv().unwrap();
+    // Parking allocates nothing (a channel's first blocking receive would):
+    // stopped anywhere from here on, the thread is not inside the
+    // allocator, whose frame would then hold the vector's address.
+    while !RELEASE_HOLDER.load(std::sync::atomic::Ordering::Acquire) {
+        std::thread::park();
+    }
     black_box(&v);
 }
 
 fn a_vec_on_a_thread_stack_is_held_by_that_frame() {
     let (ready_tx, ready_rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel();
     let t = std::thread::Builder::new()
         .name("stack-holder".into())
-        .spawn(move || hold_vec_on_stack(ready_tx, done_rx))
+        .spawn(move || hold_vec_on_stack(ready_tx))
         .unwrap();
     let hidden = ready_rx.recv().unwrap();
     let snap = leakscope::snapshot().expect("snapshot");
@@ -152,7 +158,8 @@ fn a_vec_on_a_thread_stack_is_held_by_that_frame() {
         root.name,
         "thread stack-holder: snapshot_holders::hold_vec_on_stack"
     );
-    done_tx.send(()).unwrap();
+    RELEASE_HOLDER.store(true, std::sync::atomic::Ordering::Release);
+    t.thread().unpark();
     t.join().unwrap();
 }
 
@@ -183,8 +190,11 @@ fn scrub_stack() {
 fn a_buffer_owned_by_a_tokio_task_is_held_by_the_task() {
     // One worker, so the scrubbing tasks below run on the thread that ran
     // the holding task.
+    // A stack size no exited thread had, so that glibc maps a new (zeroed)
+    // stack instead of reusing a cached one full of stale words.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_stack_size(64 << 20)
         .build()
         .unwrap();
     let (ready_tx, ready_rx) = mpsc::channel();

@@ -56,14 +56,23 @@ pub(crate) struct Symbols {
 impl Symbols {
     /// Symbolises the return addresses of every given stack, in one batch.
     pub(crate) fn for_stacks<'a>(stacks: impl Iterator<Item = &'a [usize]>) -> Symbols {
-        Self::for_code(stacks.flat_map(|s| s.iter().map(|&r| call_site(r))))
+        Self::for_stacks_and_code(stacks, std::iter::empty())
     }
 
-    /// Symbolises code addresses as given, except the front end's own.
-    pub(crate) fn for_code(addrs: impl Iterator<Item = u64>) -> Symbols {
+    /// Symbolises allocation stacks (their return addresses, except the
+    /// front end's own frames, which are trimmed unread) and other code
+    /// addresses as given, in one batch.
+    pub(crate) fn for_stacks_and_code<'a>(
+        stacks: impl Iterator<Item = &'a [usize]>,
+        code: impl Iterator<Item = u64>,
+    ) -> Symbols {
         let own_code = own_code_range();
         let is_own = |a: u64| own_code.is_some_and(|(start, end)| (start..end).contains(&a));
-        let mut addrs: Vec<u64> = addrs.filter(|&a| !is_own(a)).collect();
+        let mut addrs: Vec<u64> = stacks
+            .flat_map(|s| s.iter().map(|&r| call_site(r)))
+            .filter(|&a| !is_own(a))
+            .chain(code)
+            .collect();
         addrs.sort_unstable();
         addrs.dedup();
         Symbols {

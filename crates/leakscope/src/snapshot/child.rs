@@ -626,11 +626,20 @@ pub(crate) const PHASES: [&str; 8] = [
     "write",
 ];
 
-/// Whether `word` can be the capacity, counted in elements of up to 128
-/// bytes, of a collection whose buffer is `size` bytes: a `Vec<u64>` of 1024
-/// elements owns an 8 KiB block although its words say 1024.
-fn is_capacity_of(word: u64, size: u64) -> bool {
-    word != 0 && size % word == 0 && size / word <= 128
+/// Whether the words around a pointer to the start of a `size`-byte block
+/// (`before` and `after` it) are those of an owner rather than a view: a
+/// length or capacity in bytes equal to the block's (a `String`, a
+/// `Vec<u8>`), or a `Vec<T>`'s capacity and length counted in elements of a
+/// power-of-two size up to 128 bytes (a `Vec<u64>` of 1024 elements owns an
+/// 8 KiB block although its words say 1024). A slice's length alone, next to
+/// whatever precedes it, does not make an owner.
+fn owns_block(before: u64, after: u64, size: u64) -> bool {
+    let vec_of_elements = before != 0
+        && size % before == 0
+        && (size / before).is_power_of_two()
+        && size / before <= 128
+        && after <= before;
+    before == size || after == size || vec_of_elements
 }
 
 /// Blocks at least this large are checked for slice pinning.
@@ -909,16 +918,17 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     );
     lap(4);
 
-    // Per block: the offset of the pointer that reached it first (from the
-    // sorted edge list), and whether a reachable node holds a pointer to
+    // Per block: the offset of the first pointer (in scan order) from its
+    // breadth-first parent, and whether a reachable node holds a pointer to
     // its start.
-    let mut parent_offset = MmapVec::filled(n_nodes, 0u32)?;
+    const UNSET: u32 = u32::MAX;
+    let mut parent_offset = MmapVec::filled(n_nodes, UNSET)?;
     let mut start_pointed = MmapVec::filled(n_nodes, false)?;
     let mut unreachable_in = MmapVec::filled(n_nodes, 0u32)?;
     for e in edges.iter() {
         let to = (e.to & !INTERIOR) as usize;
         let from_reached = parent[e.from as usize] != NONE;
-        if parent[to] == e.from && parent_offset[to] == 0 {
+        if parent[to] == e.from && parent_offset[to] == UNSET {
             parent_offset[to] = e.offset;
         }
         if from_reached && e.to & INTERIOR == 0 {
@@ -1034,13 +1044,8 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                             } else {
                                 0
                             };
-                            // An owner, not a view: a pointer to the start
-                            // next to the block's capacity, in bytes or in
-                            // elements (a Vec<T>, a String, a boxed slice),
-                            // holds the whole block.
-                            let owner = word == blk.addr
-                                && (is_capacity_of(before, blk.size)
-                                    || is_capacity_of(len, blk.size));
+                            // An owner, not a view, holds the whole block.
+                            let owner = word == blk.addr && owns_block(before, len, blk.size);
                             let plausible = len > 0 && word + len <= blk.addr + blk.size;
                             view_bytes[b as usize] += if owner {
                                 blk.size
@@ -1087,7 +1092,10 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                 site: b.site,
                 flags: block_flags[i],
                 parent: parent[node],
-                parent_offset: parent_offset[node],
+                parent_offset: match parent_offset[node] {
+                    UNSET => 0,
+                    offset => offset,
+                },
                 idom: idom[node],
                 retained_blocks: kept_blocks[node],
                 retained: kept_bytes[node],
@@ -1113,6 +1121,24 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tells_owners_from_views_at_the_start_of_a_block() {
+        // A String or Vec<u8>: its capacity in bytes, before or after.
+        assert!(owns_block(8192, 100, 8192));
+        assert!(owns_block(7, 8192, 8192));
+        // A Vec<u64> of 1024 elements, full or partly used.
+        assert!(owns_block(1024, 1024, 8192));
+        assert!(owns_block(1024, 10, 8192));
+        // A 4 KiB slice of a 64 KiB buffer, after an unrelated word (a
+        // vtable, nothing): a view.
+        assert!(!owns_block(0x5555_0000_1230, 4096, 65536));
+        assert!(!owns_block(0, 4096, 65536));
+        // Slices after a small word that divides the size: views (longer
+        // than that "capacity").
+        assert!(!owns_block(3, 1, 65536));
+        assert!(!owns_block(16, 100, 65536));
+    }
 
     #[test]
     fn frames_partition_the_stack() {

@@ -65,12 +65,7 @@ impl Resolved {
                     call_site(r.pc as usize)
                 }
             });
-        let symbols = Symbols::for_code(
-            stacks
-                .iter()
-                .flat_map(|s| s.iter().map(|&r| call_site(r)))
-                .chain(frame_pcs),
-        );
+        let symbols = Symbols::for_stacks_and_code(stacks.iter().copied(), frame_pcs);
         let site_names: HashMap<SiteId, Vec<String>> = sites
             .iter()
             .filter(|&&s| s < STACKS.len())
