@@ -61,47 +61,46 @@ fn programs() -> &'static Programs {
             large_blocks: out.join("large-blocks"),
             edge_cases: out.join("edge-cases"),
         };
-        must(
-            Command::new("gcc")
-                .args(["-O0", "-g", "-fno-builtin", "-o"])
-                .arg(&p.c)
-                .arg(src.join("leaky.c")),
+        let build = |compiler: &str, flags: &[&str], out: &Path, source: &str| {
+            must(
+                Command::new(compiler)
+                    .args(flags)
+                    .arg("-o")
+                    .arg(out)
+                    .arg(src.join(source)),
+            );
+        };
+        build("gcc", &["-O0", "-g", "-fno-builtin"], &p.c, "leaky.c");
+        build("g++", &["-O0", "-g"], &p.cpp, "leaky.cpp");
+        build(
+            "rustc",
+            &["-O", "-g", "-C", "force-frame-pointers=yes"],
+            &p.rust,
+            "leaky.rs",
         );
-        must(
-            Command::new("g++")
-                .args(["-O0", "-g", "-o"])
-                .arg(&p.cpp)
-                .arg(src.join("leaky.cpp")),
+        build(
+            "gcc",
+            &["-O0", "-g", "-fno-builtin", "-pthread"],
+            &p.stress,
+            "stress.c",
         );
-        must(
-            Command::new("rustc")
-                .args(["-O", "-g", "-C", "force-frame-pointers=yes", "-o"])
-                .arg(&p.rust)
-                .arg(src.join("leaky.rs")),
+        build(
+            "gcc",
+            &["-O0", "-g", "-shared", "-fPIC"],
+            &p.plugin,
+            "plugin.c",
         );
-        must(
-            Command::new("gcc")
-                .args(["-O0", "-g", "-fno-builtin", "-pthread", "-o"])
-                .arg(&p.stress)
-                .arg(src.join("stress.c")),
+        build(
+            "gcc",
+            &["-O0", "-g", "-fno-builtin"],
+            &p.large_blocks,
+            "large_blocks.c",
         );
-        must(
-            Command::new("gcc")
-                .args(["-O0", "-g", "-shared", "-fPIC", "-o"])
-                .arg(&p.plugin)
-                .arg(src.join("plugin.c")),
-        );
-        must(
-            Command::new("gcc")
-                .args(["-O0", "-g", "-fno-builtin", "-o"])
-                .arg(&p.large_blocks)
-                .arg(src.join("large_blocks.c")),
-        );
-        must(
-            Command::new("gcc")
-                .args(["-O1", "-g", "-Wno-alloc-size-larger-than", "-o"])
-                .arg(&p.edge_cases)
-                .arg(src.join("edge_cases.c")),
+        build(
+            "gcc",
+            &["-O1", "-g", "-Wno-alloc-size-larger-than"],
+            &p.edge_cases,
+            "edge_cases.c",
         );
         p
     })
