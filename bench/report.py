@@ -174,12 +174,17 @@ if snapshots:
               + " | ".join(f"{s_['phases_ms'].get(n, 0):.0f}" for n in names) + " |")
         p("")
 
-lab = defaultdict(list)
-if lab_path:
-    for line in open(lab_path):
-        if line.strip().startswith("{"):
-            r = json.loads(line)
-            lab[r["config"]].append(r["requests_per_second"])
+def grouped(path, key, value):
+    """{record[key]: [record[value], ...]} over the JSON lines of a file."""
+    out = defaultdict(list)
+    if path:
+        for line in open(path):
+            if line.strip().startswith("{"):
+                r = json.loads(line)
+                out[r[key]].append(r[value])
+    return out
+
+lab = grouped(lab_path, "config", "requests_per_second")
 lab_rps = {c: statistics.median(v) for c, v in lab.items()}
 if "system" in lab_rps:
     p("## Lab request throughput")
@@ -196,12 +201,7 @@ if "system" in lab_rps:
             p(f"| {c} | {lab_rps[c]:,.0f} ({min(lab[c]):,.0f}–{max(lab[c]):,.0f}) | {ratio:.3f}× | {(1 - ratio) * 100:+.1f}% |")
     p("")
 
-preload = defaultdict(list)
-if preload_path:
-    for line in open(preload_path):
-        if line.strip().startswith("{"):
-            r = json.loads(line)
-            preload[r["name"]].append(r["ms"])
+preload = grouped(preload_path, "name", "ms")
 pre_ms = {n: statistics.median(v) for n, v in preload.items()}
 def preload_table(suffix):
     p("| configuration | command ms (min–max) | ratio to plain |")

@@ -82,6 +82,15 @@ pub fn max_rss_kib() -> i64 {
     usage.ru_maxrss
 }
 
+/// The configuration name of a leakscope binary: `leakscope-<mode>`, the
+/// mode as `LEAKSCOPE_MODE` chose it (sampled by default).
+pub fn leakscope_config() -> String {
+    format!(
+        "leakscope-{}",
+        std::env::var("LEAKSCOPE_MODE").unwrap_or_else(|_| "sampled".into())
+    )
+}
+
 /// Runs the workload and prints one JSON line: the configuration's name,
 /// wall time, peak RSS, and whatever `extra` adds (`"key":value` pairs).
 pub fn run_and_report(name: &str, extra: impl FnOnce() -> String) {

@@ -7,9 +7,6 @@
 static ALLOC: leakscope::Profiler = leakscope::Profiler::new();
 
 fn main() {
-    let name = format!(
-        "leakscope-{}",
-        std::env::var("LEAKSCOPE_MODE").unwrap_or_else(|_| "sampled".into())
-    );
+    let name = leakscope_bench::leakscope_config();
     leakscope_bench::lab_throughput(&name);
 }

@@ -9,10 +9,7 @@ use std::hint::black_box;
 static ALLOC: leakscope::Profiler = leakscope::Profiler::new();
 
 fn main() {
-    let name = format!(
-        "leakscope-{}",
-        std::env::var("LEAKSCOPE_MODE").unwrap_or_else(|_| "sampled".into())
-    );
+    let name = leakscope_bench::leakscope_config();
     leakscope_bench::run_and_report(&name, || {
         let s = leakscope::stats();
         let mut extra = format!(

@@ -72,26 +72,14 @@ impl LeakSummary {
         let amount = |a: &Amount| format!("{} bytes in {} blocks", a.bytes, a.blocks);
         let t = &self.totals;
         let _ = writeln!(out, "{prefix}LEAK SUMMARY (pid {}):", self.pid);
-        let _ = writeln!(
-            out,
-            "{prefix}   definitely lost: {}",
-            amount(&t.definitely_lost)
-        );
-        let _ = writeln!(
-            out,
-            "{prefix}   indirectly lost: {}",
-            amount(&t.indirectly_lost)
-        );
-        let _ = writeln!(
-            out,
-            "{prefix}     possibly lost: {}",
-            amount(&t.possibly_lost)
-        );
-        let _ = writeln!(
-            out,
-            "{prefix}   still reachable: {}",
-            amount(&t.still_reachable)
-        );
+        for (kind, a) in [
+            ("definitely lost", &t.definitely_lost),
+            ("indirectly lost", &t.indirectly_lost),
+            ("possibly lost", &t.possibly_lost),
+            ("still reachable", &t.still_reachable),
+        ] {
+            let _ = writeln!(out, "{prefix}{kind:>18}: {}", amount(a));
+        }
         for (kind, words) in [
             (LeakKind::DefinitelyLost, "are definitely lost"),
             (LeakKind::IndirectlyLost, "are indirectly lost"),

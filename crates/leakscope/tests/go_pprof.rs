@@ -3,9 +3,11 @@
 //! command installs Go (see README); this test fails if `go` is missing.
 
 use std::hint::black_box;
-use std::process::Command;
 
 use leakscope::{Mode, Profiler};
+
+mod common;
+use common::go_pprof;
 
 #[global_allocator]
 static ALLOC: Profiler = Profiler::new().with_mode(Mode::Full);
@@ -20,21 +22,6 @@ fn go_planted_freed() {
     for _ in 0..200 {
         black_box(vec![1u8; 30_000]);
     }
-}
-
-fn go_pprof(args: &[&str]) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .env("PPROF_TMPDIR", std::env::temp_dir())
-        .output()
-        .expect("`go` must be installed to run this test (the README's test command installs golang-go)");
-    assert!(
-        out.status.success(),
-        "go tool pprof failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

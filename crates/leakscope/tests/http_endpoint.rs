@@ -3,13 +3,15 @@
 //! tokens are enforced, and the default listens on loopback only.
 
 use std::hint::black_box;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use leakscope::http::{self, Options};
 use leakscope::{Mode, Profiler};
 use leakscope_profile::StackView;
+
+mod common;
+use common::go_pprof;
 
 #[global_allocator]
 static ALLOC: Profiler = Profiler::new().with_mode(Mode::Full);
@@ -58,17 +60,7 @@ fn get(url: &str) -> (u16, Vec<u8>) {
 }
 
 fn go_pprof_top(url: &str) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-top", "-symbolize=none", url])
-        .env("PPROF_TMPDIR", std::env::temp_dir())
-        .output()
-        .expect("`go` must be installed (the README's test command installs golang-go)");
-    assert!(
-        out.status.success(),
-        "go tool pprof {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    go_pprof(&["-top", "-symbolize=none", url])
 }
 
 #[test]

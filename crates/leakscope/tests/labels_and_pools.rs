@@ -2,14 +2,14 @@
 //! -tagfocus` filters by them), and `reattribute` charges a pooled block to
 //! the code that took it from the pool.
 
+use std::ffi::OsStr;
 use std::hint::black_box;
-use std::process::Command;
 use std::sync::Mutex;
 
 use leakscope::{Mode, Profiler};
 
 mod common;
-use common::{current_view, figures_for};
+use common::{current_view, figures_for, go_pprof};
 
 #[global_allocator]
 static ALLOC: Profiler = Profiler::new().with_mode(Mode::Full);
@@ -84,26 +84,15 @@ fn labels_split_one_function_by_request_kind() {
     let path = std::env::temp_dir().join(format!("leakscope-labels-{}.pb.gz", std::process::id()));
     leakscope::heap_profile().write_pprof(&path).unwrap();
     let go = |tagfocus: &str| {
-        let out = Command::new("go")
-            .args([
-                "tool",
-                "pprof",
-                "-top",
-                "-unit=B",
-                "-symbolize=none",
-                "-sample_index=inuse_space",
-            ])
-            .arg(format!("-tagfocus={tagfocus}"))
-            .arg(&path)
-            .env("PPROF_TMPDIR", std::env::temp_dir())
-            .output()
-            .expect("`go` must be installed (the README's test command installs golang-go)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let tagfocus = format!("-tagfocus={tagfocus}");
+        go_pprof(&[
+            OsStr::new("-top"),
+            OsStr::new("-unit=B"),
+            OsStr::new("-symbolize=none"),
+            OsStr::new("-sample_index=inuse_space"),
+            OsStr::new(&tagfocus),
+            path.as_os_str(),
+        ])
     };
     let flat_of_handler = |top: &str| -> String {
         top.lines()

@@ -17,7 +17,7 @@ use leakscope::snapshot::{LeakKind, NodeKind};
 use leakscope::{Mode, Profiler};
 
 mod common;
-use common::watchdog;
+use common::{go_pprof, watchdog};
 
 #[global_allocator]
 static ALLOC: Profiler = Profiler::new().with_mode(Mode::Full);
@@ -291,18 +291,11 @@ fn go_tool_pprof_shows_the_chain_of_the_refs_profile() {
     let snap = leakscope::snapshot().expect("snapshot");
     let path = std::env::temp_dir().join(format!("leakscope-refs-{}.pb.gz", std::process::id()));
     snap.write_refs_pprof(&path).unwrap();
-    let out = std::process::Command::new("go")
-        .args(["tool", "pprof", "-traces", "-symbolize=none"])
-        .arg(&path)
-        .env("PPROF_TMPDIR", std::env::temp_dir())
-        .output()
-        .expect("go is installed by the test command");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let traces = String::from_utf8_lossy(&out.stdout);
+    let traces = go_pprof(&[
+        std::ffi::OsStr::new("-traces"),
+        std::ffi::OsStr::new("-symbolize=none"),
+        path.as_os_str(),
+    ]);
     let trace = traces
         .split("-----------+")
         .find(|t| t.contains("receive_buffer (heap)"))

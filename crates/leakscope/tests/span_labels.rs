@@ -2,11 +2,13 @@
 //! filters on.
 
 use std::hint::black_box;
-use std::process::Command;
 
 use leakscope::span_labels::SpanLabels;
 use leakscope::{Mode, Profiler};
 use tracing_subscriber::prelude::*;
+
+mod common;
+use common::go_pprof;
 
 #[global_allocator]
 static ALLOC: Profiler = Profiler::new().with_mode(Mode::Full);
@@ -17,19 +19,15 @@ fn answer_rpc(bytes: usize) -> Vec<u8> {
 }
 
 fn go_top(file: &std::path::Path, tagfocus: &str) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-top", "-unit=B", "-symbolize=none"])
-        .arg(format!("-tagfocus={tagfocus}"))
-        .arg(file)
-        .env("PPROF_TMPDIR", std::env::temp_dir())
-        .output()
-        .expect("`go` must be installed (the README's test command installs golang-go)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    use std::ffi::OsStr;
+    let tagfocus = format!("-tagfocus={tagfocus}");
+    go_pprof(&[
+        OsStr::new("-top"),
+        OsStr::new("-unit=B"),
+        OsStr::new("-symbolize=none"),
+        OsStr::new(&tagfocus),
+        file.as_os_str(),
+    ])
 }
 
 fn flat_of(top: &str, function: &str) -> String {

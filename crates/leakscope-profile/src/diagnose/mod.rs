@@ -285,16 +285,16 @@ pub fn self_check(snapshots: &[SnapshotReport], profiles: &[StackView]) -> SelfC
     } else {
         Verdict::NoLeak
     };
+    let most_likely = findings
+        .first()
+        .map_or("no known pattern matched".to_string(), |f| {
+            format!("most likely {}", f.scenario)
+        });
     let summary = match verdict {
         Verdict::Leak if !growth.persistent => format!(
             "memory is being held: {} live at the end; {}",
             bytes(growth.last_bytes as f64),
-            findings
-                .first()
-                .map_or("no known pattern matched".to_string(), |f| format!(
-                    "most likely {}",
-                    f.scenario
-                ))
+            most_likely
         ),
         Verdict::Leak => format!(
             "memory grows: {} -> {} over {:.1}s ({}/s{}); {}",
@@ -305,12 +305,7 @@ pub fn self_check(snapshots: &[SnapshotReport], profiles: &[StackView]) -> SelfC
             growth
                 .bytes_per_unit
                 .map_or(String::new(), |u| format!(", {} per request", bytes(u))),
-            findings
-                .first()
-                .map_or("no known pattern matched".to_string(), |f| format!(
-                    "most likely {}",
-                    f.scenario
-                ))
+            most_likely
         ),
         Verdict::NoLeak => format!(
             "no leak: live memory levels off at about {} ({}/s over {:.1}s)",

@@ -400,17 +400,7 @@ impl BlockIndex {
             return None;
         }
         let (first, last) = self.pages.get(word >> PAGE_SHIFT)?;
-        let (first, end) = (first as usize, last as usize + 1);
-        let i = first + self.spans[first..end].partition_point(|&(s, _)| s <= word);
-        let i = i.checked_sub(1)?;
-        let (start, end) = self.spans[i];
-        if word == start {
-            Some((i as u32, false))
-        } else if word < end {
-            Some((i as u32, true))
-        } else {
-            None
-        }
+        self.find_between(word, first as usize, last as usize + 1)
     }
 }
 

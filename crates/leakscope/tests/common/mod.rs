@@ -26,6 +26,22 @@ pub fn figures_for(view: &StackView, function: &str) -> [i64; 4] {
     out
 }
 
+/// `go tool pprof ARGS...`, which must succeed: its standard output.
+pub fn go_pprof<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("`go` must be installed (the README's test command installs golang-go)");
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Aborts the process if the test has not finished after `seconds`: a
 /// deadlock must fail the test, not hang the suite.
 pub fn watchdog(seconds: u64) {
