@@ -8,7 +8,8 @@
 #     on one thread, and one alloc+free pair in isolation;
 #   - criterion micro-benchmarks of one alloc+free pair per mode;
 #   - heap snapshots: parent pause and child analysis time for 100 MiB and
-#     1 GiB heaps of millions of blocks;
+#     1 GiB heaps of millions of blocks, and for 1M-node linked lists, a
+#     tree and 1M never-completing tokio tasks;
 #   - the lab's request throughput (tonic service and client) on the system
 #     allocator and with leakscope off / sampled / full;
 #   - `leakscope run` (LD_PRELOAD) sampled and full against heaptrack and
@@ -143,7 +144,9 @@ done
 echo "bench: heap snapshots (pause and analysis)"
 SNAPSHOTS="$OUT/snapshots.jsonl"
 : > "$SNAPSHOTS"
-for shape in "100 128" "1024 512" "1024 4096"; do
+# Random pointers (throughput), then 1M-node lists, a tree and 1M tokio
+# tasks (linear analysis on the shapes real heaps have).
+for shape in "100 128" "1024 512" "1024 4096" "64 64 list" "64 64 dlist" "64 64 tree" "64 64 tasks"; do
     # shellcheck disable=SC2086
     "$B/snapshot-bench" $shape 2>/dev/null >> "$SNAPSHOTS"
     echo >> "$SNAPSHOTS"

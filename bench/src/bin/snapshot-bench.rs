@@ -1,10 +1,19 @@
-//! Snapshot pause and analysis time for a heap of a given size:
-//! `snapshot-bench MIB BLOCK_BYTES`. Builds MIB MiB of live blocks of
-//! BLOCK_BYTES each, every block holding a pointer to an earlier one (so the
-//! graph has as many edges as blocks), takes three snapshots and prints one
-//! JSON line with the best pause and analysis time.
+//! Snapshot pause and analysis time for a heap of a given size and shape:
+//! `snapshot-bench MIB BLOCK_BYTES [SHAPE]`. Builds MIB MiB of live blocks
+//! of BLOCK_BYTES each, takes three snapshots and prints one JSON line with
+//! the best pause and analysis time. Shapes (the graph real heaps have):
+//! - `random` (default): every block points to a random earlier one;
+//! - `list`: one singly linked list from a static;
+//! - `dlist`: one doubly linked list whose head keeps both ends;
+//! - `tree`: a binary tree with parent pointers (deep and wide);
+//! - `tasks`: tokio tasks that never complete, each owning a block (the
+//!   runtime's intrusive task list; MIB counts the tasks' own blocks).
 
 use std::alloc::{alloc_zeroed, Layout};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The first block: the static root of lists and trees.
+static HEAD: AtomicUsize = AtomicUsize::new(0);
 
 #[global_allocator]
 static ALLOC: leakscope::Profiler = leakscope::Profiler::new().with_mode(leakscope::Mode::Full);
@@ -28,30 +37,35 @@ fn main() {
         .nth(2)
         .and_then(|v| v.parse().ok())
         .unwrap_or(128);
+    let shape = std::env::args().nth(3).unwrap_or_else(|| "random".into());
     let n = (mib << 20) / block;
-    let layout = Layout::from_size_align(block, 8).unwrap();
-    let mut blocks: Vec<usize> = Vec::with_capacity(n);
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    for i in 0..n {
-        // SAFETY: non-zero layout; the blocks live until the process exits.
-        let b = unsafe { alloc_zeroed(layout) } as *mut usize;
-        assert!(!b.is_null());
-        if i > 0 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            // SAFETY: `b` has room for at least one word.
-            unsafe { *b = blocks[(seed % i as u64) as usize] };
+    let _runtime;
+    let mut blocks = match shape.as_str() {
+        "tasks" => {
+            _runtime = spawn_pending_tasks(n, block);
+            Vec::new()
         }
-        blocks.push(b as usize);
+        _ => build(&shape, n, block),
+    };
+    HEAD.store(blocks.first().copied().unwrap_or(0), Ordering::SeqCst);
+    if shape != "random" {
+        // Only the static holds a list or tree: a vector of every block
+        // would make each one directly reachable.
+        blocks = Vec::new();
     }
     let stats = leakscope::stats();
     let mut best_pause = f64::MAX;
     let mut best_analysis = f64::MAX;
     let mut live_bytes = 0;
     let mut phases = String::new();
+    let mut steps = 0;
+    let mut best_total = f64::MAX;
     for _ in 0..3 {
+        let started = std::time::Instant::now();
         let snap = leakscope::snapshot().expect("snapshot");
+        // Pause, analysis and naming the results (chains, groups, paths).
+        best_total = best_total.min(started.elapsed().as_secs_f64() * 1e3);
+        steps = snap.analysis_steps();
         let analysis = snap.analysis_time().as_secs_f64() * 1e3;
         if analysis < best_analysis {
             // The phases of the best analysis, as a JSON object.
@@ -68,10 +82,84 @@ fn main() {
     }
     let rss = rss_bytes();
     println!(
-        "{{\"heap_mib\":{mib},\"block_bytes\":{block},\"blocks\":{n},\"live_bytes\":{live_bytes},\"rss_bytes\":{rss},\"pause_ms\":{best_pause:.3},\"analysis_ms\":{best_analysis:.1},\"pause_ms_per_gib_rss\":{:.3},\"analysis_gib_per_s\":{:.3},\"profiler_bytes_per_block\":{:.1},\"phases_ms\":{phases}}}",
+        "{{\"heap_mib\":{mib},\"block_bytes\":{block},\"shape\":\"{shape}\",\"analysis_steps\":{steps},\"blocks\":{n},\"live_bytes\":{live_bytes},\"rss_bytes\":{rss},\"pause_ms\":{best_pause:.3},\"analysis_ms\":{best_analysis:.1},\"total_ms\":{best_total:.1},\"pause_ms_per_gib_rss\":{:.3},\"analysis_gib_per_s\":{:.3},\"profiler_bytes_per_block\":{:.1},\"phases_ms\":{phases}}}",
         best_pause / (rss as f64 / (1u64 << 30) as f64),
         (live_bytes as f64 / (1u64 << 30) as f64) / (best_analysis / 1e3),
         stats.profiler_bytes as f64 / stats.tracked_blocks as f64
     );
-    std::hint::black_box(&blocks);
+    std::hint::black_box((&blocks, HEAD.load(Ordering::SeqCst)));
+}
+
+/// Allocates `n` zeroed blocks of `block` bytes and links them into `shape`
+/// (word 0: next or a random earlier block or the left child; word 1: prev
+/// or the right child; word 2: a tree node's parent). Returns the blocks,
+/// the first being the head.
+fn build(shape: &str, n: usize, block: usize) -> Vec<usize> {
+    let words_needed = match shape {
+        "random" | "list" => 1,
+        "dlist" => 2,
+        "tree" => 3,
+        other => panic!("unknown shape {other}: random, list, dlist, tree or tasks"),
+    };
+    assert!(
+        block >= words_needed * 8,
+        "{shape} needs blocks of {} bytes",
+        words_needed * 8
+    );
+    let layout = Layout::from_size_align(block, 8).unwrap();
+    let mut blocks: Vec<usize> = Vec::with_capacity(n);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let word = |b: usize, i: usize| (b + i * 8) as *mut usize;
+    for i in 0..n {
+        // SAFETY: non-zero layout; the blocks live until the process exits.
+        let b = unsafe { alloc_zeroed(layout) } as usize;
+        assert!(b != 0);
+        // Which word of which block to set to what.
+        let link: &[(usize, usize, usize)] = match shape {
+            "random" if i > 0 => {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                &[(b, 0, blocks[(seed % i as u64) as usize])]
+            }
+            "list" if i > 0 => &[(blocks[i - 1], 0, b)],
+            "dlist" if i > 0 => &[(blocks[i - 1], 0, b), (b, 1, blocks[i - 1])],
+            "tree" if i > 0 => {
+                let parent = blocks[(i - 1) / 2];
+                &[(parent, (i - 1) % 2, b), (b, 2, parent)]
+            }
+            _ => &[],
+        };
+        for &(block, index, value) in link {
+            // SAFETY: `block` is a live, zeroed block of this function with
+            // room for `words_needed` words, and `index < words_needed`.
+            unsafe { *word(block, index) = value };
+        }
+        blocks.push(b);
+    }
+    if shape == "dlist" && n > 1 {
+        // The head keeps the tail, as an intrusive list's owner does.
+        // SAFETY: the head is live and has a spare word 1.
+        unsafe { *word(blocks[0], 1) = blocks[n - 1] };
+    }
+    blocks
+}
+
+/// Spawns `n` tasks that never complete, each owning a `block`-byte vector,
+/// on a runtime that is kept (and returned) so that the tasks stay alive.
+fn spawn_pending_tasks(n: usize, block: usize) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for i in 0..n {
+            let state = vec![i as u8; block];
+            tokio::spawn(async move {
+                std::future::pending::<()>().await;
+                std::hint::black_box(state);
+            });
+        }
+        tokio::task::yield_now().await;
+    });
+    runtime
 }

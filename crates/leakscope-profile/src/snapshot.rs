@@ -47,6 +47,8 @@ pub enum NodeKind {
     Stack,
     /// A heap block.
     Heap,
+    /// Links left out of the middle of a long chain (`name` says how many).
+    Elided,
 }
 
 /// A root or a heap block, named for a reader.

@@ -878,20 +878,42 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     };
 
     lap(2);
+    let mut work = graph::Work::default();
     let mut parent = MmapVec::filled(n_nodes, NONE)?;
     {
         let mut queue = MmapVec::filled(n_nodes, 0u32)?;
-        graph::breadth_first(succ, &mut parent, &mut queue);
+        graph::breadth_first(succ, &mut parent, &mut queue, &mut work);
     }
     lap(3);
-    let mut order = MmapVec::filled(n_nodes, 0u32)?;
-    let mut rpo = MmapVec::filled(n_nodes, NONE)?;
-    let reached = {
-        let mut stack = MmapVec::filled(n_nodes, (0u32, 0u32))?;
-        graph::reverse_postorder(succ, &mut order, &mut rpo, &mut stack)
-    };
+    let mut vertex = MmapVec::filled(n_nodes, 0u32)?;
     let mut idom = MmapVec::filled(n_nodes, NONE)?;
-    graph::dominators(pred, &order[..reached], &rpo, &mut idom);
+    let reached = {
+        let mut pre = MmapVec::filled(n_nodes, NONE)?;
+        let mut dfs_parent = MmapVec::filled(n_nodes, NONE)?;
+        let reached = {
+            let mut stack = MmapVec::filled(n_nodes, (0u32, 0u32))?;
+            graph::preorder(
+                succ,
+                &mut vertex,
+                &mut pre,
+                &mut dfs_parent,
+                &mut stack,
+                &mut work,
+            )
+        };
+        let mut words = MmapVec::filled(graph::DominatorScratch::words(reached), 0u32)?;
+        let mut scratch = graph::DominatorScratch::split(&mut words, reached);
+        graph::dominators(
+            pred,
+            &vertex[..reached],
+            &pre,
+            &dfs_parent[..reached],
+            &mut scratch,
+            &mut idom,
+            &mut work,
+        );
+        reached
+    };
     let mut size = MmapVec::filled(n_nodes, 0u64)?;
     for (i, b) in index.blocks.iter().enumerate() {
         size[first_block as usize + i] = b.size;
@@ -899,7 +921,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     let mut kept_bytes = MmapVec::filled(n_nodes, 0u64)?;
     let mut kept_blocks = MmapVec::filled(n_nodes, 0u32)?;
     graph::retained(
-        &order[..reached],
+        &vertex[..reached],
         &idom,
         &size,
         first_block,
@@ -1103,6 +1125,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         edges: n_edges as u64,
         scanned_bytes: scanned,
         analysis_ns: now_ns() - started,
+        graph_steps: work.steps,
         ..Header::default()
     });
     Some(())

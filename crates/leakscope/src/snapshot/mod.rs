@@ -79,6 +79,7 @@ pub struct Snapshot {
     pause: Duration,
     analysis: Duration,
     phases: [(&'static str, Duration); 8],
+    steps: u64,
 }
 
 /// What the snapshot knows about one block.
@@ -119,6 +120,13 @@ impl Snapshot {
     /// How long each phase of the analysis took.
     pub fn analysis_phases(&self) -> &[(&'static str, Duration)] {
         &self.phases
+    }
+
+    /// Steps the analysis took in its graph algorithms and in naming chains:
+    /// a measure of its work that, unlike time, does not depend on the
+    /// machine (it grows linearly with blocks and pointers).
+    pub fn analysis_steps(&self) -> u64 {
+        self.steps
     }
 
     /// What the snapshot found about the block containing `addr`.
@@ -364,6 +372,7 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
             threads: &thread_reports,
         },
     );
+    let steps = header.graph_steps + resolved.naming_steps;
     Ok(Snapshot {
         report,
         resolved,
@@ -372,6 +381,7 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
         phases: std::array::from_fn(|i| {
             (child::PHASES[i], Duration::from_nanos(header.phase_ns[i]))
         }),
+        steps,
     })
 }
 

@@ -20,8 +20,12 @@ use crate::export::stacks::{call_site, Symbols};
 
 /// Holders listed in a report.
 const TOP_HOLDERS: usize = 25;
-/// Longest chain kept in retention paths (the middle is elided).
+/// Longest chain kept in retention paths and holder chains: longer ones keep
+/// their first [`HEAD`] links (from the root) and their last
+/// `MAX_PATH - HEAD - 1`, with one elision link between.
 const MAX_PATH: usize = 32;
+const HEAD: u32 = 8;
+const TAIL: usize = MAX_PATH - HEAD as usize - 1;
 
 /// The child's results with names attached.
 pub(crate) struct Resolved {
@@ -34,6 +38,14 @@ pub(crate) struct Resolved {
     site_key: HashMap<SiteId, u32>,
     dependency_crates: Vec<String>,
     first_block: u32,
+    /// Per node: links from the super-root along parents (roots are at 1),
+    /// 0 when unreached.
+    depth: Vec<u32>,
+    /// Per node: its ancestor at depth [`HEAD`] (`NONE` if not that deep),
+    /// so a chain's head is found without walking its whole length.
+    head: Vec<u32>,
+    /// Steps taken to find depths (linear in the blocks).
+    pub(crate) naming_steps: u64,
 }
 
 fn basename(path: &str) -> &str {
@@ -160,6 +172,8 @@ impl Resolved {
                 }
             })
             .collect();
+        let first_block = roots.len() as u32;
+        let (depth, head, naming_steps) = depths(first_block, blocks);
         Resolved {
             roots: roots.to_vec(),
             blocks: blocks.to_vec(),
@@ -167,7 +181,10 @@ impl Resolved {
             site_names,
             site_key,
             dependency_crates,
-            first_block: roots.len() as u32,
+            first_block,
+            depth,
+            head,
+            naming_steps,
         }
     }
 
@@ -198,37 +215,56 @@ impl Resolved {
         }
     }
 
-    /// The shortest chain from a root to node `n` (inclusive).
-    fn chain(&self, n: u32) -> Vec<Link> {
-        let mut nodes = vec![n];
+    /// The nodes of the shortest chain from a root to node `n` (inclusive),
+    /// root first; the middle of a chain longer than [`MAX_PATH`] is one
+    /// `Err(links left out)`. Costs at most `MAX_PATH` steps, however deep.
+    fn chain_nodes(&self, n: u32) -> Vec<Result<u32, u32>> {
+        let depth = self.depth[n as usize];
+        let mut tail = Vec::with_capacity(MAX_PATH);
         let mut at = n;
-        while at != 0 && at != NONE && nodes.len() < 4096 {
+        let keep = if depth as usize > MAX_PATH {
+            TAIL
+        } else {
+            depth as usize
+        };
+        while tail.len() < keep && at != 0 && at != NONE {
+            tail.push(Ok(at));
             at = self.parent(at);
-            if at != 0 && at != NONE {
-                nodes.push(at);
-            }
         }
-        nodes.reverse();
-        let offsets: Vec<u64> = nodes
-            .iter()
-            .skip(1)
-            .map(|&next| {
-                if next >= self.first_block {
+        if depth as usize > MAX_PATH {
+            let mut head = Vec::with_capacity(HEAD as usize);
+            let mut at = self.head[n as usize];
+            while at != 0 && at != NONE {
+                head.push(Ok(at));
+                at = self.parent(at);
+            }
+            tail.push(Err(depth - HEAD - TAIL as u32));
+            tail.extend(head);
+        }
+        tail.reverse();
+        tail
+    }
+
+    /// The shortest chain from a root to node `n` (inclusive), elided in the
+    /// middle when long.
+    fn chain(&self, n: u32) -> Vec<Link> {
+        let nodes = self.chain_nodes(n);
+        let mut links: Vec<Link> = Vec::with_capacity(nodes.len());
+        for (i, step) in nodes.iter().enumerate() {
+            // The offset inside this node of the pointer to the next one.
+            let offset = match nodes.get(i + 1) {
+                Some(&Ok(next)) if next >= self.first_block => {
                     u64::from(self.blocks[(next - self.first_block) as usize].parent_offset)
-                } else {
-                    0
                 }
-            })
-            .chain(std::iter::once(0))
-            .collect();
-        nodes
-            .iter()
-            .zip(offsets)
-            .map(|(&n, offset)| Link {
-                node: self.node(n),
-                offset,
-            })
-            .collect()
+                _ => 0,
+            };
+            let node = match *step {
+                Ok(m) => self.node(m),
+                Err(left_out) => elided(left_out),
+            };
+            links.push(Link { node, offset });
+        }
+        links
     }
 
     /// The index of the block containing `addr`.
@@ -295,35 +331,17 @@ impl Resolved {
         }
     }
 
-    fn label_path(&self, n: u32, labels: &mut HashMap<u32, String>) -> Vec<String> {
-        let chain_nodes = {
-            let mut v = vec![n];
-            let mut at = n;
-            while at != 0 && at != NONE && v.len() < 4096 {
-                at = self.parent(at);
-                if at != 0 && at != NONE {
-                    v.push(at);
-                }
-            }
-            v.reverse();
-            v
-        };
-        let mut path: Vec<String> = chain_nodes
-            .iter()
-            .map(|&m| {
-                labels
-                    .entry(m)
-                    .or_insert_with(|| self.node(m).label())
-                    .clone()
+    /// The labels of `n`'s chain, as ids into `labels` (interned per
+    /// allocation site or root, so a million blocks of one site cost one
+    /// label).
+    fn label_path(&self, n: u32, labels: &mut Labels) -> Vec<u32> {
+        self.chain_nodes(n)
+            .into_iter()
+            .map(|step| match step {
+                Ok(m) => labels.of(self, m),
+                Err(_) => labels.elision(),
             })
-            .collect();
-        if path.len() > MAX_PATH {
-            let tail = path.split_off(path.len() - (MAX_PATH - 9));
-            path.truncate(8);
-            path.push("...".into());
-            path.extend(tail);
-        }
-        path
+            .collect()
     }
 
     pub(crate) fn report(&self, header: &Header, meta: ReportMeta<'_>) -> SnapshotReport {
@@ -425,8 +443,8 @@ impl Resolved {
             .collect();
         groups.sort_by_key(|g| (g.kind as u8, std::cmp::Reverse(g.amount.bytes)));
 
-        let mut labels = HashMap::new();
-        let mut retention: HashMap<Vec<String>, Amount> = HashMap::new();
+        let mut labels = Labels::default();
+        let mut retention: HashMap<Vec<u32>, Amount> = HashMap::new();
         for (i, b) in self.blocks.iter().enumerate() {
             if b.parent == NONE {
                 continue;
@@ -434,8 +452,14 @@ impl Resolved {
             let path = self.label_path(self.first_block + i as u32, &mut labels);
             retention.entry(path).or_default().add(b.size);
         }
+        let retention = retention.into_iter().map(|(path, amount)| {
+            let path = path
+                .iter()
+                .map(|&l| labels.names[l as usize].clone())
+                .collect();
+            (path, amount)
+        });
         let mut retention: Vec<RetentionPath> = retention
-            .into_iter()
             .map(|(path, amount)| RetentionPath { path, amount })
             .collect();
         retention.sort_by(|a, b| {
@@ -483,4 +507,115 @@ pub(crate) struct ReportMeta<'a> {
     pub(crate) time_unix_ms: u64,
     pub(crate) pause: std::time::Duration,
     pub(crate) threads: &'a [ThreadReport],
+}
+
+/// The link standing for `left_out` links cut from the middle of a chain.
+fn elided(left_out: u32) -> Node {
+    Node {
+        kind: NodeKind::Elided,
+        name: format!("... {left_out} more links"),
+        site: Vec::new(),
+        size: None,
+    }
+}
+
+/// Chain labels interned: one per root node and one per allocation site.
+#[derive(Default)]
+struct Labels {
+    names: Vec<String>,
+    by_root: HashMap<u32, u32>,
+    by_site: HashMap<SiteId, u32>,
+    elision: Option<u32>,
+}
+
+impl Labels {
+    fn add(&mut self, name: String) -> u32 {
+        self.names.push(name);
+        self.names.len() as u32 - 1
+    }
+
+    fn of(&mut self, r: &Resolved, n: u32) -> u32 {
+        if n >= r.first_block {
+            let site = r.blocks[(n - r.first_block) as usize].site;
+            if let Some(&l) = self.by_site.get(&site) {
+                return l;
+            }
+            let l = self.add(r.node(n).label());
+            self.by_site.insert(site, l);
+            l
+        } else {
+            if let Some(&l) = self.by_root.get(&n) {
+                return l;
+            }
+            let l = self.add(r.node(n).label());
+            self.by_root.insert(n, l);
+            l
+        }
+    }
+
+    fn elision(&mut self) -> u32 {
+        match self.elision {
+            Some(l) => l,
+            None => {
+                let l = self.add("...".into());
+                self.elision = Some(l);
+                l
+            }
+        }
+    }
+}
+
+/// Each node's depth along breadth-first parents and its ancestor at depth
+/// [`HEAD`], in time linear in the nodes however long the chains: a walk up
+/// stops at the first node already known, and fills in the nodes it passed
+/// on the way back down.
+fn depths(first_block: u32, blocks: &[BlockOut]) -> (Vec<u32>, Vec<u32>, u64) {
+    let mut steps = 0u64;
+    let n_nodes = first_block as usize + blocks.len();
+    let mut depth = vec![0u32; n_nodes];
+    let mut head = vec![NONE; n_nodes];
+    for r in 1..first_block as usize {
+        depth[r] = 1;
+        if HEAD == 1 {
+            head[r] = r as u32;
+        }
+    }
+    let parent = |n: u32| blocks[(n - first_block) as usize].parent;
+    let mut walk: Vec<u32> = Vec::new();
+    for i in 0..blocks.len() {
+        let n = first_block + i as u32;
+        if depth[n as usize] != 0 || blocks[i].parent == NONE {
+            continue;
+        }
+        // Up to the first node whose depth is known (a root, at worst).
+        let mut at = n;
+        while at >= first_block
+            && depth[at as usize] == 0
+            && parent(at) != NONE
+            && walk.len() <= blocks.len()
+        {
+            walk.push(at);
+            steps += 1;
+            at = parent(at);
+        }
+        let (mut d, mut h) = if at < first_block || depth[at as usize] != 0 {
+            (depth[at as usize], head[at as usize])
+        } else {
+            (0, NONE)
+        };
+        if d == 0 {
+            // A parent chain that reaches no root: left unreached.
+            walk.clear();
+            continue;
+        }
+        while let Some(m) = walk.pop() {
+            d += 1;
+            if d == HEAD {
+                h = m;
+            }
+            depth[m as usize] = d;
+            head[m as usize] = h;
+        }
+    }
+    (depth, head, steps)
 }

@@ -26,6 +26,8 @@ pub(crate) struct Header {
     pub(crate) analysis_ns: u64,
     /// Time spent per analysis phase, see `child::PHASES`.
     pub(crate) phase_ns: [u64; 8],
+    /// Steps of the graph algorithms (see `graph::Work`).
+    pub(crate) graph_steps: u64,
 }
 
 /// What kind of root an entity is.
