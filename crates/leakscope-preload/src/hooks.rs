@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use leakscope::frontend::{
     count_down, may_be_tracked, plan_alloc, plan_slow, record_alloc, restore_after_failed_realloc,
-    untrack, Plan, Settings, ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
+    untrack, HeapKind, Plan, Settings, ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
 };
 
 use crate::libc_direct::{
@@ -26,7 +26,9 @@ use crate::libc_direct::{
 /// Settings from the environment (`LEAKSCOPE_MODE`, `LEAKSCOPE_RATE`, ...),
 /// with the outputs it asks for (`LEAKSCOPE_OUT`, `LEAKSCOPE_REFS_OUT`,
 /// `LEAKSCOPE_DIR`).
-static SETTINGS: Settings = Settings::new().with_on_init(crate::at_exit::on_init);
+static SETTINGS: Settings = Settings::new()
+    .with_on_init(crate::at_exit::on_init)
+    .with_heap(HeapKind::Glibc);
 
 /// Allocates `size` bytes aligned to `align` (a power of two) as `plan`
 /// says, zeroed if asked, and records it.

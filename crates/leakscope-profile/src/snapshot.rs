@@ -106,6 +106,10 @@ pub struct Pinning {
     pub buffers: Amount,
     /// Bytes the slices actually cover.
     pub slice_bytes: u64,
+    /// From a heap walk: the buffers among them whose allocation stack is
+    /// known (sampled); `buffer_site` is theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_stacks: Option<Amount>,
     /// From a root to the holder.
     pub chain: Vec<Link>,
 }
@@ -204,6 +208,93 @@ pub struct SnapshotReport {
     #[serde(default)]
     pub dependency_crates: Vec<String>,
     pub retention: Vec<RetentionPath>,
+    /// Where the block set came from.
+    #[serde(default)]
+    pub blocks_from: BlocksFrom,
+    /// Blocks whose allocation stack is known. In full mode every block;
+    /// from a heap walk in sampled mode, only the sampled ones: figures
+    /// grouped by allocation stack then cover those blocks only.
+    #[serde(default)]
+    pub with_stacks: Amount,
+    /// glibc's heap as the walk found it (heap walks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glibc_heap: Option<GlibcHeap>,
+}
+
+/// Where a snapshot's blocks came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlocksFrom {
+    /// leakscope's live table (full mode): every block with its exact size
+    /// and allocation stack.
+    #[default]
+    LiveTable,
+    /// A walk of glibc's heap: every block with its usable size; stacks only
+    /// for the blocks the sampler recorded.
+    HeapWalk,
+}
+
+/// glibc's heap as the walk found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlibcHeap {
+    /// The glibc release, e.g. "2.36".
+    pub release: String,
+    /// The main arena first.
+    pub arenas: Vec<ArenaUsage>,
+    /// Chunks mmapped on their own (large blocks), with their mappings' bytes.
+    pub mmapped: Amount,
+    pub threads_with_tcache: u32,
+}
+
+/// What one arena holds, in chunk bytes (headers included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArenaUsage {
+    /// Bytes the arena got from the system.
+    pub system_bytes: u64,
+    pub heaps: u64,
+    pub in_use: Amount,
+    /// Free chunks in the unsorted, small and large bins.
+    pub free_in_bins: Amount,
+    pub fast_bins: Amount,
+    /// Free chunks parked in threads' caches.
+    pub tcache: Amount,
+    /// Free memory at the end of the arena's current heap.
+    pub top_bytes: u64,
+    /// The largest free chunk outside top.
+    pub largest_free: u64,
+    /// glibc's own chunks (thread caches, heap fenceposts).
+    pub internal_bytes: u64,
+}
+
+impl ArenaUsage {
+    /// Free bytes the arena keeps (bins, fast bins, thread caches, top).
+    pub fn free_bytes(&self) -> u64 {
+        self.free_in_bins.bytes + self.fast_bins.bytes + self.tcache.bytes + self.top_bytes
+    }
+}
+
+impl GlibcHeap {
+    /// Every arena summed.
+    pub fn total(&self) -> ArenaUsage {
+        let mut t = ArenaUsage::default();
+        for a in &self.arenas {
+            t.system_bytes += a.system_bytes;
+            t.heaps += a.heaps;
+            for (sum, part) in [
+                (&mut t.in_use, a.in_use),
+                (&mut t.free_in_bins, a.free_in_bins),
+                (&mut t.fast_bins, a.fast_bins),
+                (&mut t.tcache, a.tcache),
+            ] {
+                sum.blocks += part.blocks;
+                sum.bytes += part.bytes;
+            }
+            t.top_bytes += a.top_bytes;
+            t.largest_free = t.largest_free.max(a.largest_free);
+            t.internal_bytes += a.internal_bytes;
+        }
+        t
+    }
 }
 
 /// Why a snapshot file could not be read.
@@ -449,6 +540,12 @@ mod tests {
                     bytes: 1024,
                 },
             }],
+            blocks_from: BlocksFrom::LiveTable,
+            with_stacks: Amount {
+                blocks: 3,
+                bytes: 2048,
+            },
+            glibc_heap: None,
         }
     }
 

@@ -58,6 +58,21 @@ pub struct Settings {
     /// resolved settings in effect), outside any profiler lock. The library
     /// uses it to arrange the profile written at exit.
     pub(crate) on_init: Option<fn()>,
+    /// What allocates the blocks: heap snapshots outside full mode walk
+    /// glibc's heap, and need to know it is glibc's.
+    pub(crate) heap: HeapKind,
+}
+
+/// Which allocator's heap the profiled blocks live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeapKind {
+    /// An allocator leakscope cannot walk (jemalloc, mimalloc, ...).
+    Other,
+    /// The C library's `malloc`: glibc's, unless another allocator replaced
+    /// it (checked at snapshot time).
+    System,
+    /// glibc's own functions, called directly (the preload).
+    Glibc,
 }
 
 impl Settings {
@@ -69,7 +84,14 @@ impl Settings {
             default_rate: DEFAULT_RATE,
             forced_seed: None,
             on_init: None,
+            heap: HeapKind::Other,
         }
+    }
+
+    /// Says which allocator's heap the blocks live in.
+    pub const fn with_heap(mut self, heap: HeapKind) -> Self {
+        self.heap = heap;
+        self
     }
 }
 

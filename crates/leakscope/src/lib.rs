@@ -60,7 +60,10 @@ pub use config::{Mode, DEFAULT_RATE};
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use labels::{label, LabelGuard};
 pub use profiler::Profiler;
-pub use snapshot::{snapshot, Snapshot, SnapshotError};
+pub use snapshot::{
+    snapshot, snapshot_with, BlockSource, CrossCheckReport, Mallinfo2, Snapshot, SnapshotError,
+    SnapshotOptions,
+};
 
 /// The event interface for front ends other than [`Profiler`] (the
 /// `LD_PRELOAD` library). Application code does not need it.
@@ -71,7 +74,7 @@ pub mod frontend {
         restore_after_failed_realloc, sampled_layout, untrack, Plan, TrackedBlock,
         ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
     };
-    pub use crate::config::Settings;
+    pub use crate::config::{HeapKind, Settings};
     pub use crate::export::at_exit::install as install_standard_outputs;
     pub use crate::export::stacks::mark_own_code;
 }

@@ -30,7 +30,9 @@ pub struct Profiler<A: GlobalAlloc = System> {
 impl Profiler<System> {
     /// Profiles the system allocator.
     pub const fn new() -> Self {
-        Profiler::wrap(System)
+        let mut p = Profiler::wrap(System);
+        p.settings.heap = crate::config::HeapKind::System;
+        p
     }
 }
 

@@ -298,6 +298,19 @@ pub fn restore_after_failed_realloc(ptr: *mut u8, block: Option<TrackedBlock>) {
     }
 }
 
+/// The allocator behind the profiled blocks (`config::HeapKind` as u8).
+static HEAP_KIND: AtomicU8 = AtomicU8::new(crate::config::HeapKind::Other as u8);
+
+/// The allocator behind the profiled blocks, as the front end declared it.
+pub(crate) fn heap_kind() -> crate::config::HeapKind {
+    use crate::config::HeapKind;
+    match HEAP_KIND.load(Ordering::Relaxed) {
+        x if x == HeapKind::Glibc as u8 => HeapKind::Glibc,
+        x if x == HeapKind::System as u8 => HeapKind::System,
+        _ => HeapKind::Other,
+    }
+}
+
 /// Initialises the profiler from `settings` and the environment, once. Returns
 /// true when the mode is known; false while another thread is initialising
 /// (its concurrent allocations simply go untracked).
@@ -314,6 +327,7 @@ pub fn initialize(settings: &Settings) -> bool {
         RATE.store(resolved.rate, Ordering::Relaxed);
         sampler::SEED.store(resolved.seed, Ordering::Relaxed);
         unwind::set_policy(resolved.unwind);
+        HEAP_KIND.store(settings.heap as u8, Ordering::Relaxed);
         thread_counters::install();
         fork::install_handlers();
         if resolved.mode == Mode::Full {

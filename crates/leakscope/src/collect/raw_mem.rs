@@ -5,6 +5,7 @@
 //! memory never shows up in the profiles it writes.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The system page size (4 KiB on the platforms we build for; the kernel
 /// rounds mappings up anyway).
@@ -34,7 +35,56 @@ pub(crate) fn map_zeroed(bytes: usize) -> Option<NonNull<u8>> {
     if p == libc::MAP_FAILED {
         None
     } else {
+        register(p as usize, len);
         NonNull::new(p.cast())
+    }
+}
+
+/// Mappings of leakscope's own (tables, the snapshot child's arrays), so
+/// that heap snapshots can tell them from the program's memory: the heap
+/// walker must not mistake a table's page for an mmapped chunk, and the
+/// memory breakdown counts them as leakscope's. Best effort: a mapping made
+/// when every slot is taken is not listed (the walker's own checks still
+/// catch what it would confuse).
+const OWN_SLOTS: usize = 4096;
+static OWN_START: [AtomicUsize; OWN_SLOTS] = [const { AtomicUsize::new(0) }; OWN_SLOTS];
+static OWN_LEN: [AtomicUsize; OWN_SLOTS] = [const { AtomicUsize::new(0) }; OWN_SLOTS];
+/// Where the search for a free slot starts (slots fill from the front).
+static OWN_HINT: AtomicUsize = AtomicUsize::new(0);
+
+fn register(start: usize, len: usize) {
+    let hint = OWN_HINT.load(Ordering::Relaxed);
+    for i in (hint..OWN_SLOTS).chain(0..hint) {
+        if OWN_START[i]
+            .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            OWN_LEN[i].store(len, Ordering::Release);
+            OWN_HINT.store(i + 1, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+fn deregister(start: usize) {
+    for i in 0..OWN_SLOTS {
+        if OWN_START[i].load(Ordering::Acquire) == start {
+            OWN_LEN[i].store(0, Ordering::Release);
+            OWN_START[i].store(0, Ordering::Release);
+            OWN_HINT.fetch_min(i, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Calls `f(start, len)` for each of leakscope's own mappings listed.
+pub(crate) fn own_mappings(mut f: impl FnMut(usize, usize)) {
+    for i in 0..OWN_SLOTS {
+        let start = OWN_START[i].load(Ordering::Acquire);
+        let len = OWN_LEN[i].load(Ordering::Acquire);
+        if start != 0 && len != 0 {
+            f(start, len);
+        }
     }
 }
 
@@ -49,6 +99,7 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, bytes: usize) {
     unsafe {
         libc::munmap(ptr.as_ptr().cast(), round_to_pages(bytes.max(1)));
     }
+    deregister(ptr.as_ptr() as usize);
 }
 
 /// A bump allocator over mapped chunks, for data that lives as long as the
@@ -83,6 +134,24 @@ impl Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_mappings_are_listed_until_unmapped() {
+        let p = map_zeroed(3 * PAGE).unwrap();
+        let listed = |p: NonNull<u8>| {
+            let mut found = None;
+            own_mappings(|s, l| {
+                if s == p.as_ptr() as usize {
+                    found = Some(l);
+                }
+            });
+            found
+        };
+        assert_eq!(listed(p), Some(3 * PAGE));
+        // SAFETY: mapped just above with this size, unused.
+        unsafe { unmap(p, 3 * PAGE) };
+        assert_eq!(listed(p), None);
+    }
 
     #[test]
     fn arena_hands_out_aligned_disjoint_zeroed_memory() {

@@ -13,12 +13,14 @@
 //! (definitely / indirectly lost) and what only interior pointers reach
 //! (possibly lost); find large blocks kept alive by small slices of them.
 
+use super::blocks::{self, Block, BlockSource, CrossCheck};
+use super::glibc::{HeapStats, Prepared, ThreadRef};
 use super::graph::{self, Csr, NONE};
+use super::image::{Maps, OwnMemory};
 use super::mmap_vec::MmapVec;
 use super::threads::{FP, PC, SAVED_REGS, SP};
 use super::wire::{BlockOut, Header, Output, RootKind, RootOut};
 use crate::collect::backtrace::MAX_FRAMES;
-use crate::collect::LIVE;
 
 /// A thread's roots as the handler saved them.
 #[derive(Clone, Copy)]
@@ -44,6 +46,10 @@ pub(crate) struct ChildInput<'a> {
     pub(crate) variables: &'a [(u64, u64)],
     pub(crate) threads: &'a [ThreadRoots],
     pub(crate) static_tls_bytes: u64,
+    /// Where the blocks come from (never `Auto` here).
+    pub(crate) source: BlockSource,
+    /// What the heap walker needs to know about libc.
+    pub(crate) glibc: Prepared,
 }
 
 /// Root-entity slots per thread: registers, thread-local storage, stack
@@ -75,14 +81,6 @@ impl RootLayout {
 }
 
 #[derive(Clone, Copy)]
-struct Block {
-    addr: u64,
-    size: u64,
-    site: u32,
-    sampled: bool,
-}
-
-#[derive(Clone, Copy)]
 struct Edge {
     from: u32,
     /// Target node; the top bit marks an interior pointer.
@@ -92,88 +90,6 @@ struct Edge {
 }
 
 const INTERIOR: u32 = 1 << 31;
-
-/// Readable memory of the child, from `/proc/self/maps`.
-struct Readable {
-    ranges: MmapVec<(u64, u64)>,
-}
-
-impl Readable {
-    fn read() -> Option<Readable> {
-        let mut text: MmapVec<u8> = MmapVec::new();
-        // SAFETY: open/read/close on a path we own, into memory we own.
-        unsafe {
-            let fd = libc::open(
-                c"/proc/self/maps".as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            );
-            if fd < 0 {
-                return None;
-            }
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-                if n <= 0 {
-                    break;
-                }
-                for &b in &buf[..n as usize] {
-                    text.push(b)?;
-                }
-            }
-            libc::close(fd);
-        }
-        let mut ranges = MmapVec::new();
-        for line in text.split(|&b| b == b'\n') {
-            let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
-            let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            let name = fields.nth(3).unwrap_or(b"");
-            // Device mappings and the kernel's special areas may fault or
-            // have side effects when read.
-            if perms.first() != Some(&b'r') || name.starts_with(b"[v") || name.starts_with(b"/dev/")
-            {
-                continue;
-            }
-            let Some(dash) = range.iter().position(|&b| b == b'-') else {
-                continue;
-            };
-            if let (Some(start), Some(end)) = (hex(&range[..dash]), hex(&range[dash + 1..])) {
-                ranges.push((start, end))?;
-            }
-        }
-        ranges.as_mut_slice().sort_unstable();
-        Some(Readable { ranges })
-    }
-
-    /// The readable mapping containing `addr`.
-    fn mapping(&self, addr: u64) -> Option<(u64, u64)> {
-        let i = self.ranges.partition_point(|&(start, _)| start <= addr);
-        let (start, end) = *self.ranges.get(i.checked_sub(1)?)?;
-        (addr < end).then_some((start, end))
-    }
-
-    /// Whether `[start, end)` is readable (possibly across adjacent mappings).
-    fn covers(&self, start: u64, end: u64) -> bool {
-        let mut at = start;
-        while at < end {
-            match self.mapping(at) {
-                Some((_, e)) => at = e,
-                None => return false,
-            }
-        }
-        true
-    }
-}
-
-fn hex(s: &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    for &c in s {
-        let d = (c as char).to_digit(16)?;
-        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
-    }
-    Some(v)
-}
 
 /// Live blocks sorted by address, with a hash table from each 4 KiB page
 /// that any block touches to the first block touching it. A word in a page
@@ -274,24 +190,7 @@ impl PageTable {
 }
 
 impl BlockIndex {
-    fn build(readable: &Readable) -> Option<(BlockIndex, u32)> {
-        let mut blocks = MmapVec::new();
-        // SAFETY: we are the fork child's only thread; the shard locks were
-        // held by the parent's snapshot thread (us) at the fork.
-        unsafe {
-            // One mapping of the right size: growing by doubling would copy
-            // the largest array of the analysis several times.
-            blocks.reserve(LIVE.len_unlocked())?;
-            LIVE.for_each_unlocked(|addr, e| {
-                let _ = blocks.push(Block {
-                    addr: addr as u64,
-                    size: e.size,
-                    site: e.site,
-                    sampled: e.sampled,
-                });
-            });
-        }
-        blocks.as_mut_slice().sort_unstable_by_key(|b| b.addr);
+    fn build(readable: &Maps, blocks: MmapVec<Block>) -> Option<(BlockIndex, u32)> {
         // Drop entries whose memory is not readable or that overlap the
         // previous block: stale records of blocks freed behind our back.
         let mut kept: MmapVec<Block> = MmapVec::new();
@@ -549,7 +448,7 @@ fn stack_frames(
 
 /// Whether the instruction before `pc` is a system call (the thread was
 /// stopped inside one).
-fn stopped_in_syscall(pc: u64, readable: &Readable) -> bool {
+fn stopped_in_syscall(pc: u64, readable: &Maps) -> bool {
     if pc < 2 || readable.mapping(pc - 2).is_none() {
         return false;
     }
@@ -637,9 +536,52 @@ pub(crate) const PIN_MIN_BYTES: u64 = 4096;
 
 /// Runs the whole analysis and writes it to `out`. Returns an exit code.
 pub(crate) fn run(input: &ChildInput<'_>, out: &mut Output) -> i32 {
+    fault::catch(out);
     match analyse(input, out) {
         Some(()) => 0,
         None => 71,
+    }
+}
+
+/// A fault in the analysis (a read of memory that turned out unmapped: a
+/// bug, as every read is checked first) ends the child with exit status 74,
+/// and the faulting address and instruction in the results' header, so
+/// that the parent can say what happened.
+mod fault {
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    use super::super::wire::{Header, Output};
+
+    static HEADER: AtomicPtr<Header> = AtomicPtr::new(std::ptr::null_mut());
+
+    pub(super) fn catch(out: &mut Output) {
+        HEADER.store(out.header_ptr(), Ordering::Relaxed);
+        for signal in [libc::SIGSEGV, libc::SIGBUS] {
+            // SAFETY: installs a handler in this single-threaded child; the
+            // sigaction struct is fully initialised.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = handler as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO;
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+    }
+
+    extern "C" fn handler(_: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let header = HEADER.load(Ordering::Relaxed);
+        // SAFETY: the kernel passes a valid siginfo and context; `header`
+        // points to the start of the shared results mapping, which stays
+        // mapped until the child exits.
+        unsafe {
+            let addr = (*info).si_addr() as u64;
+            let pc = super::super::threads::fault_pc(ctx);
+            if !header.is_null() {
+                (*header).fault_addr = addr;
+                (*header).fault_pc = pc;
+            }
+            libc::_exit(74);
+        }
     }
 }
 
@@ -652,8 +594,46 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         phase_ns[phase] = now - mark;
         mark = now;
     };
-    let readable = Readable::read()?;
-    let (index, dropped) = BlockIndex::build(&readable)?;
+    let mem = OwnMemory::read_own()?;
+    let readable = &mem.maps;
+    let walker_threads = {
+        let mut refs = [ThreadRef::default(); 1024];
+        let n = input.threads.len().min(refs.len());
+        for (r, t) in refs.iter_mut().zip(input.threads) {
+            *r = ThreadRef {
+                tp: t.tp,
+                sp: if t.is_self {
+                    input.caller.stack_start
+                } else {
+                    t.regs[SP]
+                },
+            };
+        }
+        (refs, n)
+    };
+    let mut heap = HeapStats::default();
+    let mut check = CrossCheck::default();
+    let blocks = match blocks::collect(
+        input.source,
+        &input.glibc,
+        &mem,
+        &walker_threads.0[..walker_threads.1],
+        &mut heap,
+        &mut check,
+    ) {
+        Ok(blocks) => blocks,
+        Err(blocks::Failure::NoMemory) => return None,
+        Err(blocks::Failure::Walk(e)) => {
+            // Reported by the parent from the header; nothing else written.
+            out.write_header(&Header {
+                walk_error: e as u32,
+                heap,
+                ..Header::default()
+            });
+            return Some(());
+        }
+    };
+    let (index, dropped) = BlockIndex::build(readable, blocks)?;
     lap(0);
     let layout = RootLayout {
         variables: input.variables.len() as u32,
@@ -683,13 +663,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         let mut at = start;
         while at < end {
             let Some((m_start, m_end)) = readable.mapping(at) else {
-                at = readable
-                    .ranges
-                    .iter()
-                    .map(|r| r.0)
-                    .find(|&s| s > at)
-                    .unwrap_or(end)
-                    .min(end);
+                at = readable.next_readable(at).unwrap_or(end).min(end);
                 continue;
             };
             let chunk_end = m_end.min(end);
@@ -776,7 +750,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         // threads): there it only holds stale words from earlier calls,
         // which would count as references. The snapshotting thread starts
         // exactly at its caller.
-        let below = if t.is_self || stopped_in_syscall(pc, &readable) {
+        let below = if t.is_self || stopped_in_syscall(pc, readable) {
             0
         } else {
             128
@@ -1126,6 +1100,9 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         scanned_bytes: scanned,
         analysis_ns: now_ns() - started,
         graph_steps: work.steps,
+        source: input.source as u32,
+        heap,
+        check,
         ..Header::default()
     });
     Some(())

@@ -75,6 +75,11 @@ impl<T: Copy> MmapVec<T> {
         self.len
     }
 
+    /// Drops the elements from `len` on (keeps the memory).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     pub(crate) fn as_slice(&self) -> &[T] {
         // SAFETY: `len` elements are initialised (dangling but aligned when
         // empty, which a zero-length slice allows).

@@ -15,8 +15,11 @@
 //!    writes the results into a shared mapping; the parent waits for it,
 //!    then names what it found (symbols, threads, allocation stacks).
 
+mod blocks;
 mod child;
+mod glibc;
 mod graph;
+mod image;
 mod mmap_vec;
 mod modules;
 mod report;
@@ -34,9 +37,11 @@ pub use leakscope_profile::snapshot::{
     ThreadReport,
 };
 
+pub use blocks::BlockSource;
+
 use crate::collect::thread::UntrackedScope;
 use crate::collect::{self, LIVE};
-use crate::config::Mode;
+use crate::config::{HeapKind, Mode};
 use child::{ChildInput, RootLayout, ThreadRoots};
 use report::{ReportMeta, Resolved};
 use threads::{ThreadInfo, ThreadSlot};
@@ -45,8 +50,18 @@ use wire::Output;
 /// Why a snapshot could not be taken.
 #[derive(Debug)]
 pub enum SnapshotError {
-    /// Snapshots need every live block tracked: `LEAKSCOPE_MODE=full`.
+    /// The live table was asked for ([`BlockSource::LiveTable`]), but it
+    /// holds every block only in full mode: `LEAKSCOPE_MODE=full`.
     NotFullMode(Mode),
+    /// The heap cannot be walked (outside full mode, blocks come from a
+    /// walk of glibc's heap): another allocator, or a glibc release whose
+    /// layout is not known. The text says which and what to do.
+    NoHeapWalk(String),
+    /// The heap walk found something that does not fit glibc's layout; no
+    /// results rather than wrong ones.
+    HeapWalk(String),
+    /// A thread held an allocator lock for too long to stop safely.
+    AllocatorBusy,
     /// The stop signal's handler could not be installed.
     Signal(String),
     /// Memory for the results or the fork itself was refused.
@@ -60,8 +75,15 @@ impl fmt::Display for SnapshotError {
         match self {
             SnapshotError::NotFullMode(m) => write!(
                 f,
-                "heap snapshots need full mode (every block tracked), but the profiler is in {} mode; set LEAKSCOPE_MODE=full",
+                "the live table holds every block only in full mode, but the profiler is in {} mode; set LEAKSCOPE_MODE=full or take the blocks from a heap walk",
                 m.as_str()
+            ),
+            SnapshotError::NoHeapWalk(why) => write!(f, "{why}"),
+            SnapshotError::HeapWalk(why) => write!(f, "the heap walk failed: {why}"),
+            SnapshotError::AllocatorBusy => write!(
+                f,
+                "a thread held one of glibc's arena locks for more than {} s; the snapshot was not taken",
+                ARENA_LOCK_TIMEOUT.as_secs()
             ),
             SnapshotError::Signal(e) => write!(f, "cannot stop threads: {e}"),
             SnapshotError::Fork(e) => write!(f, "cannot fork the analysis process: {e}"),
@@ -80,6 +102,78 @@ pub struct Snapshot {
     analysis: Duration,
     phases: [(&'static str, Duration); 8],
     steps: u64,
+    cross_check: Option<CrossCheckReport>,
+}
+
+/// How leakscope's live table and a walk of glibc's heap differ
+/// ([`BlockSource::CrossCheck`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossCheckReport {
+    pub table_blocks: u64,
+    pub walked_blocks: u64,
+    /// Blocks in the table that the walk did not find in use.
+    pub only_in_table: u64,
+    /// Blocks in use that the table does not have (glibc's own, and blocks
+    /// of code that bypasses the profiled allocator).
+    pub only_in_walk: u64,
+    /// Blocks whose chunk is smaller than the size the table recorded.
+    pub too_small: u64,
+    /// Up to eight addresses of each kind of difference.
+    pub only_in_table_examples: Vec<usize>,
+    pub only_in_walk_examples: Vec<usize>,
+    /// glibc's own totals (`mallinfo2()`) for the same frozen heap, when
+    /// they could be taken.
+    pub mallinfo2: Option<Mallinfo2>,
+}
+
+/// `struct mallinfo2`, field for field (see `mallinfo(3)`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mallinfo2 {
+    pub arena: u64,
+    pub ordblks: u64,
+    pub smblks: u64,
+    pub hblks: u64,
+    pub hblkhd: u64,
+    pub usmblks: u64,
+    pub fsmblks: u64,
+    pub uordblks: u64,
+    pub fordblks: u64,
+    pub keepcost: u64,
+}
+
+impl From<&blocks::CrossCheck> for CrossCheckReport {
+    fn from(c: &blocks::CrossCheck) -> Self {
+        let examples = |count: u64, list: &[u64]| {
+            list[..(count as usize).min(list.len())]
+                .iter()
+                .map(|&a| a as usize)
+                .collect()
+        };
+        CrossCheckReport {
+            table_blocks: c.table_blocks,
+            walked_blocks: c.walked_blocks,
+            only_in_table: c.only_in_table,
+            only_in_walk: c.only_in_walk,
+            too_small: c.too_small,
+            only_in_table_examples: examples(c.only_in_table, &c.only_in_table_examples),
+            only_in_walk_examples: examples(c.only_in_walk, &c.only_in_walk_examples),
+            mallinfo2: (c.mallinfo != blocks::Mallinfo::default()).then(|| {
+                let m = &c.mallinfo;
+                Mallinfo2 {
+                    arena: m.arena,
+                    ordblks: m.ordblks,
+                    smblks: m.smblks,
+                    hblks: m.hblks,
+                    hblkhd: m.hblkhd,
+                    usmblks: m.usmblks,
+                    fsmblks: m.fsmblks,
+                    uordblks: m.uordblks,
+                    fordblks: m.fordblks,
+                    keepcost: m.keepcost,
+                }
+            }),
+        }
+    }
 }
 
 /// What the snapshot knows about one block.
@@ -127,6 +221,12 @@ impl Snapshot {
     /// machine (it grows linearly with blocks and pointers).
     pub fn analysis_steps(&self) -> u64 {
         self.steps
+    }
+
+    /// For [`BlockSource::CrossCheck`]: how the live table and the heap walk
+    /// differ.
+    pub fn cross_check(&self) -> Option<&CrossCheckReport> {
+        self.cross_check.as_ref()
     }
 
     /// What the snapshot found about the block containing `addr`.
@@ -229,23 +329,46 @@ fn raw_fork() -> libc::c_long {
     }
 }
 
-/// Takes a heap snapshot of this process (full mode only).
+/// How a snapshot is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Where the block set comes from.
+    pub blocks: BlockSource,
+}
+
+/// Takes a heap snapshot of this process: in full mode from the live table
+/// (exact sizes and allocation stacks), otherwise from a walk of glibc's
+/// heap (every block; stacks for the blocks the sampler recorded).
 ///
 /// The calling thread's stack is scanned from the caller's frame up: the
 /// snapshot's own frames reuse stack memory where deeper calls of the caller
 /// left stale pointers, which would otherwise count as references.
 #[inline(never)]
 pub fn snapshot() -> Result<Snapshot, SnapshotError> {
-    let fp = child::frame_pointer();
-    // SAFETY: with frame pointers, our frame record is two words at `fp`:
-    // the caller's frame pointer and our return address; both are on this
+    take_snapshot(
+        caller_frame(child::frame_pointer()),
+        SnapshotOptions::default(),
+    )
+}
+
+/// [`snapshot`] with options.
+#[inline(never)]
+pub fn snapshot_with(options: SnapshotOptions) -> Result<Snapshot, SnapshotError> {
+    take_snapshot(caller_frame(child::frame_pointer()), options)
+}
+
+/// The frame of the function whose frame pointer is `fp`'s caller.
+#[inline(always)]
+fn caller_frame(fp: u64) -> CallerFrame {
+    // SAFETY: with frame pointers, a frame record is two words at `fp`: the
+    // caller's frame pointer and the return address; both are on this
     // thread's live stack.
     let (caller_fp, return_address) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
-    take_snapshot(CallerFrame {
+    CallerFrame {
         stack_start: fp + 16,
         fp: caller_fp,
         pc: return_address,
-    })
+    }
 }
 
 /// Where the snapshot's caller's stack begins.
@@ -256,11 +379,102 @@ pub(crate) struct CallerFrame {
     pub(crate) pc: u64,
 }
 
-fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
-    let mode = collect::mode();
-    if mode != Mode::Full {
+/// At most how many blocks glibc's heap can hold now: every chunk is at
+/// least 32 bytes, in the program break area or anonymous memory. (The
+/// result mapping is reserved, not committed: untouched pages cost nothing.)
+fn heap_block_bound() -> usize {
+    let Some(maps) = image::Maps::read_own() else {
+        return 1 << 20;
+    };
+    let bytes: u64 = maps
+        .regions()
+        .iter()
+        .filter(|r| {
+            r.writable
+                && matches!(
+                    r.kind,
+                    image::RegionKind::Anonymous | image::RegionKind::Brk
+                )
+        })
+        .map(|r| r.end - r.start)
+        .sum();
+    (bytes / glibc::layout::MIN_CHUNK) as usize
+}
+
+/// How long the snapshot waits for each of glibc's arena locks.
+const ARENA_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The block source to use, or why there is none.
+fn resolve_source(requested: BlockSource, mode: Mode) -> Result<BlockSource, SnapshotError> {
+    let source = match requested {
+        BlockSource::Auto if mode == Mode::Full => BlockSource::LiveTable,
+        BlockSource::Auto => BlockSource::HeapWalk,
+        other => other,
+    };
+    if source == BlockSource::LiveTable && mode != Mode::Full {
         return Err(SnapshotError::NotFullMode(mode));
     }
+    if source != BlockSource::LiveTable {
+        if let Some(other) = other_allocator() {
+            return Err(SnapshotError::NoHeapWalk(format!(
+                "outside full mode, a snapshot walks glibc's heap, but this process's blocks come from {other}; \
+                 set LEAKSCOPE_MODE=full (every block tracked) to take snapshots"
+            )));
+        }
+    }
+    Ok(source)
+}
+
+/// The allocator behind the profiled blocks if it is not glibc's malloc.
+fn other_allocator() -> Option<String> {
+    let named = |symbol: &std::ffi::CStr| {
+        // SAFETY: dlsym with RTLD_DEFAULT only looks a name up.
+        !unsafe { libc::dlsym(libc::RTLD_DEFAULT, symbol.as_ptr()) }.is_null()
+    };
+    let guess = || {
+        if named(c"_rjem_malloc") || named(c"mallocx") || named(c"je_malloc") {
+            "jemalloc".to_string()
+        } else if named(c"mi_malloc") {
+            "mimalloc".to_string()
+        } else if named(c"tc_malloc") {
+            "tcmalloc".to_string()
+        } else {
+            "an allocator other than glibc's malloc".to_string()
+        }
+    };
+    match collect::heap_kind() {
+        HeapKind::Glibc => None,
+        HeapKind::Other => Some(format!("{} (Profiler::wrap)", guess())),
+        HeapKind::System => {
+            // `malloc` may have been replaced (LD_PRELOAD of another
+            // allocator, or one linked in): then it is not libc's.
+            let mut info = libc::Dl_info {
+                dli_fname: std::ptr::null(),
+                dli_fbase: std::ptr::null_mut(),
+                dli_sname: std::ptr::null(),
+                dli_saddr: std::ptr::null_mut(),
+            };
+            let mut libc_info = info;
+            // SAFETY: dladdr only reads the loader's tables.
+            let (a, b) = unsafe {
+                (
+                    libc::dladdr(libc::malloc as *const libc::c_void, &mut info),
+                    libc::dladdr(
+                        libc::gnu_get_libc_version as *const libc::c_void,
+                        &mut libc_info,
+                    ),
+                )
+            };
+            (a != 0 && b != 0 && info.dli_fbase != libc_info.dli_fbase)
+                .then(|| format!("{} (malloc is not libc's)", guess()))
+        }
+    }
+}
+
+fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapshot, SnapshotError> {
+    let mode = collect::mode();
+    let source = resolve_source(options.blocks, mode)?;
+    let walking = source != BlockSource::LiveTable;
     let _scope = UntrackedScope::enter();
     let _one = SNAPSHOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let signo = threads::install_handler().map_err(SnapshotError::Signal)?;
@@ -291,13 +505,48 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
     };
     let mut slot_buffer = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
     let slots = slot_buffer.prepare(&others)?;
+    // The heap walk: what it needs to know about libc, and the arenas whose
+    // locks are held across the fork.
+    let glibc = glibc::prepare::prepared(modules.static_tls_bytes);
+    let (arenas, walk_capacity) = if walking {
+        let Some(layout) = glibc.layout else {
+            return Err(SnapshotError::NoHeapWalk(format!(
+                "glibc {}.{}: {}",
+                glibc.version.0,
+                glibc.version.1,
+                glibc::WalkError::UnknownRelease.message()
+            )));
+        };
+        let _ = layout;
+        let arenas = glibc::locks::live_arenas(&glibc).ok_or_else(|| {
+            SnapshotError::HeapWalk(glibc::WalkError::NoMainArena.message().into())
+        })?;
+        (arenas, heap_block_bound())
+    } else {
+        (Vec::new(), 0)
+    };
 
     // Step 2: stopped. No allocation or free until the locks are released.
     let paused_at = Instant::now();
+    let arena_locks = if walking {
+        Some(
+            glibc::locks::lock_all(&arenas, ARENA_LOCK_TIMEOUT)
+                .map_err(|_| SnapshotError::AllocatorBusy)?,
+        )
+    } else {
+        None
+    };
+    if walking && !glibc::locks::unchanged(&glibc, &arenas) {
+        // An arena was added after the list was read: its lock is not held.
+        if let Some(locks) = arena_locks {
+            locks.release();
+        }
+        return Err(SnapshotError::AllocatorBusy);
+    }
     collect::lock_for_snapshot();
     // SAFETY: lock_for_snapshot holds every shard lock.
     let live = unsafe { LIVE.len_unlocked() };
-    let out = Output::new(layout.roots() as usize + 1, live + 16);
+    let out = Output::new(layout.roots() as usize + 1, live.max(walk_capacity) + 16);
     threads::stop(slots, signo, STOP_TIMEOUT);
     for (roots, slot) in thread_roots[1..].iter_mut().zip(slots.iter()) {
         roots.is_self = false;
@@ -318,6 +567,8 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
             variables: &variables,
             threads: &thread_roots,
             static_tls_bytes: modules.static_tls_bytes,
+            source,
+            glibc,
         };
         let code = match out {
             Some(mut out) => child::run(&input, &mut out),
@@ -331,6 +582,9 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
     threads::resume();
     // SAFETY: this thread took the locks with lock_for_snapshot above.
     unsafe { collect::unlock_after_snapshot() };
+    if let Some(locks) = arena_locks {
+        locks.release();
+    }
     let pause = paused_at.elapsed();
     threads::retire_slots();
     let stopped: Vec<(bool, bool)> = thread_roots.iter().map(|t| (t.stopped, t.exited)).collect();
@@ -345,12 +599,30 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
     if pid < 0 {
         return Err(SnapshotError::Fork(fork_error));
     }
-    wait_for(pid as libc::pid_t, snapshot_timeout())?;
+    if let Err(e) = wait_for(pid as libc::pid_t, snapshot_timeout()) {
+        let h = out.raw_header();
+        if h.fault_addr != 0 || h.fault_pc != 0 {
+            return Err(SnapshotError::Analysis(format!(
+                "it read unmapped memory at {:#x} (code at {}): a bug, please report it",
+                h.fault_addr,
+                describe_code(h.fault_pc)
+            )));
+        }
+        return Err(e);
+    }
     let Some((header, roots, blocks)) = out.read() else {
         return Err(SnapshotError::Analysis(
             "the analysis wrote no results".into(),
         ));
     };
+    if header.walk_error != 0 {
+        let why = glibc::WalkError::from_code(header.walk_error)
+            .map_or("unknown error", glibc::WalkError::message);
+        return Err(SnapshotError::HeapWalk(format!(
+            "{why} (glibc {}.{})",
+            glibc.version.0, glibc.version.1
+        )));
+    }
     let all_threads: Vec<ThreadInfo> = std::iter::once(me).chain(others).collect();
     // Threads that exited before they could be stopped are left out.
     let thread_reports: Vec<ThreadReport> = all_threads
@@ -370,6 +642,7 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
             time_unix_ms,
             pause,
             threads: &thread_reports,
+            source,
         },
     );
     let steps = header.graph_steps + resolved.naming_steps;
@@ -382,7 +655,34 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
             (child::PHASES[i], Duration::from_nanos(header.phase_ns[i]))
         }),
         steps,
+        cross_check: (source == BlockSource::CrossCheck)
+            .then(|| CrossCheckReport::from(&header.check)),
     })
+}
+
+/// `pc` as `object!symbol+offset` when the loader can say.
+fn describe_code(pc: u64) -> String {
+    let mut info = libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    // SAFETY: dladdr only reads the loader's tables and fills `info`.
+    if unsafe { libc::dladdr(pc as *const libc::c_void, &mut info) } == 0
+        || info.dli_fname.is_null()
+    {
+        return format!("{pc:#x}");
+    }
+    // SAFETY: the loader's strings are NUL-terminated and live.
+    let object = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy();
+    let object = object.rsplit('/').next().unwrap_or_default().to_string();
+    if info.dli_sname.is_null() {
+        return format!("{object}+{:#x}", pc - info.dli_fbase as u64);
+    }
+    // SAFETY: as above.
+    let symbol = unsafe { std::ffi::CStr::from_ptr(info.dli_sname) }.to_string_lossy();
+    format!("{object}!{symbol}+{:#x}", pc - info.dli_saddr as u64)
 }
 
 fn wait_for(pid: libc::pid_t, timeout: Duration) -> Result<(), SnapshotError> {
@@ -399,6 +699,7 @@ fn wait_for(pid: libc::pid_t, timeout: Duration) -> Result<(), SnapshotError> {
                 Err(SnapshotError::Analysis(match libc::WEXITSTATUS(status) {
                     70 => "it tried to allocate (a bug: the child must not)".into(),
                     71 => "it ran out of memory".into(),
+                    74 => "it read unmapped memory".into(),
                     code => format!("exit status {code}"),
                 }))
             } else {

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 
 use leakscope_profile::snapshot::{
-    Amount, Holder, LargeBlock, LeakGroup, LeakKind, Link, Node, NodeKind, Pinning, RetentionPath,
-    SnapshotReport, ThreadReport, Totals, FORMAT, VERSION,
+    Amount, ArenaUsage, BlocksFrom, GlibcHeap, Holder, LargeBlock, LeakGroup, LeakKind, Link, Node,
+    NodeKind, Pinning, RetentionPath, SnapshotReport, ThreadReport, Totals, FORMAT, VERSION,
 };
 
+use super::blocks::{BlockSource, NO_SITE};
 use super::child::flags;
+use super::glibc::HeapStats;
 use super::graph::NONE;
 use super::modules::Modules;
 use super::threads::ThreadInfo;
@@ -17,6 +19,10 @@ use super::wire::{BlockOut, Header, RootKind, RootOut};
 use crate::collect::stack_table::SiteId;
 use crate::collect::STACKS;
 use crate::export::stacks::{call_site, Symbols};
+
+/// The name of a heap block whose allocation stack was not recorded (heap
+/// walks outside full mode).
+const NOT_SAMPLED: &str = "(allocation stack not sampled)";
 
 /// Holders listed in a report.
 const TOP_HOLDERS: usize = 25;
@@ -191,9 +197,10 @@ impl Resolved {
     fn block_node(&self, i: usize) -> Node {
         let b = &self.blocks[i];
         let site = self.site_names.get(&b.site).cloned().unwrap_or_default();
+        let unknown = if b.site == NO_SITE { NOT_SAMPLED } else { "?" };
         Node {
             kind: NodeKind::Heap,
-            name: site.first().cloned().unwrap_or_else(|| "?".into()),
+            name: site.first().cloned().unwrap_or_else(|| unknown.into()),
             site: site.into_iter().take(16).collect(),
             size: Some(b.size),
         }
@@ -352,7 +359,12 @@ impl Resolved {
             ..Totals::default()
         };
         let mut groups: HashMap<(LeakKind, u32), (Amount, usize)> = HashMap::new();
-        let mut pinned: HashMap<(u32, u32), (Amount, u64, usize)> = HashMap::new();
+        // Pinned buffers by holder and allocation stack; from a heap walk,
+        // where most buffers have no stack, by holder alone, with the
+        // sampled ones' stack (the largest's) standing for the group.
+        let walked = meta.source != BlockSource::LiveTable;
+        let mut pinned: HashMap<(u32, u32), (Amount, u64, usize, Amount)> = HashMap::new();
+        let mut with_stacks = Amount::default();
         let key = |site: SiteId| self.site_key.get(&site).copied().unwrap_or(u32::MAX);
         for (i, b) in self.blocks.iter().enumerate() {
             totals.live.add(b.size);
@@ -370,12 +382,26 @@ impl Resolved {
             if b.size > self.blocks[g.1].size {
                 g.1 = i;
             }
+            if b.site != NO_SITE {
+                with_stacks.add(b.size);
+            }
             if b.flags & flags::PINNED != 0 {
-                let p = pinned
-                    .entry((b.idom, key(b.site)))
-                    .or_insert((Amount::default(), 0, i));
+                let site_key = if walked { 0 } else { key(b.site) };
+                let p = pinned.entry((b.idom, site_key)).or_insert((
+                    Amount::default(),
+                    0,
+                    i,
+                    Amount::default(),
+                ));
                 p.0.add(b.size);
                 p.1 += b.view_bytes;
+                if b.site != NO_SITE {
+                    p.3.add(b.size);
+                    let example = &self.blocks[p.2];
+                    if example.site == NO_SITE || b.size > example.size {
+                        p.2 = i;
+                    }
+                }
             }
         }
 
@@ -417,11 +443,12 @@ impl Resolved {
         let mut pinned: Vec<Pinning> = pinned
             .into_iter()
             .map(
-                |((holder, _site), (buffers, slice_bytes, example))| Pinning {
+                |((holder, _site), (buffers, slice_bytes, example, sampled))| Pinning {
                     holder: self.node(holder),
                     buffer_site: self.block_node(example).site,
                     buffers,
                     slice_bytes,
+                    with_stacks: walked.then_some(sampled),
                     chain: self.chain(holder),
                 },
             )
@@ -498,7 +525,38 @@ impl Resolved {
             largest,
             dependency_crates: self.dependency_crates.clone(),
             retention,
+            blocks_from: if walked {
+                BlocksFrom::HeapWalk
+            } else {
+                BlocksFrom::LiveTable
+            },
+            with_stacks,
+            glibc_heap: walked.then(|| glibc_heap(&header.heap)),
         }
+    }
+}
+
+/// The walk's counts as the report shows them.
+fn glibc_heap(h: &HeapStats) -> GlibcHeap {
+    let amount = |blocks: u64, bytes: u64| Amount { blocks, bytes };
+    GlibcHeap {
+        release: format!("{}.{}", h.version_major, h.version_minor),
+        arenas: h.per_arena[..(h.arenas as usize).min(h.per_arena.len())]
+            .iter()
+            .map(|a| ArenaUsage {
+                system_bytes: a.system_bytes,
+                heaps: a.heaps,
+                in_use: amount(a.in_use_chunks, a.in_use_bytes),
+                free_in_bins: amount(a.bin_chunks, a.bin_bytes),
+                fast_bins: amount(a.fast_chunks, a.fast_bytes),
+                tcache: amount(a.tcache_chunks, a.tcache_bytes),
+                top_bytes: a.top_bytes,
+                largest_free: a.largest_free,
+                internal_bytes: a.internal_bytes,
+            })
+            .collect(),
+        mmapped: amount(h.mmapped_chunks, h.mmapped_bytes),
+        threads_with_tcache: h.threads_with_tcache,
     }
 }
 
@@ -507,6 +565,7 @@ pub(crate) struct ReportMeta<'a> {
     pub(crate) time_unix_ms: u64,
     pub(crate) pause: std::time::Duration,
     pub(crate) threads: &'a [ThreadReport],
+    pub(crate) source: super::BlockSource,
 }
 
 /// The link standing for `left_out` links cut from the middle of a chain.

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub(crate) use arch::{thread_pointer, FP, PC, SAVED_REGS, SP};
+pub(crate) use arch::{fault_pc, thread_pointer, FP, PC, SAVED_REGS, SP};
 
 const WAITING: u32 = 0;
 const STOPPED: u32 = 1;
@@ -50,6 +50,17 @@ mod arch {
         }
     }
 
+    /// The program counter of an `SA_SIGINFO` handler's interrupted code.
+    ///
+    /// # Safety
+    /// `ctx` must be the third argument of an `SA_SIGINFO` handler.
+    pub(crate) unsafe fn fault_pc(ctx: *mut libc::c_void) -> u64 {
+        let mut regs = [0; SAVED_REGS];
+        // SAFETY: as the caller promises.
+        unsafe { save(ctx, &mut regs) };
+        regs[PC]
+    }
+
     /// The calling thread's thread pointer: glibc keeps the TCB's own
     /// address in its first word, at %fs:0.
     pub(crate) fn thread_pointer() -> u64 {
@@ -79,6 +90,15 @@ mod arch {
         regs[..31].copy_from_slice(&mc.regs);
         regs[SP] = mc.sp;
         regs[PC] = mc.pc;
+    }
+
+    /// The program counter of an `SA_SIGINFO` handler's interrupted code.
+    ///
+    /// # Safety
+    /// `ctx` must be the third argument of an `SA_SIGINFO` handler.
+    pub(crate) unsafe fn fault_pc(ctx: *mut libc::c_void) -> u64 {
+        // SAFETY: as the caller promises.
+        unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.pc }
     }
 
     pub(crate) fn thread_pointer() -> u64 {

@@ -8,6 +8,8 @@
 
 use std::ptr::NonNull;
 
+use super::blocks::CrossCheck;
+use super::glibc::HeapStats;
 use crate::collect::raw_mem;
 
 const MAGIC: u64 = 0x6c65616b_73636f70; // "leakscop"
@@ -28,6 +30,18 @@ pub(crate) struct Header {
     pub(crate) phase_ns: [u64; 8],
     /// Steps of the graph algorithms (see `graph::Work`).
     pub(crate) graph_steps: u64,
+    /// `blocks::BlockSource` the blocks came from.
+    pub(crate) source: u32,
+    /// A `glibc::WalkError` code when the heap walk failed (then nothing
+    /// else is written), else 0.
+    pub(crate) walk_error: u32,
+    /// What the heap walk counted (zero when the heap was not walked).
+    pub(crate) heap: HeapStats,
+    /// Differences between the live table and the walk (cross-check only).
+    pub(crate) check: CrossCheck,
+    /// Where the analysis faulted (exit status 74), else 0.
+    pub(crate) fault_addr: u64,
+    pub(crate) fault_pc: u64,
 }
 
 /// What kind of root an entity is.
@@ -170,6 +184,17 @@ impl Output {
     fn blocks_ptr(&self) -> *mut BlockOut {
         // SAFETY: block records follow the root records inside the mapping.
         unsafe { self.roots_ptr().add(self.roots).cast() }
+    }
+
+    /// The header's place in the mapping (for the fault handler).
+    pub(crate) fn header_ptr(&mut self) -> *mut Header {
+        self.base.as_ptr().cast()
+    }
+
+    /// The header as written, whatever state the rest is in.
+    pub(crate) fn raw_header(&self) -> Header {
+        // SAFETY: the mapping starts with a Header (zero until written).
+        unsafe { self.base.as_ptr().cast::<Header>().read() }
     }
 
     pub(crate) fn write_header(&mut self, header: &Header) {

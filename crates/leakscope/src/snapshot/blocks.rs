@@ -1,0 +1,287 @@
+//! The blocks a snapshot analyses, from one of two sources: leakscope's
+//! live table (full mode: every block, its exact size and allocation stack)
+//! or glibc's heap, walked (any mode: every block, with stacks for those the
+//! sampler recorded). Both can be taken and compared.
+//!
+//! Runs in the snapshot child: allocation-free.
+
+use super::glibc::{self, HeapStats, Prepared, ThreadRef, WalkError, WalkedBlock};
+use super::image::Memory;
+use super::mmap_vec::MmapVec;
+use crate::collect::LIVE;
+
+/// Where a snapshot's block set comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u32)]
+pub enum BlockSource {
+    /// The live table in full mode, the heap walk otherwise.
+    #[default]
+    Auto = 0,
+    /// leakscope's live table (full mode): exact sizes and stacks.
+    LiveTable = 1,
+    /// glibc's heap, walked: every block, stacks only for sampled ones.
+    HeapWalk = 2,
+    /// Both, compared (results from the live table); the differences are in
+    /// [`crate::Snapshot::cross_check`].
+    CrossCheck = 3,
+}
+
+/// Site id of a block with no recorded allocation stack.
+pub(crate) const NO_SITE: u32 = u32::MAX;
+
+/// A block to analyse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Block {
+    pub(crate) addr: u64,
+    /// Requested bytes when recorded, else the usable bytes of its chunk.
+    pub(crate) size: u64,
+    pub(crate) site: u32,
+    /// Recorded by the sampler (its figures are estimates).
+    pub(crate) sampled: bool,
+}
+
+/// Addresses kept as examples of each difference.
+pub(crate) const EXAMPLES: usize = 8;
+
+/// How the live table and the heap walk differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct CrossCheck {
+    pub(crate) table_blocks: u64,
+    pub(crate) walked_blocks: u64,
+    /// In the table, not found in use by the walk.
+    pub(crate) only_in_table: u64,
+    /// Found in use by the walk, not in the table (glibc's own blocks and
+    /// blocks allocated by code that bypasses the profiled allocator).
+    pub(crate) only_in_walk: u64,
+    /// In both, but the chunk is smaller than the recorded size.
+    pub(crate) too_small: u64,
+    pub(crate) only_in_table_examples: [u64; EXAMPLES],
+    pub(crate) only_in_walk_examples: [u64; EXAMPLES],
+    /// glibc's own totals (`mallinfo2()`) of the same frozen heap, taken in
+    /// the child after the walk; all zero if they could not be taken.
+    pub(crate) mallinfo: Mallinfo,
+}
+
+/// `struct mallinfo2`'s fields, in its order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct Mallinfo {
+    /// Bytes from the system for the main arena (sbrk).
+    pub(crate) arena: u64,
+    /// Free chunks (bins, and top).
+    pub(crate) ordblks: u64,
+    /// Free fast-bin chunks.
+    pub(crate) smblks: u64,
+    /// Mmapped chunks.
+    pub(crate) hblks: u64,
+    /// Bytes of mmapped chunks.
+    pub(crate) hblkhd: u64,
+    pub(crate) usmblks: u64,
+    /// Bytes in free fast-bin chunks.
+    pub(crate) fsmblks: u64,
+    /// Bytes in chunks in use (tcache'd chunks included).
+    pub(crate) uordblks: u64,
+    /// Bytes in free chunks (bins, fast bins, top).
+    pub(crate) fordblks: u64,
+    /// The top chunk's releasable bytes.
+    pub(crate) keepcost: u64,
+}
+
+/// Why the blocks could not be collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    NoMemory,
+    Walk(WalkError),
+}
+
+/// The blocks of `source` (not `Auto`), sorted by address; for the heap
+/// walk, table entries attach their sizes and stacks to the walked blocks.
+pub(crate) fn collect<M: Memory>(
+    source: BlockSource,
+    prep: &Prepared,
+    mem: &M,
+    threads: &[ThreadRef],
+    heap: &mut HeapStats,
+    check: &mut CrossCheck,
+) -> Result<MmapVec<Block>, Failure> {
+    let table = table_blocks()?;
+    if source == BlockSource::LiveTable {
+        return Ok(table);
+    }
+    let mut walked: MmapVec<WalkedBlock> = MmapVec::new();
+    glibc::walk(prep, mem, threads, &mut walked, heap).map_err(Failure::Walk)?;
+    if source == BlockSource::CrossCheck {
+        *check = compare(&table, &walked);
+        check.mallinfo = mallinfo_of_frozen_heap(heap).unwrap_or_default();
+        return Ok(table);
+    }
+    // The sampled blocks must be among the walked ones: if most are not,
+    // the walk did not see the heap the profiled blocks live in.
+    let merged = merge(&table, &walked)?;
+    let found = merged.iter().filter(|b| b.site != NO_SITE).count();
+    if table.len() >= 4 && found * 2 < table.len() {
+        return Err(Failure::Walk(WalkError::NotGlibc));
+    }
+    Ok(merged)
+}
+
+/// glibc's own totals for the heap just walked. The arena locks this
+/// child holds (the parent's snapshot thread took them before the fork, and
+/// that thread is the child) are released first, in the child's copy only;
+/// if any arena's lock is still held (by a thread that is not in the
+/// child), nothing is taken. `mallinfo2` reads the arenas and allocates
+/// nothing.
+fn mallinfo_of_frozen_heap(heap: &HeapStats) -> Option<Mallinfo> {
+    if (heap.version_major, heap.version_minor) < (2, 33)
+        || heap.arenas as usize > glibc::MAX_ARENAS
+    {
+        return None;
+    }
+    for a in &heap.per_arena[..heap.arenas as usize] {
+        // SAFETY: `a.address` is an arena the walk read; its first field is
+        // its lock, an aligned int. This process is the fork child and its
+        // only thread: the write changes only its own copy.
+        unsafe { std::ptr::write_volatile(a.address as *mut i32, 0) };
+    }
+    // SAFETY: a plain call into glibc with no arguments; every arena lock is
+    // free (released above) and no other thread runs.
+    let m = unsafe { libc::mallinfo2() };
+    Some(Mallinfo {
+        arena: m.arena as u64,
+        ordblks: m.ordblks as u64,
+        smblks: m.smblks as u64,
+        hblks: m.hblks as u64,
+        hblkhd: m.hblkhd as u64,
+        usmblks: m.usmblks as u64,
+        fsmblks: m.fsmblks as u64,
+        uordblks: m.uordblks as u64,
+        fordblks: m.fordblks as u64,
+        keepcost: m.keepcost as u64,
+    })
+}
+
+fn table_blocks() -> Result<MmapVec<Block>, Failure> {
+    let mut blocks = MmapVec::new();
+    // SAFETY: we are the fork child's only thread; the shard locks were
+    // held by the parent's snapshot thread (us) at the fork.
+    unsafe {
+        // One mapping of the right size: growing by doubling would copy the
+        // largest array of the analysis several times.
+        blocks
+            .reserve(LIVE.len_unlocked())
+            .ok_or(Failure::NoMemory)?;
+        LIVE.for_each_unlocked(|addr, e| {
+            let _ = blocks.push(Block {
+                addr: addr as u64,
+                size: e.size,
+                site: e.site,
+                sampled: e.sampled,
+            });
+        });
+    }
+    blocks.as_mut_slice().sort_unstable_by_key(|b| b.addr);
+    Ok(blocks)
+}
+
+/// The walked blocks, with the table's size, stack and sampled flag where
+/// the table has the block.
+fn merge(table: &[Block], walked: &[WalkedBlock]) -> Result<MmapVec<Block>, Failure> {
+    let mut out = MmapVec::new();
+    out.reserve(walked.len()).ok_or(Failure::NoMemory)?;
+    let mut t = 0;
+    for w in walked {
+        while t < table.len() && table[t].addr < w.addr {
+            t += 1;
+        }
+        let block = match table.get(t) {
+            Some(b) if b.addr == w.addr && b.size <= w.usable => *b,
+            _ => Block {
+                addr: w.addr,
+                size: w.usable,
+                site: NO_SITE,
+                sampled: false,
+            },
+        };
+        out.push(block).ok_or(Failure::NoMemory)?;
+    }
+    Ok(out)
+}
+
+fn compare(table: &[Block], walked: &[WalkedBlock]) -> CrossCheck {
+    let mut c = CrossCheck {
+        table_blocks: table.len() as u64,
+        walked_blocks: walked.len() as u64,
+        ..CrossCheck::default()
+    };
+    let note = |count: &mut u64, examples: &mut [u64; EXAMPLES], addr: u64| {
+        if (*count as usize) < EXAMPLES {
+            examples[*count as usize] = addr;
+        }
+        *count += 1;
+    };
+    let (mut t, mut w) = (0, 0);
+    while t < table.len() || w < walked.len() {
+        let ta = table.get(t).map_or(u64::MAX, |b| b.addr);
+        let wa = walked.get(w).map_or(u64::MAX, |b| b.addr);
+        if ta == wa {
+            if table[t].size > walked[w].usable {
+                c.too_small += 1;
+            }
+            t += 1;
+            w += 1;
+        } else if ta < wa {
+            note(&mut c.only_in_table, &mut c.only_in_table_examples, ta);
+            t += 1;
+        } else {
+            note(&mut c.only_in_walk, &mut c.only_in_walk_examples, wa);
+            w += 1;
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(addrs: &[(u64, u64)]) -> Vec<Block> {
+        addrs
+            .iter()
+            .map(|&(addr, size)| Block {
+                addr,
+                size,
+                site: 7,
+                sampled: true,
+            })
+            .collect()
+    }
+
+    fn walked(addrs: &[(u64, u64)]) -> Vec<WalkedBlock> {
+        addrs
+            .iter()
+            .map(|&(addr, usable)| WalkedBlock { addr, usable })
+            .collect()
+    }
+
+    #[test]
+    fn merge_attaches_recorded_blocks() {
+        let t = table(&[(0x100, 20), (0x300, 100)]);
+        let w = walked(&[(0x100, 24), (0x200, 40), (0x300, 88)]);
+        let m = merge(&t, &w).unwrap();
+        assert_eq!(m[0], t[0]);
+        assert_eq!((m[1].site, m[1].size, m[1].sampled), (NO_SITE, 40, false));
+        // A recorded size larger than the chunk: not the same block.
+        assert_eq!(m[2].site, NO_SITE);
+    }
+
+    #[test]
+    fn compare_counts_each_difference() {
+        let t = table(&[(0x100, 20), (0x180, 8), (0x300, 100)]);
+        let w = walked(&[(0x100, 24), (0x200, 40), (0x300, 88)]);
+        let c = compare(&t, &w);
+        assert_eq!((c.only_in_table, c.only_in_walk, c.too_small), (1, 1, 1));
+        assert_eq!(c.only_in_table_examples[0], 0x180);
+        assert_eq!(c.only_in_walk_examples[0], 0x200);
+    }
+}
