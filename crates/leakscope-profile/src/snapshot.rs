@@ -176,6 +176,10 @@ pub struct Totals {
     pub indirectly_lost: Amount,
     /// Tracked entries left out because their memory was not readable.
     pub dropped_entries: u64,
+    /// Blocks held only by leakscope itself (its threads, statics and
+    /// frames), left out of everything else.
+    #[serde(default)]
+    pub leakscope_own: Amount,
     pub scanned_bytes: u64,
     pub edges: u64,
 }

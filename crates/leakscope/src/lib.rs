@@ -47,6 +47,7 @@ mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod labels;
+mod own_threads;
 mod profiler;
 #[cfg(feature = "push")]
 pub mod push;

@@ -154,7 +154,10 @@ pub fn start(options: PushOptions) -> io::Result<Pusher> {
         let counters = counters.clone();
         std::thread::Builder::new()
             .name("leakscope-push".into())
-            .spawn(move || run(options, stop_rx, stopped, counters))?
+            .spawn(move || {
+                crate::own_threads::register_current();
+                run(options, stop_rx, stopped, counters)
+            })?
     };
     Ok(Pusher {
         stop,

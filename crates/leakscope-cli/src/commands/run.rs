@@ -120,9 +120,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .env("LEAKSCOPE_INTERVAL", interval.to_string())
             .env("LEAKSCOPE_DIR", &out);
     }
-    if args.mode == RunMode::Full {
-        command.env("LEAKSCOPE_REFS_OUT", out.join("snapshot-%p.json"));
-    }
+    // A snapshot at exit in both modes: in sampled mode from a walk of
+    // glibc's heap (every block; stacks for the sampled ones).
+    command.env("LEAKSCOPE_REFS_OUT", out.join("snapshot-%p.json"));
     if let Some(addr) = &args.http {
         let addr = leakscope::http::listen_addr(addr)
             .with_context(|| format!("--http {addr}: not an address to listen on"))?;
@@ -138,7 +138,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("leakscope: {}", why_nothing_was_profiled(program));
         return Ok(exit_code(status));
     }
-    if args.mode == RunMode::Full {
+    {
         let snapshot = out.join(format!("snapshot-{pid}.json"));
         if snapshot.is_file() {
             let summary = LeakSummary::from_snapshot(&load_snapshot(&snapshot)?);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::collect::thread::UntrackedScope;
-use crate::config::{Mode, PERIODIC_DIR, PERIODIC_INTERVAL_MS};
+use crate::config::{PERIODIC_DIR, PERIODIC_INTERVAL_MS};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
@@ -35,19 +35,20 @@ fn write_set() {
     if let Err(e) = profile.write_pprof(format!("{dir}/heap-{pid}-{seq:04}.pb.gz")) {
         eprintln!("leakscope: cannot write a periodic profile into {dir}: {e}");
     }
-    if profile.mode() == Mode::Full {
-        match crate::snapshot::snapshot() {
-            Ok(snap) => {
-                if let Err(e) = snap.write(format!("{dir}/snapshot-{pid}-{seq:04}.json")) {
-                    eprintln!("leakscope: cannot write a periodic snapshot into {dir}: {e}");
-                }
+    // In every mode: outside full mode the snapshot walks glibc's heap
+    // (blocks from the walk, stacks from the sampled blocks).
+    match crate::snapshot::snapshot() {
+        Ok(snap) => {
+            if let Err(e) = snap.write(format!("{dir}/snapshot-{pid}-{seq:04}.json")) {
+                eprintln!("leakscope: cannot write a periodic snapshot into {dir}: {e}");
             }
-            Err(e) => eprintln!("leakscope: periodic snapshot failed: {e}"),
         }
+        Err(e) => eprintln!("leakscope: periodic snapshot failed: {e}"),
     }
 }
 
 extern "C" fn writer_loop(_: *mut libc::c_void) -> *mut libc::c_void {
+    crate::own_threads::register_current();
     let interval = Duration::from_millis(PERIODIC_INTERVAL_MS.load(Ordering::Relaxed));
     loop {
         std::thread::sleep(interval);

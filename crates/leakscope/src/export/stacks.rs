@@ -39,7 +39,7 @@ pub fn mark_own_code(code: usize) {
 }
 
 /// The executable range of the front end's own object, if it marked one.
-fn own_code_range() -> Option<(u64, u64)> {
+pub(crate) fn own_code_range() -> Option<(u64, u64)> {
     let addr = OWN_CODE_ADDR.load(Ordering::Relaxed) as u64;
     if addr == 0 {
         return None;

@@ -15,7 +15,6 @@ use axum::Router;
 use leakscope_profile::{delta::delta_profile, pb, StackView};
 
 use super::{history, Options};
-use crate::Mode;
 
 #[derive(Clone)]
 struct AppState {
@@ -180,12 +179,6 @@ async fn heap_like(
 }
 
 async fn refs(Query(params): Params) -> Response {
-    if crate::mode() != Mode::Full {
-        return error(
-            StatusCode::CONFLICT,
-            crate::SnapshotError::NotFullMode(crate::mode()).to_string(),
-        );
-    }
     let json = params.get("format").is_some_and(|f| f == "json");
     let snapshot = match blocking(crate::snapshot).await {
         Ok(Ok(s)) => s,

@@ -10,8 +10,6 @@ use leakscope_profile::diagnose::{self, SelfCheck};
 use leakscope_profile::snapshot::SnapshotReport;
 use leakscope_profile::{html_report, trend, StackView};
 
-use crate::Mode;
-
 /// Points kept for the report.
 const KEEP: usize = 32;
 
@@ -25,11 +23,8 @@ static HISTORY: Mutex<VecDeque<Point>> = Mutex::new(VecDeque::new());
 /// Records one point now.
 fn record() {
     let profile = StackView::new(&crate::heap_profile().to_pprof());
-    let snapshot = if crate::mode() == Mode::Full {
-        crate::snapshot().ok().map(|s| s.report().clone())
-    } else {
-        None
-    };
+    // In every mode: outside full mode the snapshot walks glibc's heap.
+    let snapshot = crate::snapshot().ok().map(|s| s.report().clone());
     let mut history = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
     history.push_back(Point { profile, snapshot });
     while history.len() > KEEP {
@@ -44,9 +39,12 @@ pub(super) fn start_recorder(interval: Duration) {
     STARTED.get_or_init(|| {
         let _ = std::thread::Builder::new()
             .name("leakscope-history".into())
-            .spawn(move || loop {
-                std::thread::sleep(interval);
-                record();
+            .spawn(move || {
+                crate::own_threads::register_current();
+                loop {
+                    std::thread::sleep(interval);
+                    record();
+                }
             });
     });
 }

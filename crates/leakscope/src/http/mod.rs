@@ -148,12 +148,14 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: Options) -> io::Result<Hand
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(crate::own_threads::register_current)
         .build()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = router_with(options);
     let thread = std::thread::Builder::new()
         .name("leakscope-http".into())
         .spawn(move || {
+            crate::own_threads::register_current();
             runtime.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                     return;

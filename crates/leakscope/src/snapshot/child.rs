@@ -32,6 +32,8 @@ pub(crate) struct ThreadRoots {
     /// The snapshotting thread itself (its stack is scanned from the child's
     /// own stack pointer).
     pub(crate) is_self: bool,
+    /// One of leakscope's own threads: nothing it holds is a root.
+    pub(crate) own: bool,
     pub(crate) regs: [u64; SAVED_REGS],
     pub(crate) tp: u64,
 }
@@ -44,6 +46,10 @@ pub(crate) struct ChildInput<'a> {
     pub(crate) segments: &'a [(u64, u64)],
     /// Disjoint, sorted variable ranges inside the segments.
     pub(crate) variables: &'a [(u64, u64)],
+    /// Per variable: one of leakscope's own statics.
+    pub(crate) own_variables: &'a [bool],
+    /// leakscope's own code, sorted: frames running it are leakscope's.
+    pub(crate) own_code: &'a [(u64, u64)],
     pub(crate) threads: &'a [ThreadRoots],
     pub(crate) static_tls_bytes: u64,
     /// Where the blocks come from (never `Auto` here).
@@ -501,19 +507,61 @@ pub(crate) mod flags {
     pub(crate) const POSSIBLY_LOST: u32 = 8;
     pub(crate) const PINNED: u32 = 16;
     pub(crate) const SAMPLED: u32 = 32;
+    /// Held only by leakscope itself (its threads, statics and frames): not
+    /// the program's memory.
+    pub(crate) const OWN: u32 = 64;
 }
 
-/// Names of the analysis phases timed in [`Header::phase_ns`].
-pub(crate) const PHASES: [&str; 8] = [
-    "index",
-    "scan",
-    "graph",
-    "chains",
-    "dominators",
-    "classify",
-    "pinning",
-    "write",
-];
+/// The analysis phases, timed one by one in [`Header::phase_ns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// The block set: the live table read, or glibc's heap walked.
+    Blocks,
+    /// Blocks sorted and indexed by page.
+    Index,
+    /// Roots and blocks scanned for pointers.
+    Scan,
+    /// The reference graph built (both directions).
+    Graph,
+    /// Shortest chains from the roots.
+    Chains,
+    /// Dominators and retained sizes.
+    Dominators,
+    /// Lost, reachable and possibly lost.
+    Classify,
+    /// Buffers kept alive by small slices.
+    Pinning,
+    /// Results written for the parent.
+    Write,
+}
+
+impl Phase {
+    pub(crate) const ALL: [Phase; 9] = [
+        Phase::Blocks,
+        Phase::Index,
+        Phase::Scan,
+        Phase::Graph,
+        Phase::Chains,
+        Phase::Dominators,
+        Phase::Classify,
+        Phase::Pinning,
+        Phase::Write,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Phase::Blocks => "blocks",
+            Phase::Index => "index",
+            Phase::Scan => "scan",
+            Phase::Graph => "graph",
+            Phase::Chains => "chains",
+            Phase::Dominators => "dominators",
+            Phase::Classify => "classify",
+            Phase::Pinning => "pinning",
+            Phase::Write => "write",
+        }
+    }
+}
 
 /// Whether the words around a pointer to the start of a `size`-byte block
 /// (`before` and `after` it) are those of an owner rather than a view: a
@@ -529,6 +577,12 @@ fn owns_block(before: u64, after: u64, size: u64) -> bool {
         && size / before <= 128
         && after <= before;
     before == size || after == size || vec_of_elements
+}
+
+/// Whether `pc` is in leakscope's own code (`own` sorted, disjoint).
+fn is_own_code(own: &[(u64, u64)], pc: u64) -> bool {
+    let i = own.partition_point(|&(start, _)| start <= pc);
+    i > 0 && pc < own[i - 1].1
 }
 
 /// Blocks at least this large are checked for slice pinning.
@@ -587,11 +641,11 @@ mod fault {
 
 fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     let started = now_ns();
-    let mut phase_ns = [0u64; 8];
+    let mut phase_ns = [0u64; Phase::ALL.len()];
     let mut mark = started;
-    let mut lap = |phase: usize| {
+    let mut lap = |phase: Phase| {
         let now = now_ns();
-        phase_ns[phase] = now - mark;
+        phase_ns[phase as usize] = now - mark;
         mark = now;
     };
     let mem = OwnMemory::read_own()?;
@@ -633,8 +687,9 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             return Some(());
         }
     };
+    lap(Phase::Blocks);
     let (index, dropped) = BlockIndex::build(readable, blocks)?;
-    lap(0);
+    lap(Phase::Index);
     let layout = RootLayout {
         variables: input.variables.len() as u32,
         segments: input.segments.len() as u32,
@@ -647,6 +702,8 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         return None;
     }
     let mut roots_out = MmapVec::filled(first_block as usize, RootOut::default())?;
+    // Roots that are leakscope's own: not reached from the super-root.
+    let mut root_own = MmapVec::filled(first_block as usize, false)?;
     let mut edges: MmapVec<Edge> = MmapVec::new();
     let mut pending = Pending::new();
     // Heaps hold about one to two pointers per block; reserving up front
@@ -654,6 +711,14 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     edges.reserve(n_blocks * 2 + first_block as usize)?;
     let mut scanned: u64 = 0;
 
+    // Where glibc's main arena is (known after a walk; else looked for by
+    // its shape, as the walk does).
+    let malloc_state = match (heap.per_arena[0].address, input.glibc.layout) {
+        (0, Some(l)) => super::glibc::arenas::find_main_arena(&mem, l, input.glibc.libc_data())
+            .map_or((u64::MAX, u64::MAX), |a| (a, a + l.arena_size)),
+        (a, Some(l)) => (a, a + l.arena_size),
+        (_, None) => (u64::MAX, u64::MAX),
+    };
     // Roots: writable segments, word by word attributed to the variable that
     // contains it, else to the segment.
     for (si, &(start, end)) in input.segments.iter().enumerate() {
@@ -668,29 +733,46 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             };
             let chunk_end = m_end.min(end);
             let variables = input.variables;
-            scanned += scan(
-                at.max(m_start),
-                chunk_end,
-                &index,
-                first_block,
-                |word| {
-                    while vi < variables.len() && variables[vi].1 <= word {
-                        vi += 1;
-                    }
-                    match variables.get(vi) {
-                        Some(&(vs, _)) if vs <= word => (layout.variable(vi), vs),
-                        _ => (seg_node, start),
-                    }
-                },
-                &mut pending,
-                &mut edges,
-            )?;
+            // glibc's main arena is not a root: its bin heads and top point
+            // to chunk headers, which lie in the last word of the block
+            // before each (a block may use the next chunk's first word).
+            let (ex_start, ex_end) = malloc_state;
+            let pieces = [
+                (
+                    at.max(m_start),
+                    chunk_end.min(ex_start.max(at.max(m_start))),
+                ),
+                (ex_end.max(at.max(m_start)), chunk_end),
+            ];
+            for (lo, hi) in pieces {
+                if lo >= hi {
+                    continue;
+                }
+                scanned += scan(
+                    lo,
+                    hi,
+                    &index,
+                    first_block,
+                    |word| {
+                        while vi < variables.len() && variables[vi].1 <= word {
+                            vi += 1;
+                        }
+                        match variables.get(vi) {
+                            Some(&(vs, _)) if vs <= word => (layout.variable(vi), vs),
+                            _ => (seg_node, start),
+                        }
+                    },
+                    &mut pending,
+                    &mut edges,
+                )?;
+            }
             at = chunk_end;
         }
     }
     for (vi, &(start, end)) in input.variables.iter().enumerate() {
         roots_out[layout.variable(vi) as usize] =
             RootOut::new(RootKind::Variable, vi as u32, 0, 0, start, end);
+        root_own[layout.variable(vi) as usize] = input.own_variables.get(vi) == Some(&true);
     }
 
     // Roots: each thread's registers, thread-local storage and stack.
@@ -702,6 +784,8 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             (t.regs[SP], t.regs[FP], t.regs[PC])
         };
         roots_out[base as usize] = RootOut::new(RootKind::Registers, ti as u32, 0, 0, 0, 0);
+        root_own[base as usize] = t.own;
+        root_own[(base + 1) as usize] = t.own;
         if !t.stopped {
             continue;
         }
@@ -767,7 +851,33 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         };
         let mut frames = [(0u64, 0u64); MAX_FRAMES];
         let n_frames = stack_frames(sp, fp, pc, hi, &mut frames);
+        // leakscope's frames, and every frame they called, are not roots:
+        // a whole own thread, else the frames from the outermost one that
+        // runs leakscope's code inwards (the registers with them, when the
+        // thread stopped inside leakscope).
+        let own_frames = if t.own {
+            n_frames
+        } else {
+            frames[..n_frames]
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|&(k, &(_, frame_pc))| {
+                    let code = if k == 0 {
+                        frame_pc
+                    } else {
+                        frame_pc.saturating_sub(1)
+                    };
+                    is_own_code(input.own_code, code)
+                })
+                .map_or(0, |(k, _)| k + 1)
+        };
+        for k in 0..own_frames {
+            root_own[(base + 3 + k as u32) as usize] = true;
+        }
+        root_own[base as usize] |= own_frames > 0;
         let other = base + 2;
+        root_own[other as usize] = t.own;
         roots_out[other as usize] = RootOut::new(RootKind::StackOther, ti as u32, 0, 0, lo, hi);
         for (k, &(frame_hi, frame_pc)) in frames[..n_frames].iter().enumerate() {
             let frame_lo = if k == 0 { lo } else { frames[k - 1].0 };
@@ -816,16 +926,18 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         )?;
     }
     pending.flush(&index, first_block, &mut edges)?;
-    // The super-root points to every root.
+    // The super-root points to every root but leakscope's own.
     for r in 1..first_block {
-        edges.push(Edge {
-            from: 0,
-            to: r,
-            offset: 0,
-        })?;
+        if !root_own[r as usize] {
+            edges.push(Edge {
+                from: 0,
+                to: r,
+                offset: 0,
+            })?;
+        }
     }
 
-    lap(1);
+    lap(Phase::Scan);
     // Graph: successors grouped by source, predecessors by target, each
     // group in scan (address) order: `build_csr` is a stable counting sort,
     // so the edge list itself needs no sorting.
@@ -851,14 +963,14 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         targets: &pred_from,
     };
 
-    lap(2);
+    lap(Phase::Graph);
     let mut work = graph::Work::default();
     let mut parent = MmapVec::filled(n_nodes, NONE)?;
     {
         let mut queue = MmapVec::filled(n_nodes, 0u32)?;
         graph::breadth_first(succ, &mut parent, &mut queue, &mut work);
     }
-    lap(3);
+    lap(Phase::Chains);
     let mut vertex = MmapVec::filled(n_nodes, 0u32)?;
     let mut idom = MmapVec::filled(n_nodes, NONE)?;
     let reached = {
@@ -902,12 +1014,40 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         &mut kept_bytes,
         &mut kept_blocks,
     );
-    lap(4);
+    lap(Phase::Dominators);
 
     // Per block: the offset of the first pointer (in scan order) from its
     // breadth-first parent, and whether a reachable node holds a pointer to
     // its start.
     const UNSET: u32 = u32::MAX;
+    // What only leakscope's own roots reach is leakscope's memory: neither
+    // the program's nor lost.
+    let mut block_flags = MmapVec::filled(n_blocks, 0u32)?;
+    let mut own_node = MmapVec::filled(n_nodes, false)?;
+    {
+        let mut queue = MmapVec::filled(n_nodes, 0u32)?;
+        let mut tail = 0;
+        for r in 1..first_block as usize {
+            if root_own[r] {
+                own_node[r] = true;
+                queue[tail] = r as u32;
+                tail += 1;
+            }
+        }
+        let mut head = 0;
+        while head < tail {
+            let n = queue[head];
+            head += 1;
+            for &m in succ.neighbours(n) {
+                if m >= first_block && parent[m as usize] == NONE && !own_node[m as usize] {
+                    own_node[m as usize] = true;
+                    block_flags[(m - first_block) as usize] = flags::OWN;
+                    queue[tail] = m;
+                    tail += 1;
+                }
+            }
+        }
+    }
     let mut parent_offset = MmapVec::filled(n_nodes, UNSET)?;
     let mut start_pointed = MmapVec::filled(n_nodes, false)?;
     let mut unreachable_in = MmapVec::filled(n_nodes, 0u32)?;
@@ -920,12 +1060,11 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         if from_reached && e.to & INTERIOR == 0 {
             start_pointed[to] = true;
         }
-        if !from_reached {
+        if !from_reached && !own_node[e.from as usize] {
             unreachable_in[to] += 1;
         }
     }
 
-    let mut block_flags = MmapVec::filled(n_blocks, 0u32)?;
     // Unreachable blocks: no incoming pointer from another unreachable block
     // makes one definitely lost; what it points to is indirectly lost.
     // Cycles with no way in get one leader, in address order.
@@ -950,7 +1089,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         };
         for i in 0..n_blocks {
             let node = first_block as usize + i;
-            if parent[node] == NONE && unreachable_in[node] == 0 {
+            if parent[node] == NONE && unreachable_in[node] == 0 && block_flags[i] == 0 {
                 lost(i, &mut block_flags);
             }
         }
@@ -973,7 +1112,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         }
     }
 
-    lap(5);
+    lap(Phase::Classify);
     // Slice pinning: a large data buffer (a block that holds no pointers of
     // its own, like a network read buffer or a JSON document; containers
     // such as hash tables are excluded) whose dominator holds it only
@@ -1059,7 +1198,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         }
     }
 
-    lap(6);
+    lap(Phase::Pinning);
     // Results.
     for r in 1..first_block as usize {
         let root = &mut roots_out[r];
@@ -1089,7 +1228,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             },
         );
     }
-    lap(7);
+    lap(Phase::Write);
     out.write_header(&Header {
         phase_ns,
         roots: first_block - 1,

@@ -33,8 +33,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use leakscope_profile::snapshot::{
-    Amount, Holder, LeakGroup, LeakKind, Link, Node, NodeKind, Pinning, SnapshotReport,
-    ThreadReport,
+    Amount, ArenaUsage, BlocksFrom, GlibcHeap, Holder, LeakGroup, LeakKind, Link, Node, NodeKind,
+    Pinning, SnapshotReport, ThreadReport,
 };
 
 pub use blocks::BlockSource;
@@ -100,7 +100,7 @@ pub struct Snapshot {
     resolved: Resolved,
     pause: Duration,
     analysis: Duration,
-    phases: [(&'static str, Duration); 8],
+    phases: [(&'static str, Duration); 9],
     steps: u64,
     cross_check: Option<CrossCheckReport>,
 }
@@ -404,8 +404,18 @@ fn heap_block_bound() -> usize {
 /// How long the snapshot waits for each of glibc's arena locks.
 const ARENA_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The block source to use, or why there is none.
+/// The block source to use, or why there is none. `LEAKSCOPE_SNAPSHOT_BLOCKS`
+/// (`table`, `walk`, `check`) chooses for snapshots that do not.
 fn resolve_source(requested: BlockSource, mode: Mode) -> Result<BlockSource, SnapshotError> {
+    let requested = match (
+        requested,
+        crate::config::getenv(c"LEAKSCOPE_SNAPSHOT_BLOCKS"),
+    ) {
+        (BlockSource::Auto, Some("table")) => BlockSource::LiveTable,
+        (BlockSource::Auto, Some("walk")) => BlockSource::HeapWalk,
+        (BlockSource::Auto, Some("check")) => BlockSource::CrossCheck,
+        (r, _) => r,
+    };
     let source = match requested {
         BlockSource::Auto if mode == Mode::Full => BlockSource::LiveTable,
         BlockSource::Auto => BlockSource::HeapWalk,
@@ -486,6 +496,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     let modules = modules::loaded_modules();
     let segments: Vec<(u64, u64)> = modules.segments.iter().map(|s| (s.start, s.end)).collect();
     let variables: Vec<(u64, u64)> = modules.variables.iter().map(|v| (v.start, v.end)).collect();
+    let own_variables: Vec<bool> = modules.variables.iter().map(|v| v.own).collect();
     let me = threads::own_thread();
     let others = threads::other_threads();
     let mut thread_roots = vec![
@@ -493,6 +504,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             stopped: true,
             exited: false,
             is_self: true,
+            own: crate::own_threads::is_own(me.tid),
             regs: [0; threads::SAVED_REGS],
             tp: threads::thread_pointer(),
         };
@@ -550,6 +562,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     threads::stop(slots, signo, STOP_TIMEOUT);
     for (roots, slot) in thread_roots[1..].iter_mut().zip(slots.iter()) {
         roots.is_self = false;
+        roots.own = crate::own_threads::is_own(slot.tid);
         roots.stopped = threads::stopped(slot);
         roots.exited = threads::gone(slot);
         roots.regs = slot.regs;
@@ -565,6 +578,8 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             caller,
             segments: &segments,
             variables: &variables,
+            own_variables: &own_variables,
+            own_code: &modules.own_code,
             threads: &thread_roots,
             static_tls_bytes: modules.static_tls_bytes,
             source,
@@ -652,7 +667,10 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         pause,
         analysis: Duration::from_nanos(header.analysis_ns),
         phases: std::array::from_fn(|i| {
-            (child::PHASES[i], Duration::from_nanos(header.phase_ns[i]))
+            (
+                child::Phase::ALL[i].name(),
+                Duration::from_nanos(header.phase_ns[i]),
+            )
         }),
         steps,
         cross_check: (source == BlockSource::CrossCheck)

@@ -26,6 +26,8 @@ pub(crate) struct Variable {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) name: String,
+    /// One of leakscope's own statics: never a root of the program's memory.
+    pub(crate) own: bool,
 }
 
 /// Writable segments and variables of every loaded object, sorted by address.
@@ -36,6 +38,9 @@ pub(crate) struct Modules {
     pub(crate) variables: Vec<Variable>,
     /// Total size of the static TLS blocks of the loaded objects.
     pub(crate) static_tls_bytes: u64,
+    /// Code of leakscope's own functions, sorted and disjoint: a stack
+    /// frame executing it (and every frame it called) is leakscope's.
+    pub(crate) own_code: Vec<(u64, u64)>,
 }
 
 struct Loaded {
@@ -85,16 +90,39 @@ unsafe extern "C" fn collect_object(
 /// A variable of an object file: offset from its load base, size, name.
 type FileVariable = (u64, u64, String);
 
-/// Variables of one object file.
-fn variables_of(path: &str) -> Vec<FileVariable> {
+/// What one object file's symbol table says: its variables, and the code of
+/// leakscope's own functions in it (offsets from its load base).
+#[derive(Default)]
+struct FileSymbols {
+    variables: Vec<FileVariable>,
+    own_functions: Vec<(u64, u64)>,
+}
+
+/// Whether a demangled symbol is one of leakscope's own (the library, its
+/// profile crate, a front end).
+pub(crate) fn is_own_symbol(name: &str) -> bool {
+    let name = name.strip_prefix('<').unwrap_or(name);
+    ["leakscope::", "leakscope_profile::", "leakscope_preload::"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+fn symbols_of(path: &str) -> FileSymbols {
     let inspector = Inspector::new();
     let mut src = source::Elf::new(path);
     src.debug_syms = false;
-    let mut out = Vec::new();
+    let mut out = FileSymbols::default();
     let _ = inspector.for_each(&source::Source::Elf(src), |sym| {
-        if sym.sym_type == SymType::Variable {
-            if let Some(size) = sym.size.filter(|&s| s > 0) {
-                out.push((sym.addr, size as u64, demangle(&sym.name)));
+        if let Some(size) = sym.size.filter(|&s| s > 0) {
+            match sym.sym_type {
+                SymType::Variable => {
+                    out.variables
+                        .push((sym.addr, size as u64, demangle(&sym.name)));
+                }
+                SymType::Function if is_own_symbol(&demangle(&sym.name)) => {
+                    out.own_functions.push((sym.addr, sym.addr + size as u64));
+                }
+                _ => {}
             }
         }
         std::ops::ControlFlow::Continue(())
@@ -106,8 +134,8 @@ fn demangle(name: &str) -> String {
     format!("{:#}", rustc_demangle::demangle(name))
 }
 
-/// Per object path: its variables (offsets from base), read once.
-static SYMBOL_CACHE: Mutex<Option<HashMap<String, Vec<FileVariable>>>> = Mutex::new(None);
+/// Per object path: its symbols (offsets from base), read once.
+static SYMBOL_CACHE: Mutex<Option<HashMap<String, FileSymbols>>> = Mutex::new(None);
 
 /// Reads the loaded objects now.
 pub(crate) fn loaded_modules() -> Modules {
@@ -137,9 +165,15 @@ pub(crate) fn loaded_modules() -> Modules {
             continue;
         }
         let index = modules.paths.len() as u32;
-        let vars = cache
+        let symbols = cache
             .entry(path.clone())
-            .or_insert_with(|| variables_of(&path));
+            .or_insert_with(|| symbols_of(&path));
+        for &(start, end) in &symbols.own_functions {
+            modules
+                .own_code
+                .push((object.base + start, object.base + end));
+        }
+        let vars = &symbols.variables;
         for &(start, end) in &object.segments {
             modules.segments.push(Segment {
                 start,
@@ -153,12 +187,19 @@ pub(crate) fn loaded_modules() -> Modules {
                         start: addr,
                         end: addr + size,
                         name: name.clone(),
+                        own: is_own_symbol(name),
                     });
                 }
             }
         }
         modules.paths.push(path);
     }
+    // The preload's whole object is leakscope's code.
+    if let Some(range) = crate::export::stacks::own_code_range() {
+        modules.own_code.push(range);
+    }
+    modules.own_code.sort_unstable();
+    modules.own_code.dedup();
     modules.segments.sort_by_key(|s| s.start);
     modules
         .variables

@@ -274,14 +274,15 @@ impl Resolved {
         links
     }
 
-    /// The index of the block containing `addr`.
+    /// The index of the program's block containing `addr` (leakscope's own
+    /// blocks are not the program's).
     pub(crate) fn block_index(&self, addr: u64) -> Option<usize> {
         let i = self
             .blocks
             .partition_point(|b| b.addr <= addr)
             .checked_sub(1)?;
         let b = &self.blocks[i];
-        (addr == b.addr || addr < b.addr + b.size).then_some(i)
+        ((addr == b.addr || addr < b.addr + b.size) && b.flags & flags::OWN == 0).then_some(i)
     }
 
     pub(crate) fn block(&self, i: usize) -> &BlockOut {
@@ -367,6 +368,10 @@ impl Resolved {
         let mut with_stacks = Amount::default();
         let key = |site: SiteId| self.site_key.get(&site).copied().unwrap_or(u32::MAX);
         for (i, b) in self.blocks.iter().enumerate() {
+            if b.flags & flags::OWN != 0 {
+                totals.leakscope_own.add(b.size);
+                continue;
+            }
             totals.live.add(b.size);
             let kind = self.block_kind(i);
             match kind {
@@ -496,7 +501,9 @@ impl Resolved {
                 .then_with(|| a.path.cmp(&b.path))
         });
 
-        let mut by_size: Vec<usize> = (0..self.blocks.len()).collect();
+        let mut by_size: Vec<usize> = (0..self.blocks.len())
+            .filter(|&i| self.blocks[i].flags & flags::OWN == 0)
+            .collect();
         by_size.sort_by_key(|&i| std::cmp::Reverse(self.blocks[i].size));
         let largest = by_size
             .into_iter()

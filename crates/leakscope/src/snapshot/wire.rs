@@ -26,8 +26,8 @@ pub(crate) struct Header {
     pub(crate) edges: u64,
     pub(crate) scanned_bytes: u64,
     pub(crate) analysis_ns: u64,
-    /// Time spent per analysis phase, see `child::PHASES`.
-    pub(crate) phase_ns: [u64; 8],
+    /// Time spent per analysis phase, see `child::Phase`.
+    pub(crate) phase_ns: [u64; 9],
     /// Steps of the graph algorithms (see `graph::Work`).
     pub(crate) graph_steps: u64,
     /// `blocks::BlockSource` the blocks came from.
