@@ -30,6 +30,31 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Other glibc releases, for the heap walker's tests (tests/heap_walk.rs runs
+# itself again under each one's loader): Debian 13's (2.41, the layout of
+# Ubuntu 24.04's 2.39) and Debian unstable's current one (2.43 today, the
+# release of Ubuntu 26.04). Unpacked into target/glibc/<suite>/, not installed.
+fetch_glibc() {
+    local apt_dir="$PWD/target/glibc/apt"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+    printf 'deb http://deb.debian.org/debian %s main\n' trixie sid > "$apt_dir/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
+        -o APT::Sandbox::User=root)
+    as_root apt-get "${opts[@]}" update -qq
+    for suite in trixie sid; do
+        local version
+        version=$(apt-cache "${opts[@]}" madison libc6 | awk -v s="$suite/main" '$0 ~ s {print $3; exit}')
+        (cd "$apt_dir" && as_root apt-get "${opts[@]}" download -qq "libc6=$version")
+        rm -rf "target/glibc/$suite"
+        dpkg-deb -x "$apt_dir/libc6_${version#*:}_$(dpkg --print-architecture).deb" "target/glibc/$suite"
+    done
+}
+if [ ! -d target/glibc/trixie ] || [ ! -d target/glibc/sid ]; then
+    echo "test.sh: fetching glibc from Debian 13 and unstable into target/glibc"
+    fetch_glibc
+fi
+
 # A Rust program nobody here wrote, for `leakscope run` (cached in target/).
 if [ ! -x target/tools/bin/rg ]; then
     echo "test.sh: installing ripgrep into target/tools (cargo install)"

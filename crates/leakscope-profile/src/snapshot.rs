@@ -414,6 +414,26 @@ impl SnapshotReport {
                 a.blocks
             );
         }
+        if self.blocks_from == BlocksFrom::HeapWalk {
+            let _ = writeln!(
+                out,
+                "  blocks from a walk of glibc's heap{}: {} of them ({}) have an allocation stack (sampled); \
+                 figures by allocation stack cover those",
+                self.glibc_heap
+                    .as_ref()
+                    .map_or(String::new(), |h| format!(" (glibc {})", h.release)),
+                self.with_stacks.blocks,
+                b(self.with_stacks.bytes)
+            );
+        }
+        if t.leakscope_own.blocks > 0 {
+            let _ = writeln!(
+                out,
+                "  leakscope's own: {} in {} blocks (not counted above)",
+                b(t.leakscope_own.bytes),
+                t.leakscope_own.blocks
+            );
+        }
         for th in self.threads.iter().filter(|th| !th.stopped) {
             let _ = writeln!(
                 out,
@@ -436,9 +456,12 @@ impl SnapshotReport {
         if !self.pinned.is_empty() {
             let _ = writeln!(out, "\nBuffers pinned by small slices:");
             for p in self.pinned.iter().take(limit) {
+                let sampled = p.with_stacks.map_or(String::new(), |s| {
+                    format!(" ({} of them sampled)", s.blocks)
+                });
                 let _ = writeln!(
                     out,
-                    "  {} buffers ({}) allocated in {} are kept alive by {} of slices held in {}",
+                    "  {} buffers ({}){sampled} allocated in {} are kept alive by {} of slices held in {}",
                     p.buffers.blocks,
                     b(p.buffers.bytes),
                     p.buffer_site.first().map_or("?", String::as_str),

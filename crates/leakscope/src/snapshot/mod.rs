@@ -20,6 +20,7 @@ mod child;
 mod glibc;
 mod graph;
 mod image;
+mod memory_guard;
 mod mmap_vec;
 mod modules;
 mod report;
@@ -62,6 +63,10 @@ pub enum SnapshotError {
     HeapWalk(String),
     /// A thread held an allocator lock for too long to stop safely.
     AllocatorBusy,
+    /// The snapshot would have pushed the process past its memory cgroup's
+    /// limit, or the machine past its available memory, so it was not taken
+    /// or abandoned (the text says which).
+    MemoryPressure(String),
     /// The stop signal's handler could not be installed.
     Signal(String),
     /// Memory for the results or the fork itself was refused.
@@ -80,6 +85,7 @@ impl fmt::Display for SnapshotError {
             ),
             SnapshotError::NoHeapWalk(why) => write!(f, "{why}"),
             SnapshotError::HeapWalk(why) => write!(f, "the heap walk failed: {why}"),
+            SnapshotError::MemoryPressure(why) => write!(f, "{why}"),
             SnapshotError::AllocatorBusy => write!(
                 f,
                 "a thread held one of glibc's arena locks for more than {} s; the snapshot was not taken",
@@ -493,6 +499,10 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         .map_or(0, |d| d.as_millis() as u64);
 
     // Step 1: everything that allocates.
+    let guard = memory_guard::Guard::for_this_process();
+    if let Some(why) = guard.pressure(0) {
+        return Err(SnapshotError::MemoryPressure(why));
+    }
     let modules = modules::loaded_modules();
     let segments: Vec<(u64, u64)> = modules.segments.iter().map(|s| (s.start, s.end)).collect();
     let variables: Vec<(u64, u64)> = modules.variables.iter().map(|v| (v.start, v.end)).collect();
@@ -614,7 +624,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     if pid < 0 {
         return Err(SnapshotError::Fork(fork_error));
     }
-    if let Err(e) = wait_for(pid as libc::pid_t, snapshot_timeout()) {
+    if let Err(e) = wait_for(pid as libc::pid_t, snapshot_timeout(), &guard) {
         let h = out.raw_header();
         if h.fault_addr != 0 || h.fault_pc != 0 {
             return Err(SnapshotError::Analysis(format!(
@@ -703,7 +713,27 @@ fn describe_code(pc: u64) -> String {
     format!("{object}!{symbol}+{:#x}", pc - info.dli_saddr as u64)
 }
 
-fn wait_for(pid: libc::pid_t, timeout: Duration) -> Result<(), SnapshotError> {
+/// Waits for the analysis child; kills it when it runs too long, or when
+/// memory runs short (its copy-on-write pages and arrays must not take the
+/// process past its limits).
+fn wait_for(
+    pid: libc::pid_t,
+    timeout: Duration,
+    guard: &memory_guard::Guard,
+) -> Result<(), SnapshotError> {
+    let kill = |pid: libc::pid_t| {
+        let mut status = 0;
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, &mut status, 0);
+        }
+    };
+    let longest_nap = if guard.limited() {
+        Duration::from_millis(5)
+    } else {
+        Duration::from_millis(20)
+    };
     let start = Instant::now();
     let mut nap = Duration::from_micros(200);
     loop {
@@ -738,17 +768,17 @@ fn wait_for(pid: libc::pid_t, timeout: Duration) -> Result<(), SnapshotError> {
             return Err(SnapshotError::Analysis(e.to_string()));
         }
         if start.elapsed() > timeout {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
+            kill(pid);
             return Err(SnapshotError::Analysis(format!(
                 "it took longer than {}s",
                 timeout.as_secs()
             )));
         }
+        if let Some(why) = guard.pressure(0) {
+            kill(pid);
+            return Err(SnapshotError::MemoryPressure(why));
+        }
         std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(20));
+        nap = (nap * 2).min(longest_nap);
     }
 }
