@@ -47,6 +47,7 @@ mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod labels;
+pub mod outside;
 mod own_threads;
 mod profiler;
 #[cfg(feature = "push")]

@@ -98,6 +98,21 @@ impl Maps {
         Some(Maps { regions, own })
     }
 
+    /// Regions of another address space (a core file, another process),
+    /// listed by the caller; sorted here. leakscope owns none of them.
+    pub(crate) fn from_regions(list: &[Region]) -> Option<Maps> {
+        let mut regions = MmapVec::new();
+        regions.reserve(list.len())?;
+        for &r in list {
+            regions.push(r)?;
+        }
+        regions.as_mut_slice().sort_unstable_by_key(|r| r.start);
+        Some(Maps {
+            regions,
+            own: MmapVec::new(),
+        })
+    }
+
     /// Parses the text of a maps file.
     #[cfg(test)]
     pub(crate) fn parse(text: &[u8]) -> Option<Maps> {

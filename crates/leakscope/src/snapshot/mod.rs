@@ -17,14 +17,14 @@
 
 mod blocks;
 mod child;
-mod glibc;
+pub(crate) mod glibc;
 mod graph;
-mod image;
+pub(crate) mod image;
 mod memory_guard;
-mod mmap_vec;
+pub(crate) mod mmap_vec;
 mod modules;
 mod report;
-mod threads;
+pub(crate) mod threads;
 mod wire;
 
 use std::fmt;

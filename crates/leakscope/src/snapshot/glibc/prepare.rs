@@ -35,6 +35,27 @@ impl Prepared {
         &self.data[..self.data_len]
     }
 
+    /// The facts about another process's libc (a core file, an attached
+    /// process), found by reading its files and memory rather than through
+    /// this process's loader. At most eight writable segments are kept.
+    pub(crate) fn from_parts(
+        version: (u32, u32),
+        data: &[(u64, u64)],
+        libc_tls: Option<(i64, u64)>,
+        static_tls_bytes: u64,
+    ) -> Prepared {
+        let mut p = Prepared {
+            layout: layout::for_version(version.0, version.1),
+            version,
+            data: [(0, 0); MAX_DATA],
+            data_len: data.len().min(MAX_DATA),
+            libc_tls,
+            static_tls_bytes,
+        };
+        p.data[..p.data_len].copy_from_slice(&data[..p.data_len]);
+        p
+    }
+
     #[cfg(test)]
     pub(crate) fn for_tests(layout: &'static Layout, data: &[(u64, u64)]) -> Prepared {
         let mut p = Prepared {
