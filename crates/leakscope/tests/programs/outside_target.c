@@ -1,0 +1,141 @@
+/* The target of the out-of-process tests (tests/outside.rs): known values
+ * at known addresses, planted heap blocks, and threads in each state an
+ * attach meets (user code, a restartable read, a timed sleep). It prints
+ * one line of addresses, then serves commands on stdin:
+ *   ping N  -> "pong N sum=S spin=K"  (S: a checksum of the planted block)
+ *   wake    -> the sleeper thread's read returns; it answers "woke M"
+ *   quit
+ * SPIN=0 in the environment leaves out the spinning thread, so that every
+ * thread sleeps in a system call. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define PLANTED_WORDS 512
+uint64_t *planted;                        /* a static holding a heap block */
+uint64_t magic = 0x6c65616b73636f70ULL;   /* "leakscop" */
+volatile uint64_t spin_count;
+static int wake_pipe[2];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ready_cond = PTHREAD_COND_INITIALIZER;
+static int ready_threads;
+static char sleeper_info[256], spinner_info[128];
+
+static void say(const char *text) {
+    /* One write per line: threads answer on the same pipe. */
+    if (write(1, text, strlen(text)) < 0) _exit(3);
+}
+
+static void arrived(void) {
+    pthread_mutex_lock(&lock);
+    ready_threads++;
+    pthread_cond_broadcast(&ready_cond);
+    pthread_mutex_unlock(&lock);
+}
+
+static void *sleeper(void *arg) {
+    (void)arg;
+    volatile uint64_t marker = 0x57ac4ed0000000deULL;   /* on this stack */
+    uint64_t *volatile held = malloc(200);               /* held by the stack only */
+    held[0] = 0xb10cb10cb10cb10cULL;
+    snprintf(sleeper_info, sizeof sleeper_info,
+             "sleeper_tid=%ld sleeper_tp=%lx marker=%lx sleeper_block=%lx",
+             (long)syscall(SYS_gettid), (unsigned long)pthread_self(),
+             (unsigned long)&marker, (unsigned long)held);
+    arrived();
+    for (;;) {
+        char c;
+        if (read(wake_pipe[0], &c, 1) != 1) {
+            say("sleeper read failed\n");
+            _exit(4);
+        }
+        char line[64];
+        snprintf(line, sizeof line, "woke %lx %lx\n", (unsigned long)marker,
+                 (unsigned long)held[0]);
+        say(line);
+    }
+    return NULL;
+}
+
+static void *spinner(void *arg) {
+    (void)arg;
+    snprintf(spinner_info, sizeof spinner_info, " spinner_tid=%ld spinner_tp=%lx",
+             (long)syscall(SYS_gettid), (unsigned long)pthread_self());
+    arrived();
+    for (;;) spin_count++;
+    return NULL;
+}
+
+static void *napper(void *arg) {
+    (void)arg;
+    arrived();
+    for (;;) usleep(200000);
+    return NULL;
+}
+
+int main(void) {
+    int spin = !(getenv("SPIN") && strcmp(getenv("SPIN"), "0") == 0);
+    if (pipe(wake_pipe) != 0) return 2;
+    planted = malloc(PLANTED_WORDS * 8);
+    for (int i = 0; i < PLANTED_WORDS; i++) planted[i] = 0x1000 + i;
+    /* Blocks of known sizes, kept (in a static array) and freed (into the
+     * tcache and the bins; a size nothing else here asks for, so that the
+     * freed addresses stay free). */
+    static size_t sizes[] = {24, 100, 1000, 5000, 300000};
+    static void *kept[5];
+    void *freed[4];
+    unsigned long freed_at[5];
+    for (int i = 0; i < 5; i++) memset(kept[i] = malloc(sizes[i]), 0x5a, sizes[i]);
+    for (int i = 0; i < 4; i++) freed[i] = malloc(904);
+    void *gap = malloc(2000);
+    void *binned = malloc(3000);
+    void *fence = malloc(40);
+    for (int i = 0; i < 4; i++) freed_at[i] = (unsigned long)freed[i];
+    freed_at[4] = (unsigned long)binned;
+    for (int i = 0; i < 4; i++) free(freed[i]);
+    free(binned);
+    (void)gap; (void)fence;
+
+    pthread_t t;
+    int threads = 2 + spin;
+    pthread_create(&t, NULL, sleeper, NULL);
+    pthread_create(&t, NULL, napper, NULL);
+    if (spin) pthread_create(&t, NULL, spinner, NULL);
+    pthread_mutex_lock(&lock);
+    while (ready_threads < threads) pthread_cond_wait(&ready_cond, &lock);
+    pthread_mutex_unlock(&lock);
+
+    char line[2048];
+    int n = snprintf(line, sizeof line,
+        "pid=%d main_tp=%lx planted_var=%lx planted=%lx magic_var=%lx %s%s freed=%lx,%lx,%lx,%lx binned=%lx kept=",
+        getpid(), (unsigned long)pthread_self(), (unsigned long)&planted,
+        (unsigned long)planted, (unsigned long)&magic, sleeper_info, spin ? spinner_info : "",
+        freed_at[0], freed_at[1], freed_at[2], freed_at[3], freed_at[4]);
+    for (int i = 0; i < 5; i++)
+        n += snprintf(line + n, sizeof line - n, "%s%lx:%zu", i ? "," : "",
+                      (unsigned long)kept[i], sizes[i]);
+    snprintf(line + n, sizeof line - n, "\n");
+    say(line);
+
+    char command[64];
+    while (fgets(command, sizeof command, stdin)) {
+        if (strncmp(command, "ping", 4) == 0) {
+            uint64_t sum = 0;
+            for (int i = 0; i < PLANTED_WORDS; i++) sum += planted[i];
+            char out[128];
+            snprintf(out, sizeof out, "pong %ld sum=%lu spin=%lu\n", strtol(command + 5, NULL, 10),
+                     (unsigned long)sum, (unsigned long)spin_count);
+            say(out);
+        } else if (strncmp(command, "wake", 4) == 0) {
+            if (write(wake_pipe[1], "w", 1) != 1) return 5;
+        } else if (strncmp(command, "quit", 4) == 0) {
+            return 0;
+        }
+    }
+    return 0;
+}
