@@ -25,7 +25,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let report = load_snapshot(&args.file)?;
     if let Some(out) = &args.pprof {
-        std::fs::write(out, leakscope_profile::encode_gzip(&report.refs_profile()))
+        leakscope_profile::atomic_file::write_atomic(out, &leakscope_profile::encode_gzip(&report.refs_profile()))
             .with_context(|| format!("cannot write {}", out.display()))?;
     }
     if args.json {

@@ -147,7 +147,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 eprintln!("leakscope: profiles and snapshots in {}", out.display());
             }
             if let Some(path) = &args.report {
-                std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+                leakscope_profile::atomic_file::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
         } else if !args.quiet {

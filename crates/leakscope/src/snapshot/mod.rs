@@ -151,7 +151,7 @@ impl Snapshot {
     /// Writes the snapshot file (JSON, see `leakscope refs`).
     pub fn write(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let _scope = UntrackedScope::enter();
-        std::fs::write(path, self.report.to_json())
+        crate::export::write_atomic(path, self.report.to_json().as_bytes())
     }
 
     /// The holder-chain profile (gzipped pprof), as `go tool pprof` reads it.
@@ -162,7 +162,7 @@ impl Snapshot {
 
     /// Writes the holder-chain profile.
     pub fn write_refs_pprof(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        std::fs::write(path, self.encode_refs_pprof())
+        crate::export::write_atomic(path, &self.encode_refs_pprof())
     }
 }
 
