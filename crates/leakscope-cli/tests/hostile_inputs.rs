@@ -21,10 +21,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "leakscope-hostile-{}-{name}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("leakscope-hostile-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -44,36 +41,43 @@ fn profile(leak: i64, t: i64) -> Vec<u8> {
 }
 
 /// Runs the binary and returns its output with its peak resident memory.
+// Reaped by wait4, which also reports the peak; std's wait cannot.
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&str]) -> (Output, u64) {
-    let child = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leakscope"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id() as libc::pid_t;
-    // The output is small: read it after the process is reaped.
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out_pipe.read_to_end(&mut v).unwrap();
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err_pipe.read_to_end(&mut v).unwrap();
+        v
+    });
     let mut status = 0;
     // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our child, not yet waited for; both pointers are live.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid);
-    let mut stdout = Vec::new();
-    let mut err = Vec::new();
-    use std::io::Read;
-    child.stdout.unwrap().read_to_end(&mut stdout).unwrap();
-    child.stderr.unwrap().read_to_end(&mut err).unwrap();
     let status = std::os::unix::process::ExitStatusExt::from_raw(status);
     let peak = usage.ru_maxrss as u64 * 1024;
-    (
-        Output {
-            status,
-            stdout,
-            stderr: err,
-        },
-        peak,
-    )
+    let output = Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    };
+    (output, peak)
 }
 
 fn assert_one_line_failure(o: &Output, mentions: &str) {
@@ -169,7 +173,10 @@ fn several_processes_need_a_choice_and_pid_makes_it() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    assert_one_line_failure(&leakscope(&["trend", d, "--pid", "99"]), "no files of pid 99");
+    assert_one_line_failure(
+        &leakscope(&["trend", d, "--pid", "99"]),
+        "no files of pid 99",
+    );
 }
 
 /// The temporaries of a process's periodic snapshot writes, if any.
@@ -242,13 +249,19 @@ fn a_process_killed_while_writing_a_snapshot_leaves_a_readable_directory() {
         }
     }
     let d = dir.to_str().unwrap();
-    for args in [vec!["report", d], vec!["report", d, "--json"], vec!["trend", d]] {
+    for args in [
+        vec!["report", d],
+        vec!["report", d, "--json"],
+        vec!["trend", d],
+    ] {
         let o = leakscope(&args);
         let err = stderr(&o);
         assert!(o.status.success(), "{args:?}: {err}");
         let skipped: Vec<&str> = err.lines().filter(|l| l.contains("skipping")).collect();
         assert!(
-            skipped.iter().any(|l| l.contains(&caught) && l.contains("unfinished write")),
+            skipped
+                .iter()
+                .any(|l| l.contains(&caught) && l.contains("unfinished write")),
             "{args:?}: {err}"
         );
         // Perhaps the profile's temporary too, nothing else.

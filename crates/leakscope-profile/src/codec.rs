@@ -106,10 +106,7 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Profile, DecodeError
 }
 
 fn too_large(limit: usize) -> DecodeError {
-    DecodeError::TooLarge(format!(
-        "it inflates to more than {} MiB",
-        limit >> 20
-    ))
+    DecodeError::TooLarge(format!("it inflates to more than {} MiB", limit >> 20))
 }
 
 /// Inflates gzip data, stopping as soon as the output would pass `limit`.

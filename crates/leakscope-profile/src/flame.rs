@@ -118,8 +118,8 @@ mod tests {
         assert!(svg.starts_with(b"<?xml"), "{:?}", &svg[..20]);
         let err = flame_graph_svg_within(&view, 0, "t", 1000, MAX_SVG_BYTES).unwrap_err();
         assert!(matches!(err, FlameError::TooLarge(_)), "{err}");
-        let err = flame_graph_svg_within(&view, 0, "t", MAX_FOLDED_BYTES, svg.len() / 2)
-            .unwrap_err();
+        let err =
+            flame_graph_svg_within(&view, 0, "t", MAX_FOLDED_BYTES, svg.len() / 2).unwrap_err();
         assert!(err.to_string().contains("SVG would pass"), "{err}");
     }
 }

@@ -15,7 +15,11 @@ pub fn folded(view: &StackView, index: usize) -> Vec<String> {
 /// would hold more than `max_bytes`: a profile of a few kilobytes can name
 /// long functions in deep stacks, and its folded text grows with depth
 /// times name length.
-pub fn folded_within(view: &StackView, index: usize, max_bytes: usize) -> Result<Vec<String>, usize> {
+pub fn folded_within(
+    view: &StackView,
+    index: usize,
+    max_bytes: usize,
+) -> Result<Vec<String>, usize> {
     let mut stacks: BTreeMap<String, i64> = BTreeMap::new();
     let mut size = 0usize;
     for sample in &view.samples {

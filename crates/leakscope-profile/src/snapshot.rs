@@ -285,10 +285,7 @@ impl SnapshotReport {
                 .collect();
             b.add_sample(
                 &ids,
-                &[
-                    clamp_i64(path.amount.blocks),
-                    clamp_i64(path.amount.bytes),
-                ],
+                &[clamp_i64(path.amount.blocks), clamp_i64(path.amount.bytes)],
                 &[],
             );
         }

@@ -48,7 +48,10 @@ mod tests {
         assert_eq!(format_value(42, "count"), "42");
         assert_eq!(percent(1, 4), "25.00%");
         assert_eq!(percent(1, 0), "0.00%");
-        assert_eq!(format_value(clamp_i64(u64::MAX), "bytes"), "8589934592.00GB");
+        assert_eq!(
+            format_value(clamp_i64(u64::MAX), "bytes"),
+            "8589934592.00GB"
+        );
         assert_eq!(clamp_i64(5), 5);
     }
 }

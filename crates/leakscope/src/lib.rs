@@ -57,6 +57,11 @@ pub mod testing;
 
 pub use collect::{add_progress, mode, progress, rate, reattribute, set_mode, stats, Stats};
 pub use config::{Mode, DEFAULT_RATE};
+
+/// The `LEAKSCOPE_*` variables: one table, read and validated once.
+pub mod settings {
+    pub use crate::config::{rejected_variables, Variable, VARIABLES};
+}
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use labels::{label, LabelGuard};
 pub use profiler::Profiler;

@@ -69,7 +69,8 @@ pub fn self_check(
             snapshots: &run.snapshots,
             profiles: &run.profiles,
         });
-        leakscope_profile::atomic_file::write_atomic(path, page.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        leakscope_profile::atomic_file::write_atomic(path, page.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         if format == Format::Text {
             println!("\nHTML report: {}", path.display());
         }

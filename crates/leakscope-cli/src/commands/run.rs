@@ -101,6 +101,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let program = &args.command[0];
     let mut command = Command::new(program);
+    // This process warned about them already (its own allocator read the
+    // same environment); the program would warn again.
+    for rejected in leakscope::settings::rejected_variables() {
+        command.env_remove(rejected);
+    }
     command
         .args(&args.command[1..])
         .env("LD_PRELOAD", preload)
@@ -147,8 +152,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 eprintln!("leakscope: profiles and snapshots in {}", out.display());
             }
             if let Some(path) = &args.report {
-                leakscope_profile::atomic_file::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                leakscope_profile::atomic_file::write_atomic(
+                    path,
+                    serde_json::to_string_pretty(&summary)?.as_bytes(),
+                )
+                .with_context(|| format!("cannot write {}", path.display()))?;
             }
         } else if !args.quiet {
             eprintln!(

@@ -34,16 +34,9 @@ fn write_set() {
         return;
     };
     let dir = crate::config::expand_path(dir);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        if !DIR_FAILED.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "leakscope: cannot create LEAKSCOPE_DIR {dir}: {e}; no periodic profiles \
-                 until it can be created"
-            );
-        }
+    if !ensure_dir(&dir) {
         return;
     }
-    DIR_FAILED.store(false, Ordering::Relaxed);
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     let profile = super::heap_profile();
@@ -62,8 +55,33 @@ fn write_set() {
     }
 }
 
+/// Creates the directory if needed. A failure is reported once (with the
+/// system's reason), until the directory can be created again.
+fn ensure_dir(dir: &str) -> bool {
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => {
+            DIR_FAILED.store(false, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            if !DIR_FAILED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "leakscope: cannot create LEAKSCOPE_DIR {dir}: {e}; no periodic profiles \
+                     until it can be created"
+                );
+            }
+            false
+        }
+    }
+}
+
 extern "C" fn writer_loop(_: *mut libc::c_void) -> *mut libc::c_void {
     let interval = Duration::from_millis(PERIODIC_INTERVAL_MS.load(Ordering::Relaxed));
+    if let Some(dir) = PERIODIC_DIR.get() {
+        // Says at once, not an interval later, if the directory is unusable.
+        let _scope = UntrackedScope::enter();
+        ensure_dir(&crate::config::expand_path(dir));
+    }
     loop {
         std::thread::sleep(interval);
         write_next();

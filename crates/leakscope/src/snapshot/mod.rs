@@ -207,13 +207,6 @@ impl SlotBuffer {
 /// How long threads get to stop before the snapshot goes on without them.
 const STOP_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn snapshot_timeout() -> Duration {
-    let secs = crate::config::getenv(c"LEAKSCOPE_SNAPSHOT_TIMEOUT")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
-    Duration::from_secs(secs)
-}
-
 fn raw_fork() -> libc::c_long {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a plain fork system call. Unlike glibc's fork() it runs no
@@ -345,7 +338,7 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
     if pid < 0 {
         return Err(SnapshotError::Fork(fork_error));
     }
-    wait_for(pid as libc::pid_t, snapshot_timeout())?;
+    wait_for(pid as libc::pid_t, crate::config::snapshot_timeout())?;
     let Some((header, roots, blocks)) = out.read() else {
         return Err(SnapshotError::Analysis(
             "the analysis wrote no results".into(),
