@@ -208,3 +208,41 @@ fn a_signal_the_program_relies_on_is_refused_and_still_ends_it() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("ignoring LEAKSCOPE_SIGNAL=15"), "{err}");
 }
+
+#[test]
+fn the_endpoint_refuses_an_empty_token_and_an_open_address_without_one() {
+    let out = fresh_dir("http-refusals");
+    let o = Command::new(bin())
+        .args(["run", "--quiet", "--http", "0.0.0.0:0", "--out"])
+        .arg(&out)
+        .args(["--", "/bin/true"])
+        .env("LEAKSCOPE_PRELOAD_LIB", preload_library())
+        .env_remove("LEAKSCOPE_HTTP_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("--http 0.0.0.0:0 is beyond loopback"),
+        "{w:?}"
+    );
+
+    let o = Command::new(bin())
+        .args([
+            "run", "--quiet", "--mode", "sampled", "--http", "0", "--out",
+        ])
+        .arg(&out)
+        .args(["--", bin(), "top"])
+        .arg(go_profile())
+        .env("LEAKSCOPE_PRELOAD_LIB", preload_library())
+        .env("LEAKSCOPE_HTTP_TOKEN", "")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", warnings(&o));
+    assert_eq!(
+        warnings(&o),
+        ["leakscope: cannot start the endpoint: LEAKSCOPE_HTTP_TOKEN is set but empty; refusing to start the endpoint"]
+    );
+}

@@ -131,6 +131,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(addr) = &args.http {
         let addr = leakscope::http::listen_addr(addr)
             .with_context(|| format!("--http {addr}: not an address to listen on"))?;
+        let token = std::env::var_os("LEAKSCOPE_HTTP_TOKEN").is_some_and(|t| !t.is_empty());
+        let allowed =
+            std::env::var_os("LEAKSCOPE_HTTP_ALLOW_REMOTE_WITHOUT_TOKEN").is_some_and(|v| v == "1");
+        if !addr.ip().is_loopback() && !token && !allowed {
+            bail!(
+                "--http {addr} is beyond loopback: set LEAKSCOPE_HTTP_TOKEN (requests then need \
+                 it) or LEAKSCOPE_HTTP_ALLOW_REMOTE_WITHOUT_TOKEN=1"
+            );
+        }
         command.env("LEAKSCOPE_HTTP", addr.to_string());
     }
     let mut child = command
