@@ -92,6 +92,7 @@ static SERVICE_ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Routes every later batch not covered by [`with_shared_symbolizer`]
 /// through one process-wide symbolizer (see [`service`]).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn use_shared_service() {
     SERVICE_ENABLED.store(true, Ordering::Release);
 }

@@ -113,6 +113,22 @@ mod tests {
         assert!(parse_heap(&long, 300).unwrap_err().contains("longer than"));
     }
 
+    /// The fuzz corpus (`fuzz/corpus/http_query/`), replayed as the fuzz
+    /// target runs it.
+    #[test]
+    fn the_fuzz_corpus_replays_cleanly() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/http_query");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            let text = String::from_utf8_lossy(&data);
+            let _ = parse_heap(&text, 300);
+            let _ = parse_format(&text, &["json", "html", "pprof"]);
+            replayed += 1;
+        }
+        assert!(replayed > 0);
+    }
+
     #[test]
     fn format_queries() {
         assert_eq!(parse_format("", &["json"]), Ok(FormatQuery::default()));
