@@ -42,6 +42,8 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod collect;
+#[cfg(test)]
+mod collect_model_tests;
 mod config;
 mod export;
 #[cfg(feature = "http")]
