@@ -52,13 +52,13 @@ fn live_op() -> impl Strategy<Value = LiveOp> {
     let slot = 0u16..600;
     let region = any::<u8>();
     prop_oneof![
-        4 => (region.clone(), slot.clone(), 0u64..(1 << 38), 0u32..MAX_SITES, any::<bool>(), any::<bool>())
+        4 => (region, slot.clone(), 0u64..(1 << 38), 0u32..MAX_SITES, any::<bool>(), any::<bool>())
             .prop_map(|(region, slot, size, site, sampled, in_filter)| LiveOp::Insert {
                 region, slot, size, site, sampled, in_filter
             }),
-        3 => (region.clone(), slot.clone()).prop_map(|(region, slot)| LiveOp::Remove { region, slot }),
-        1 => (region.clone(), slot.clone()).prop_map(|(region, slot)| LiveOp::TryRemove { region, slot }),
-        1 => (region.clone(), slot.clone(), 0u64..(1 << 38))
+        3 => (region, slot.clone()).prop_map(|(region, slot)| LiveOp::Remove { region, slot }),
+        1 => (region, slot.clone()).prop_map(|(region, slot)| LiveOp::TryRemove { region, slot }),
+        1 => (region, slot.clone(), 0u64..(1 << 38))
             .prop_map(|(region, slot, size)| LiveOp::Resize { region, slot, size }),
         1 => (region, slot, 1u16..800).prop_map(|(region, first, count)| LiveOp::Burst { region, first, count }),
     ]
