@@ -79,13 +79,30 @@ fn each_bad_value_is_named_in_exactly_one_warning() {
         w[0].starts_with("leakscope: ignoring LEAKSCOPE_SIGNAL=15 (expected a real-time signal"),
         "{w:?}"
     );
-    // Good values say nothing.
+    // Good values say nothing; an empty one means unset, as it always has.
     let o = top_with(&[
         ("LEAKSCOPE_SIGNAL", "SIGRTMIN+7"),
         ("LEAKSCOPE_SEED", "42"),
         ("LEAKSCOPE_MODE", "sampled"),
+        ("LEAKSCOPE_RATE", ""),
     ]);
     assert!(warnings(&o).is_empty(), "{:?}", warnings(&o));
+    // A path that is not text is not used as a file name.
+    use std::os::unix::ffi::OsStrExt;
+    let o = Command::new(bin())
+        .arg("top")
+        .arg(go_profile())
+        .env(
+            "LEAKSCOPE_OUT",
+            std::ffi::OsStr::from_bytes(b"/tmp/\xff\xfe.pb.gz"),
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        warnings(&o),
+        ["leakscope: ignoring LEAKSCOPE_OUT=... (not UTF-8 text)"]
+    );
 }
 
 /// The preload library next to the binary (as `cargo build` leaves it).

@@ -230,14 +230,17 @@ impl Var {
     }
 }
 
-/// Reads an environment variable without allocating. The slice borrows the
-/// process environment; callers copy what they keep.
+/// Reads an environment variable without allocating; an empty value is
+/// `None`. The slice borrows the process environment; callers copy what
+/// they keep.
 pub(crate) fn getenv(name: &std::ffi::CStr) -> Option<&'static str> {
-    getenv_raw(name).filter(|s| !s.is_empty())
+    getenv_bytes(name)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
 }
 
-/// As [`getenv`], but an empty value is returned as such.
-fn getenv_raw(name: &std::ffi::CStr) -> Option<&'static str> {
+/// The raw bytes of a variable's value.
+fn getenv_bytes(name: &std::ffi::CStr) -> Option<&'static [u8]> {
     // SAFETY: `name` is NUL-terminated. getenv returns a pointer into the
     // environment block or null. It is read at once; like every C program
     // we assume nobody calls setenv concurrently during initialisation.
@@ -246,17 +249,27 @@ fn getenv_raw(name: &std::ffi::CStr) -> Option<&'static str> {
         return None;
     }
     // SAFETY: a non-null getenv result is a NUL-terminated string.
-    let bytes = unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes();
-    Some(std::str::from_utf8(bytes).unwrap_or("(not UTF-8)"))
+    Some(unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes())
 }
 
-/// Looks a variable of the table up by its name.
-fn lookup(var: Var) -> Option<&'static str> {
-    let mut name = [0u8; 64];
+/// A variable of the table as a C string (in `buf`).
+fn c_name(var: Var, buf: &mut [u8; 64]) -> Option<&std::ffi::CStr> {
     let bytes = var.info().name.as_bytes();
-    name[..bytes.len()].copy_from_slice(bytes);
-    let name = std::ffi::CStr::from_bytes_until_nul(&name).ok()?;
-    getenv_raw(name)
+    buf[..bytes.len()].copy_from_slice(bytes);
+    std::ffi::CStr::from_bytes_until_nul(buf).ok()
+}
+
+/// Looks a variable of the table up by its name. An empty value counts as
+/// unset (`LEAKSCOPE_MODE= ./service`), as it always has.
+fn lookup(var: Var) -> Option<&'static str> {
+    getenv(c_name(var, &mut [0u8; 64])?)
+}
+
+/// Whether a variable is set to bytes that are not UTF-8 text.
+fn is_not_text(var: Var) -> bool {
+    c_name(var, &mut [0u8; 64])
+        .and_then(getenv_bytes)
+        .is_some_and(|b| std::str::from_utf8(b).is_err())
 }
 
 /// Writes a warning to stderr without allocating.
@@ -381,6 +394,22 @@ fn read_environment() -> Environment {
         parts[n] = ")";
         warn(&parts[..=n]);
     };
+    for var in [
+        Var::Mode,
+        Var::Rate,
+        Var::Seed,
+        Var::Unwind,
+        Var::Out,
+        Var::RefsOut,
+        Var::Dir,
+        Var::Interval,
+        Var::Signal,
+        Var::SnapshotTimeout,
+    ] {
+        if is_not_text(var) {
+            reject(var, "...", &["not UTF-8 text", ""]);
+        }
+    }
     let mode = lookup(Var::Mode).and_then(|v| {
         let m = Mode::parse(v);
         if m.is_none() {
@@ -418,7 +447,6 @@ fn read_environment() -> Environment {
     ] {
         match lookup(var) {
             None => {}
-            Some("") => reject(var, "", &["expected ", var.info().expected]),
             Some(v) if !path.set(v) => reject(var, "...", &["expected ", var.info().expected]),
             Some(_) => {}
         }
