@@ -62,6 +62,10 @@ pub struct Limits {
     /// The names and files of every location's frames plus every sample's
     /// label text: what a resolved view of the profile holds.
     pub max_text_bytes: usize,
+    /// Function names over every sample's frames, counted per sample: what
+    /// folded stacks, flame graphs and per-stack series would spell out (a
+    /// few kilobytes of long names in deep stacks can reach gigabytes).
+    pub max_stack_text_bytes: usize,
 }
 
 impl Default for Limits {
@@ -74,6 +78,7 @@ impl Default for Limits {
             max_string_bytes: 256 << 10,
             max_total_frames: 16 << 20,
             max_text_bytes: 128 << 20,
+            max_stack_text_bytes: 64 << 20,
         }
     }
 }
@@ -165,26 +170,34 @@ fn check_limits(p: &Profile, limits: &Limits) -> Result<(), DecodeError> {
     let functions: std::collections::HashMap<u64, &crate::pb::Function> =
         p.function.iter().map(|f| (f.id, f)).collect();
     let mut text = 0usize;
-    let mut depth_of = std::collections::HashMap::with_capacity(p.location.len());
+    // Per location: its frames, and the length of their names (an address
+    // stands in for a location without lines).
+    let mut shape_of = std::collections::HashMap::with_capacity(p.location.len());
     for l in &p.location {
-        depth_of.insert(l.id, l.line.len().max(1));
+        let mut names = 0usize;
         for line in &l.line {
             if let Some(f) = functions.get(&line.function_id) {
                 text = text.saturating_add(len(f.name) + len(f.filename));
+                names = names.saturating_add(len(f.name) + 1);
             }
         }
+        shape_of.insert(l.id, (l.line.len().max(1), names.max(19)));
     }
     let mut total_frames = 0usize;
+    let mut stack_text = 0usize;
     for s in &p.sample {
-        let depth: usize = s
+        let (depth, names) = s
             .location_id
             .iter()
-            .map(|id| depth_of.get(id).copied().unwrap_or(1))
-            .fold(0, usize::saturating_add);
+            .map(|id| shape_of.get(id).copied().unwrap_or((1, 19)))
+            .fold((0usize, 0usize), |(d, n), (ld, ln)| {
+                (d.saturating_add(ld), n.saturating_add(ln))
+            });
         if depth > limits.max_stack_depth {
             return Err(over("frames in one stack", depth, limits.max_stack_depth));
         }
         total_frames = total_frames.saturating_add(depth);
+        stack_text = stack_text.saturating_add(names);
         for label in &s.label {
             text = text.saturating_add(len(label.key) + len(label.str) + len(label.num_unit) + 24);
         }
@@ -194,6 +207,13 @@ fn check_limits(p: &Profile, limits: &Limits) -> Result<(), DecodeError> {
             "frames over all stacks",
             total_frames,
             limits.max_total_frames,
+        ));
+    }
+    if stack_text > limits.max_stack_text_bytes {
+        return Err(over(
+            "bytes of function names over all stacks",
+            stack_text,
+            limits.max_stack_text_bytes,
         ));
     }
     if text > limits.max_text_bytes {
