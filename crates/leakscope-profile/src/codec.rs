@@ -357,6 +357,73 @@ mod tests {
     }
 
     #[test]
+    fn every_limit_is_enforced_with_its_reason() {
+        let bytes = encode_gzip(&small_profile());
+        let ok = Limits::default();
+        assert!(decode_with(&bytes, &ok).is_ok());
+        let reason = |limits: Limits| match decode_with(&bytes, &limits) {
+            Err(DecodeError::TooLarge(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            reason(Limits {
+                max_message_bytes: 10,
+                ..ok
+            }),
+            "it inflates to more than 0 MiB"
+        );
+        assert_eq!(
+            reason(Limits {
+                max_samples: 0,
+                ..ok
+            }),
+            "1 samples, more than the 0 accepted"
+        );
+        assert!(reason(Limits {
+            max_records: 1,
+            ..ok
+        })
+        .starts_with("2 locations"));
+        assert!(reason(Limits {
+            max_stack_depth: 0,
+            ..ok
+        })
+        .starts_with("1 frames in one stack"));
+        assert!(reason(Limits {
+            max_string_bytes: 3,
+            ..ok
+        })
+        .starts_with("a name of 13 bytes, more than the 3"));
+        assert!(reason(Limits {
+            max_total_frames: 0,
+            ..ok
+        })
+        .starts_with("1 frames over all stacks"));
+        assert!(reason(Limits {
+            max_stack_text_bytes: 4,
+            ..ok
+        })
+        .starts_with("19 bytes of function names"));
+        assert!(reason(Limits {
+            max_text_bytes: 4,
+            ..ok
+        })
+        .starts_with("15 bytes of names and labels"));
+        // Uncompressed input is held to the same message limit.
+        let raw = small_profile().encode_to_vec();
+        assert!(matches!(
+            decode_with(
+                &raw,
+                &Limits {
+                    max_message_bytes: 10,
+                    ..ok
+                }
+            ),
+            Err(DecodeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
     fn rejects_dangling_references() {
         let mut p = small_profile();
         p.sample[0].location_id.push(999);
