@@ -293,19 +293,25 @@ fn request_field_held() {
     assert!(dom.contains("REQUEST_CACHE"), "{dom}");
 }
 
-/// Sampled mode writes no snapshots: the self-check names the scenario from
-/// the growing decode-path stack alone, with a lower confidence.
+/// Sampled mode tracks only samples, so its snapshots walk glibc's heap
+/// instead of the live table: the self-check still names the static that
+/// holds the slices.
 #[test]
 fn request_field_held_in_sampled_mode() {
     let (json, dir) = run_lab("request-field-held", "sampled");
     let (top, _, stack) = top_finding_of("request-field-held", &json);
-    assert!(top["confidence"].as_f64().unwrap() < 0.6, "{top:#}");
     assert!(stack.contains("tonic::codec::decode"), "{stack}");
+    assert!(
+        top["chain"][0]
+            .as_str()
+            .is_some_and(|c| c.contains("REQUEST_CACHE")),
+        "{top:#}"
+    );
     assert!(
         std::fs::read_dir(&dir.0)
             .unwrap()
             .flatten()
-            .all(|e| !e.file_name().to_string_lossy().starts_with("snapshot-")),
-        "sampled mode takes no snapshots"
+            .any(|e| e.file_name().to_string_lossy().starts_with("snapshot-")),
+        "sampled mode takes snapshots by walking the heap"
     );
 }

@@ -290,9 +290,17 @@ fn flame(out: &mut String, profiles: &[StackView]) {
     let Some((view, index, _)) = chosen.max_by_key(|c| c.2) else {
         return;
     };
-    let Ok(svg) = flame_graph_svg(view, index, "inuse_space: where live memory was allocated")
-    else {
-        return;
+    let svg = match flame_graph_svg(view, index, "inuse_space: where live memory was allocated") {
+        Ok(svg) => svg,
+        Err(e @ crate::flame::FlameError::TooLarge(_)) => {
+            let _ = writeln!(
+                out,
+                "<section id=\"flame\"><h2>Where live memory was allocated</h2><p>{}</p></section>",
+                esc(&e.to_string())
+            );
+            return;
+        }
+        Err(_) => return,
     };
     let svg = String::from_utf8_lossy(&svg);
     // The iframe's document is HTML: drop the XML prolog and doctype.

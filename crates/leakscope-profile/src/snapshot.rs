@@ -9,7 +9,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::Id;
-use crate::units::format_value;
+use crate::units::{clamp_i64, format_value};
 use crate::{pb, ProfileBuilder};
 
 /// The `format` field of every snapshot file.
@@ -26,8 +26,8 @@ pub struct Amount {
 
 impl Amount {
     pub fn add(&mut self, bytes: u64) {
-        self.blocks += 1;
-        self.bytes += bytes;
+        self.blocks = self.blocks.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 }
 
@@ -360,7 +360,7 @@ impl SnapshotReport {
             1,
         );
         b.set_default_sample_type("inuse_space");
-        b.set_time_nanos(self.time_unix_ms as i64 * 1_000_000);
+        b.set_time_nanos(clamp_i64(self.time_unix_ms).saturating_mul(1_000_000));
         b.add_comment(
             "leakscope refs: stacks are reference chains (leaf: allocating function; root last)",
         );
@@ -380,7 +380,7 @@ impl SnapshotReport {
                 .collect();
             b.add_sample(
                 &ids,
-                &[path.amount.blocks as i64, path.amount.bytes as i64],
+                &[clamp_i64(path.amount.blocks), clamp_i64(path.amount.bytes)],
                 &[],
             );
         }
@@ -390,7 +390,7 @@ impl SnapshotReport {
     /// A text report: totals, top holders with chains, pinned buffers, leaks.
     pub fn render(&self, limit: usize) -> String {
         let mut out = String::new();
-        let b = |v: u64| format_value(v as i64, "bytes");
+        let b = |v: u64| format_value(clamp_i64(v), "bytes");
         let t = &self.totals;
         let _ = writeln!(
             out,

@@ -42,6 +42,8 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod collect;
+#[cfg(test)]
+mod collect_model_tests;
 mod config;
 mod export;
 #[cfg(feature = "http")]
@@ -58,6 +60,11 @@ pub mod testing;
 
 pub use collect::{add_progress, mode, progress, rate, reattribute, set_mode, stats, Stats};
 pub use config::{Mode, DEFAULT_RATE};
+
+/// The `LEAKSCOPE_*` variables: one table, read and validated once.
+pub mod settings {
+    pub use crate::config::{rejected_variables, Variable, VARIABLES};
+}
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use labels::{label, LabelGuard};
 pub use profiler::Profiler;

@@ -313,7 +313,7 @@ fn under_other_glibcs() -> bool {
             .arg("--library-path")
             .arg(&lib)
             .arg(std::env::current_exe().unwrap())
-            .env("LEAKSCOPE_HEAP_WALK_INNER", "1")
+            .env("HEAP_WALK_TEST_INNER", "1")
             .output()
             .expect("run under another glibc's loader");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -350,7 +350,7 @@ fn under_other_glibcs() -> bool {
 
 fn main() {
     watchdog(300);
-    let inner = std::env::var_os("LEAKSCOPE_HEAP_WALK_INNER").is_some();
+    let inner = std::env::var_os("HEAP_WALK_TEST_INNER").is_some();
     if inner {
         // SAFETY: gnu_get_libc_version returns a static string.
         let v = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };

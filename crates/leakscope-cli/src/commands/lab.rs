@@ -152,7 +152,7 @@ pub fn run(args: Args) -> Result<()> {
         Format::Text
     };
     let title = format!("leakscope self-check: lab scenario {}", args.scenario);
-    self_check(&dir, format, args.html.as_deref(), &title)
+    self_check(&dir, None, format, args.html.as_deref(), &title)
 }
 
 /// The profiled half: runs the lab in this process.

@@ -25,8 +25,11 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let report = load_snapshot(&args.file)?;
     if let Some(out) = &args.pprof {
-        std::fs::write(out, leakscope_profile::encode_gzip(&report.refs_profile()))
-            .with_context(|| format!("cannot write {}", out.display()))?;
+        leakscope_profile::atomic_file::write_atomic(
+            out,
+            &leakscope_profile::encode_gzip(&report.refs_profile()),
+        )
+        .with_context(|| format!("cannot write {}", out.display()))?;
     }
     if args.json {
         println!("{}", report.to_json());

@@ -19,6 +19,9 @@ pub enum Format {
 pub struct Args {
     /// A directory written with LEAKSCOPE_DIR (heap-*.pb.gz, snapshot-*.json).
     pub dir: PathBuf,
+    /// The process to check when the directory holds several processes' files.
+    #[arg(long)]
+    pub pid: Option<u32>,
     #[arg(long)]
     pub json: bool,
     /// Also write the self-check as a self-contained HTML page (findings,
@@ -34,19 +37,25 @@ pub fn run(args: Args) -> Result<()> {
         Format::Text
     };
     let title = format!("leakscope self-check: {}", args.dir.display());
-    self_check(&args.dir, format, args.html.as_deref(), &title)
+    self_check(&args.dir, args.pid, format, args.html.as_deref(), &title)
 }
 
 /// Loads a run and runs the self-check on it.
-pub fn analyse(dir: &Path) -> Result<(SelfCheck, Run)> {
-    let run = load_run(dir)?;
+pub fn analyse(dir: &Path, pid: Option<u32>) -> Result<(SelfCheck, Run)> {
+    let run = load_run(dir, pid)?;
     let check = diagnose::self_check(&run.snapshots, &run.profiles);
     Ok((check, run))
 }
 
 /// Prints the self-check of a directory, and writes it as HTML if asked.
-pub fn self_check(dir: &Path, format: Format, html: Option<&Path>, title: &str) -> Result<()> {
-    let (check, run) = analyse(dir)?;
+pub fn self_check(
+    dir: &Path,
+    pid: Option<u32>,
+    format: Format,
+    html: Option<&Path>,
+    title: &str,
+) -> Result<()> {
+    let (check, run) = analyse(dir, pid)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&check)?),
         Format::Text => print!("{}", render_text(&check)),
@@ -60,7 +69,8 @@ pub fn self_check(dir: &Path, format: Format, html: Option<&Path>, title: &str) 
             snapshots: &run.snapshots,
             profiles: &run.profiles,
         });
-        std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        leakscope_profile::atomic_file::write_atomic(path, page.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         if format == Format::Text {
             println!("\nHTML report: {}", path.display());
         }

@@ -15,6 +15,9 @@ pub struct Args {
     /// A directory of heap profiles (LEAKSCOPE_DIR, or saved /debug/pprof/heap
     /// files) and, optionally, snapshots.
     pub dir: PathBuf,
+    /// The process to follow when the directory holds several processes' files.
+    #[arg(long)]
+    pub pid: Option<u32>,
     /// How many series to list.
     #[arg(short = 'n', long, default_value_t = 10)]
     pub nodes: usize,
@@ -26,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let run = load_run(&args.dir)?;
+    let run = load_run(&args.dir, args.pid)?;
     let report = trend::trends(&run.profiles, &run.snapshots);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -321,7 +321,7 @@ pub fn initialize(settings: &Settings) -> bool {
     {
         return MODE.load(Ordering::Acquire) > INITIALIZING;
     }
-    {
+    let stood_down = {
         let _guard = ReentryGuard::enter();
         let resolved = settings.resolve();
         RATE.store(resolved.rate, Ordering::Relaxed);
@@ -334,8 +334,9 @@ pub fn initialize(settings: &Settings) -> bool {
             FREE_MASK.store(0, Ordering::Release);
         }
         MODE.store(encode(resolved.mode), Ordering::Release);
-    }
-    if let Some(hook) = settings.on_init {
+        resolved.stood_down
+    };
+    if let Some(hook) = settings.on_init.filter(|_| !stood_down) {
         hook();
     }
     true

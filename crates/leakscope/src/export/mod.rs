@@ -13,6 +13,8 @@ use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
+pub(crate) use leakscope_profile::atomic_file::write_atomic;
+
 use crate::collect::sampler::weight;
 use crate::collect::stack_table::load_f64;
 use crate::collect::thread::UntrackedScope;
@@ -143,9 +145,10 @@ impl HeapProfile {
         leakscope_profile::encode_gzip(&self.to_pprof())
     }
 
-    /// Writes the gzipped pprof encoding to `path`.
+    /// Writes the gzipped pprof encoding to `path`, atomically (a crash
+    /// leaves the old file or none, never a truncated one).
     pub fn write_pprof(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let _scope = UntrackedScope::enter();
-        std::fs::write(path, self.encode_pprof())
+        write_atomic(path, &self.encode_pprof())
     }
 }

@@ -4,6 +4,7 @@
 use blazesym::symbolize::{source, Input, Symbolized, Symbolizer};
 use blazesym::Pid;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One (possibly inlined) frame at an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,20 +61,110 @@ pub(crate) fn symbolize_in_process(addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     if addrs.is_empty() {
         return Vec::new();
     }
+    let run = |symbolizer: &Symbolizer| symbolize_with(symbolizer, addrs);
+    let shared = SHARED.try_with(|s| s.borrow().as_ref().map(&run));
+    match shared {
+        Ok(Some(frames)) => frames,
+        Ok(None) if SERVICE_ENABLED.load(Ordering::Acquire) => {
+            service::symbolize(addrs).unwrap_or_else(|| run(&new_symbolizer()))
+        }
+        _ => run(&new_symbolizer()),
+    }
+}
+
+/// One batch through one symbolizer.
+fn symbolize_with(symbolizer: &Symbolizer, addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     let mut process = source::Process::new(Pid::Slf);
     process.perf_map = false;
     // /proc/self/map_files may need privileges; the symbolic paths in
     // /proc/self/maps work for our own process.
     process.map_files = false;
     let src = source::Source::Process(process);
-    let run = |symbolizer: &Symbolizer| match symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
+    match symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
         Ok(results) => results.into_iter().map(frames_of).collect(),
         Err(_) => vec![Vec::new(); addrs.len()],
-    };
-    let shared = SHARED.try_with(|s| s.borrow().as_ref().map(run));
-    match shared {
-        Ok(Some(frames)) => frames,
-        _ => run(&new_symbolizer()),
+    }
+}
+
+/// Whether batches outside a [`with_shared_symbolizer`] scope go to the one
+/// symbolizer thread (the endpoint turns it on).
+static SERVICE_ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Routes every later batch not covered by [`with_shared_symbolizer`]
+/// through one process-wide symbolizer (see [`service`]).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn use_shared_service() {
+    SERVICE_ENABLED.store(true, Ordering::Release);
+}
+
+/// One symbolizer for the whole process, on a thread of its own (blazesym's
+/// `Symbolizer` cannot move between threads): concurrent requests of the
+/// endpoint share its parsed debug information instead of each parsing
+/// every binary again (about 50 MB each for a Rust service), so memory is
+/// bounded by one parse whatever the number of requests. It is dropped
+/// after [`KEEP`] without work, so a service does not keep the parsed
+/// debug information between bursts.
+mod service {
+    use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    use super::{new_symbolizer, symbolize_with, SymFrame};
+    use blazesym::symbolize::Symbolizer;
+
+    /// How long the symbolizer outlives its last batch.
+    pub(super) const KEEP: Duration = Duration::from_secs(10);
+
+    struct Job {
+        addrs: Vec<u64>,
+        reply: SyncSender<Vec<Vec<SymFrame>>>,
+    }
+
+    static QUEUE: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+
+    /// Symbolises on the shared thread; `None` if it cannot be reached.
+    pub(super) fn symbolize(addrs: &[u64]) -> Option<Vec<Vec<SymFrame>>> {
+        let queue = QUEUE.get_or_init(start).as_ref()?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job {
+            addrs: addrs.to_vec(),
+            reply,
+        };
+        queue.lock().ok()?.send(job).ok()?;
+        answer.recv().ok()
+    }
+
+    fn start() -> Option<Mutex<mpsc::Sender<Job>>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("leakscope-symbolizer".into())
+            .spawn(move || serve(rx))
+            .ok()?;
+        Some(Mutex::new(tx))
+    }
+
+    fn serve(jobs: Receiver<Job>) {
+        let _scope = crate::collect::thread::UntrackedScope::enter();
+        let mut symbolizer: Option<Symbolizer> = None;
+        loop {
+            let job = if symbolizer.is_some() {
+                match jobs.recv_timeout(KEEP) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        symbolizer = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            };
+            let s = symbolizer.get_or_insert_with(new_symbolizer);
+            let _ = job.reply.send(symbolize_with(s, &job.addrs));
+        }
     }
 }
 

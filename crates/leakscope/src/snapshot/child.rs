@@ -714,7 +714,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     // Where glibc's main arena is (known after a walk; else looked for by
     // its shape, as the walk does).
     let malloc_state = match (heap.per_arena[0].address, input.glibc.layout) {
-        (0, Some(l)) => super::glibc::arenas::find_main_arena(&mem, l, input.glibc.libc_data())
+        (0, Some(l)) => super::glibc::arenas::find_main_arena(&mem, l, input.glibc.libc_data(), 0)
             .map_or((u64::MAX, u64::MAX), |a| (a, a + l.arena_size)),
         (a, Some(l)) => (a, a + l.arena_size),
         (_, None) => (u64::MAX, u64::MAX),

@@ -257,7 +257,7 @@ impl Snapshot {
     /// Writes the snapshot file (JSON, see `leakscope refs`).
     pub fn write(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let _scope = UntrackedScope::enter();
-        std::fs::write(path, self.report.to_json())
+        crate::export::write_atomic(path, self.report.to_json().as_bytes())
     }
 
     /// The holder-chain profile (gzipped pprof), as `go tool pprof` reads it.
@@ -268,7 +268,7 @@ impl Snapshot {
 
     /// Writes the holder-chain profile.
     pub fn write_refs_pprof(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        std::fs::write(path, self.encode_refs_pprof())
+        crate::export::write_atomic(path, &self.encode_refs_pprof())
     }
 }
 
@@ -312,13 +312,6 @@ impl SlotBuffer {
 
 /// How long threads get to stop before the snapshot goes on without them.
 const STOP_TIMEOUT: Duration = Duration::from_millis(500);
-
-fn snapshot_timeout() -> Duration {
-    let secs = crate::config::getenv(c"LEAKSCOPE_SNAPSHOT_TIMEOUT")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
-    Duration::from_secs(secs)
-}
 
 fn raw_fork() -> libc::c_long {
     #[cfg(target_arch = "x86_64")]
@@ -413,13 +406,11 @@ const ARENA_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The block source to use, or why there is none. `LEAKSCOPE_SNAPSHOT_BLOCKS`
 /// (`table`, `walk`, `check`) chooses for snapshots that do not.
 fn resolve_source(requested: BlockSource, mode: Mode) -> Result<BlockSource, SnapshotError> {
-    let requested = match (
-        requested,
-        crate::config::getenv(c"LEAKSCOPE_SNAPSHOT_BLOCKS"),
-    ) {
-        (BlockSource::Auto, Some("table")) => BlockSource::LiveTable,
-        (BlockSource::Auto, Some("walk")) => BlockSource::HeapWalk,
-        (BlockSource::Auto, Some("check")) => BlockSource::CrossCheck,
+    use crate::config::SnapshotBlocks;
+    let requested = match (requested, crate::config::snapshot_blocks()) {
+        (BlockSource::Auto, Some(SnapshotBlocks::Table)) => BlockSource::LiveTable,
+        (BlockSource::Auto, Some(SnapshotBlocks::Walk)) => BlockSource::HeapWalk,
+        (BlockSource::Auto, Some(SnapshotBlocks::Check)) => BlockSource::CrossCheck,
         (r, _) => r,
     };
     let source = match requested {
@@ -624,7 +615,11 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     if pid < 0 {
         return Err(SnapshotError::Fork(fork_error));
     }
-    if let Err(e) = wait_for(pid as libc::pid_t, snapshot_timeout(), &guard) {
+    if let Err(e) = wait_for(
+        pid as libc::pid_t,
+        crate::config::snapshot_timeout(),
+        &guard,
+    ) {
         let h = out.raw_header();
         if h.fault_addr != 0 || h.fault_pc != 0 {
             return Err(SnapshotError::Analysis(format!(

@@ -85,38 +85,49 @@ fn main_arena_live(prep: &Prepared, layout: &Layout, maps: &Maps) -> Option<u64>
     if cached != 0 {
         return Some(cached);
     }
-    for _attempt in 0..3 {
+    // Other threads keep allocating while the copy is taken (and glibc
+    // trims the heap on free): a few bins may be caught mid-update, and a
+    // failed attempt is retried after letting the others run.
+    const TORN_BINS: usize = 4;
+    for _attempt in 0..16 {
         for &(start, end) in prep.libc_data() {
             let copy = Copied::of(maps, start.next_multiple_of(8), end & !7)?;
-            if let Ok(a) = arenas::find_main_arena(&copy, layout, &[(copy.base, copy.end())]) {
+            // The copy's own allocation may have grown the heap (moving the
+            // main arena's top past the end the maps said): check against
+            // maps read after the copy.
+            if let Ok(a) =
+                arenas::find_main_arena(&copy, layout, &[(copy.base, copy.end())], TORN_BINS)
+            {
                 FOUND.store(a, Ordering::Relaxed);
                 return Some(a);
             }
         }
+        std::thread::yield_now();
     }
     None
 }
 
-/// A copy of some of this process's memory, read as it was.
-struct Copied<'a> {
-    maps: &'a Maps,
+/// A copy of some of this process's memory, read as it was, with the maps
+/// as they were after the copy.
+struct Copied {
+    maps: Maps,
     base: u64,
     words: Vec<u64>,
 }
 
-impl<'a> Copied<'a> {
-    fn of(maps: &'a Maps, start: u64, end: u64) -> Option<Copied<'a>> {
-        if !maps.covers(start, end) {
+impl Copied {
+    fn of(readable: &Maps, start: u64, end: u64) -> Option<Copied> {
+        if !readable.covers(start, end) {
             return None;
         }
-        let words = (start..end)
-            .step_by(8)
+        let mut words = Vec::with_capacity(((end - start) / 8) as usize);
+        for at in (start..end).step_by(8) {
             // SAFETY: `[start, end)` is readable (checked above), 8-aligned,
             // and libc's data is never unmapped.
-            .map(|at| unsafe { std::ptr::read_volatile(at as *const u64) })
-            .collect();
+            words.push(unsafe { std::ptr::read_volatile(at as *const u64) });
+        }
         Some(Copied {
-            maps,
+            maps: Maps::read_own()?,
             base: start,
             words,
         })
@@ -127,9 +138,9 @@ impl<'a> Copied<'a> {
     }
 }
 
-impl Memory for Copied<'_> {
+impl Memory for Copied {
     fn maps(&self) -> &Maps {
-        self.maps
+        &self.maps
     }
 
     fn is_guard_page(&self, _addr: u64) -> bool {

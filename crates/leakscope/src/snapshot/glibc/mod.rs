@@ -214,7 +214,7 @@ pub(crate) fn walk<M: Memory>(
     let layout = prep.layout.ok_or(WalkError::UnknownRelease)?;
     stats.version_major = prep.version.0;
     stats.version_minor = prep.version.1;
-    let main = arenas::find_main_arena(mem, layout, prep.libc_data())?;
+    let main = arenas::find_main_arena(mem, layout, prep.libc_data(), 0)?;
     let heaps = arenas::heaps(mem, layout, main)?;
     stats.arenas = heaps.arenas;
     for (i, &a) in heaps.arena_addresses[..heaps.arenas as usize]
