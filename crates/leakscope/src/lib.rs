@@ -67,9 +67,10 @@ pub use snapshot::{snapshot, Snapshot, SnapshotError};
 pub mod frontend {
     pub use crate::collect::thread::UntrackedScope;
     pub use crate::collect::{
-        count_down, initialize, may_be_tracked, plan_alloc, plan_slow, record_alloc,
-        restore_after_failed_realloc, sampled_layout, untrack, Plan, TrackedBlock,
-        ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
+        alloc_sampled, count_down, free_sampled, in_checked_range, in_sample_heap, initialize,
+        may_be_tracked, needs_free_check, plan_alloc, plan_slow, record_alloc,
+        restore_after_failed_realloc, sample_heap_usable_size, sampled_from_heap, untrack, Plan,
+        TrackedBlock, ALWAYS_CHECKED_SIZE,
     };
     pub use crate::config::Settings;
     pub use crate::export::at_exit::install as install_standard_outputs;
