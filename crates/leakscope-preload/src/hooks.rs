@@ -15,10 +15,12 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use leakscope::frontend::{
-    alloc_sampled, count_down, free_sampled, in_checked_range, in_sample_heap, may_be_tracked,
-    plan_alloc, plan_slow, record_alloc, restore_after_failed_realloc, sample_heap_usable_size,
-    sampled_from_heap, untrack, Plan, Settings, ALWAYS_CHECKED_SIZE,
+    alloc_sampled, free_sampled, in_checked_range, in_sample_heap, may_be_tracked, plan_slow_on,
+    record_alloc, restore_after_failed_realloc, sample_heap_usable_size, sampled_from_heap,
+    untrack, AllocSlowPath, Plan, Settings, ALWAYS_CHECKED_SIZE,
 };
+
+use crate::countdown::{count_down, countdown_cell};
 
 use crate::libc_direct::{
     __libc_calloc, __libc_free, __libc_malloc, __libc_memalign, __libc_realloc, MALLOC_ALIGN,
@@ -142,10 +144,33 @@ unsafe fn free_checked(p: *mut c_void) {
     unsafe { __libc_free(p) }
 }
 
+/// The plan for an allocation of `size` bytes whose countdown ran out
+/// (`count_down` returned false), if `slow` could be entered; otherwise a
+/// signal handler interrupted this thread's slow path (or the profiler
+/// itself allocates) and the allocation takes the plain path, untracked.
+fn plan_for(size: usize, slow: &Option<AllocSlowPath>) -> Plan {
+    if slow.is_some() {
+        plan_slow_on(size, &SETTINGS, countdown_cell())
+    } else {
+        Plan::Untracked
+    }
+}
+
+/// The plan for an allocation of `size` bytes, with the slow path's mark
+/// held (by the returned guard) if it is taken.
+fn plan_alloc(size: usize) -> (Plan, Option<AllocSlowPath>) {
+    if count_down(size) {
+        return (Plan::Untracked, None);
+    }
+    let slow = AllocSlowPath::enter();
+    (plan_for(size, &slow), slow)
+}
+
 #[cold]
 #[inline(never)]
 unsafe fn malloc_slow(size: usize, zeroed: bool) -> *mut c_void {
-    let plan = plan_slow(size, &SETTINGS);
+    let slow = AllocSlowPath::enter();
+    let plan = plan_for(size, &slow);
     // SAFETY: forwarded to glibc with a valid alignment.
     unsafe { allocate(size, MALLOC_ALIGN, zeroed, plan) }
 }
@@ -224,7 +249,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         unsafe { free_sampled(ptr.cast()) };
         return null_mut();
     }
-    let mut plan = plan_alloc(size, &SETTINGS);
+    let (mut plan, _slow) = plan_alloc(size);
     if in_heap || (plan == Plan::Sampled && sampled_from_heap(size)) {
         // One side lives in the sample heap: move by hand.
         // SAFETY: `ptr` is a live block from this allocator.
@@ -280,7 +305,7 @@ pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, count: usize, size: usiz
 /// # Safety
 /// `align` must be a power of two.
 unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
-    let plan = plan_alloc(size, &SETTINGS);
+    let (plan, _slow) = plan_alloc(size);
     // SAFETY: forwarded with a power-of-two alignment.
     unsafe { allocate(size, align, false, plan) }
 }

@@ -21,6 +21,7 @@
 //! an `extern "C"` function aborts.
 
 mod at_exit;
+mod countdown;
 mod hooks;
 mod libc_direct;
 

@@ -2,6 +2,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
+use crate::collect::thread::AllocSlowPath;
 use crate::collect::{self, Plan};
 use crate::config::{Mode, Settings};
 
@@ -89,6 +90,11 @@ impl<A: GlobalAlloc> Profiler<A> {
     #[cold]
     #[inline(never)]
     unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let Some(_slow) = AllocSlowPath::enter() else {
+            // A signal handler interrupted this thread's slow path: plain.
+            // SAFETY: forwarded from our caller's contract.
+            return unsafe { self.inner_alloc(layout, zeroed) };
+        };
         let plan = collect::plan_slow(layout.size(), &self.settings);
         // SAFETY: forwarded from our caller's contract.
         unsafe { self.alloc_planned(layout, plan, zeroed) }
@@ -171,7 +177,8 @@ impl<A: GlobalAlloc> Profiler<A> {
         // SAFETY: GlobalAlloc::realloc guarantees `new_size` with the old
         // alignment forms a valid layout.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let plan = if counted_untracked {
+        let slow = AllocSlowPath::enter();
+        let plan = if counted_untracked || slow.is_none() {
             Plan::Untracked
         } else {
             collect::plan_slow(new_size, &self.settings)

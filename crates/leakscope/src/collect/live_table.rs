@@ -20,7 +20,7 @@ use super::stack_table::{SiteId, MAX_SITES};
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
 const MIN_CAPACITY: usize = 256;
-const MAX_LOAD_PERCENT: usize = 80;
+const MAX_LOAD_PERCENT: usize = 70;
 
 const SIZE_BITS: u32 = 38;
 const SIZE_MASK: u64 = (1 << SIZE_BITS) - 1;

@@ -41,6 +41,7 @@ pub mod thread;
 pub(crate) mod thread_counters;
 pub(crate) mod unwind;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::config::{Mode, Settings};
@@ -202,6 +203,15 @@ pub fn count_down(size: usize) -> bool {
 #[cold]
 #[inline(never)]
 pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
+    thread::with(|t| plan_slow_on(size, settings, &t.bytes_until_sample))
+}
+
+/// [`plan_slow`] for a front end that keeps the thread's countdown itself
+/// (the preload, in initial-exec TLS): `countdown` is this thread's, with
+/// `size` already subtracted, and is re-armed here.
+#[cold]
+#[inline(never)]
+pub fn plan_slow_on(size: usize, settings: &Settings, countdown: &Cell<i64>) -> Plan {
     let mut mode = MODE.load(Ordering::Acquire);
     if mode == UNINIT {
         initialize(settings);
@@ -213,7 +223,7 @@ pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
             SAMPLED => {
                 // Re-arm the countdown even when not tracking, or every later
                 // allocation of this thread would come back here.
-                let sampled = sampler::crossed(t, size, RATE.load(Ordering::Relaxed));
+                let sampled = sampler::crossed(t, countdown, size, RATE.load(Ordering::Relaxed));
                 if sampled && may_track {
                     Plan::Sampled
                 } else {
@@ -221,7 +231,7 @@ pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
                 }
             }
             FULL => {
-                t.bytes_until_sample.set(-1);
+                countdown.set(-1);
                 if may_track {
                     Plan::Exact
                 } else {
@@ -229,14 +239,14 @@ pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
                 }
             }
             OFF => {
-                t.bytes_until_sample.set(OFF_RECHECK_BYTES);
+                countdown.set(OFF_RECHECK_BYTES);
                 Plan::Untracked
             }
             SNAPSHOT_CHILD => die_in_snapshot_child("allocation"),
             // Another thread is initialising: stay on the slow path until it
             // is done, and leave this allocation untracked.
             _ => {
-                t.bytes_until_sample.set(-1);
+                countdown.set(-1);
                 Plan::Untracked
             }
         }
@@ -345,12 +355,41 @@ pub fn may_be_tracked(ptr: *mut u8) -> bool {
     MODE.load(Ordering::Acquire) >= FULL || FILTER.may_contain(ptr as usize)
 }
 
+/// A front end's own countdown of the calling thread (see
+/// [`set_external_countdown`]), as a function address; 0 for none.
+static EXTERNAL_COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the core where a front end keeps each thread's countdown (the
+/// preload keeps it in initial-exec TLS, read without `__tls_get_addr`), so
+/// that a mode switch and a snapshot child send the calling thread's next
+/// allocation to the slow path there too. `countdown` returns the calling
+/// thread's countdown.
+pub fn set_external_countdown(countdown: fn() -> *mut i64) {
+    EXTERNAL_COUNTDOWN.store(countdown as usize, Ordering::Release);
+}
+
+/// Sends the calling thread's next allocation to the slow path, through
+/// every countdown it has.
+fn park_countdowns() {
+    thread::with(|t| t.bytes_until_sample.set(-1));
+    let f = EXTERNAL_COUNTDOWN.load(Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: only `set_external_countdown` stores here, a `fn() -> *mut
+        // i64`; the pointer it returns is the calling thread's countdown,
+        // valid and used by this thread alone.
+        unsafe {
+            let countdown: fn() -> *mut i64 = std::mem::transmute(f);
+            *countdown() = -1;
+        }
+    }
+}
+
 /// Turns this process into a snapshot child: from now on any allocation or
 /// free aborts (see [`SNAPSHOT_CHILD`]).
 pub(crate) fn enter_snapshot_child() {
     check_every_free();
     MODE.store(SNAPSHOT_CHILD, Ordering::Release);
-    thread::with(|t| t.bytes_until_sample.set(-1));
+    park_countdowns();
 }
 
 #[cold]
@@ -437,7 +476,7 @@ pub fn set_mode(mode: Mode) {
         // full mode also sees the range.
         check_every_free();
     }
-    thread::with(|t| t.bytes_until_sample.set(-1));
+    park_countdowns();
     if MODE.load(Ordering::Acquire) == FULL && new != FULL {
         // Blocks tracked in full mode skipped the free filter (full mode
         // looks every free up). Enter them now, with every shard locked so no

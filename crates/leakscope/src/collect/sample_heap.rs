@@ -17,9 +17,12 @@
 //! Sampled allocations are rare (about one per `rate` bytes allocated), so
 //! carving and popping run under one spin lock; freeing pushes onto a
 //! lock-free stack, so a free never waits (a signal handler may free while
-//! its thread is inside the allocator). Freed blocks of 16 KiB and more give
-//! their pages back to the kernel, all but the first (which holds the
-//! free-list link).
+//! its thread is inside the allocator). Freed blocks stay with their class
+//! for the next sample of that class: giving their pages back on every free
+//! (a system call, then page faults on reuse) cost more than the whole
+//! sampling when mid-sized blocks are sampled often, so the heap keeps the
+//! most it ever held of each class (about `size / rate` of the peak bytes
+//! in live blocks of that size).
 //!
 //! What this costs: the sampled blocks' bytes sit here instead of in the
 //! inner allocator (at the default rate, about `size / 512 KiB` of the bytes
@@ -45,9 +48,6 @@ const SLAB_SHIFT: u32 = 18;
 const SLAB_BYTES: usize = 1 << SLAB_SHIFT;
 const SLABS: usize = REGION_BYTES >> SLAB_SHIFT;
 const CLASSES: usize = 44;
-/// Blocks of a class this large give their pages back when freed.
-const RELEASE_SIZE: usize = 16 << 10;
-const PAGE: usize = super::raw_mem::PAGE;
 
 /// Start of the reservation; 0 until the first small sampled block.
 static BASE: AtomicUsize = AtomicUsize::new(0);
@@ -235,19 +235,6 @@ pub(crate) unsafe fn free(ptr: usize) {
         0 => return, // not a block of ours: nothing to do
         c => c as usize - 1,
     };
-    let bytes = class_size(class);
-    if bytes >= RELEASE_SIZE {
-        // SAFETY: the block's pages past its first are ours alone (class
-        // sizes from 16 KiB up are page multiples, and slabs page-aligned);
-        // dropping them keeps the mapping and reads back as zeros.
-        unsafe {
-            libc::madvise(
-                (ptr + PAGE) as *mut libc::c_void,
-                bytes - PAGE,
-                libc::MADV_DONTNEED,
-            );
-        }
-    }
     let head = &FREE[class];
     let mut top = head.load(Ordering::Relaxed);
     loop {

@@ -9,6 +9,9 @@ pub(crate) struct ThreadState {
     /// Set while this thread runs profiler code; allocations made meanwhile
     /// (by libc or by symbolisation) pass through untracked.
     pub(crate) in_profiler: Cell<bool>,
+    /// Set while a front end's allocation slow path runs (see
+    /// [`AllocSlowPath`]).
+    pub(crate) in_alloc_slow_path: Cell<bool>,
     /// Depth of [`UntrackedScope`]s: profiler API calls (building a profile,
     /// symbolising) whose own allocations must not show up in profiles.
     pub(crate) untracked_depth: Cell<u32>,
@@ -44,6 +47,7 @@ impl ThreadState {
     pub(crate) const fn new() -> Self {
         ThreadState {
             in_profiler: Cell::new(false),
+            in_alloc_slow_path: Cell::new(false),
             untracked_depth: Cell::new(0),
             bytes_until_sample: Cell::new(-1),
             rng: Cell::new(0),
@@ -115,6 +119,40 @@ impl Drop for ReentryGuard {
     #[inline]
     fn drop(&mut self) {
         with(|t| t.in_profiler.set(false));
+    }
+}
+
+/// Held by a front end for the whole of an allocation's slow path (plan,
+/// the inner allocator's call, record). `enter` refuses when this thread is
+/// already inside one: the allocation then comes from a signal handler that
+/// interrupted the slow path (or from code the profiler calls), and must
+/// take the plain path, the inner allocator as asked, untracked, touching
+/// no sampler state, lock or libc function that the interrupted code may be
+/// in the middle of. The fast path needs no such mark: a countdown
+/// interrupted between its load and store only loses a few bytes of count.
+pub struct AllocSlowPath {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl AllocSlowPath {
+    #[inline]
+    pub fn enter() -> Option<AllocSlowPath> {
+        with(|t| {
+            if t.in_alloc_slow_path.replace(true) {
+                None
+            } else {
+                Some(AllocSlowPath {
+                    _not_send: std::marker::PhantomData,
+                })
+            }
+        })
+    }
+}
+
+impl Drop for AllocSlowPath {
+    #[inline]
+    fn drop(&mut self) {
+        with(|t| t.in_alloc_slow_path.set(false));
     }
 }
 
