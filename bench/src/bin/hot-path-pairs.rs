@@ -2,7 +2,9 @@
 //! counting instructions with callgrind (`--toggle-collect=*measured_pairs*`):
 //! `hot-path-pairs [glibc|jemalloc|mimalloc] alone|off|sampled|full [N [SIZE]]`.
 //! Deterministic, so it shows the instructions leakscope adds per
-//! allocation exactly, free of timing noise.
+//! allocation exactly, free of timing noise. `glibc alone` calls C's
+//! `malloc` and `free`, so under `LD_PRELOAD` it measures the preload's
+//! hooks.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

@@ -157,7 +157,9 @@ fn plan_for(size: usize, slow: &Option<AllocSlowPath>) -> Plan {
 }
 
 /// The plan for an allocation of `size` bytes, with the slow path's mark
-/// held (by the returned guard) if it is taken.
+/// held (by the returned guard) if it is taken. Always inlined: the mark
+/// records the caller's frame, where captured stacks start.
+#[inline(always)]
 fn plan_alloc(size: usize) -> (Plan, Option<AllocSlowPath>) {
     if count_down(size) {
         return (Plan::Untracked, None);

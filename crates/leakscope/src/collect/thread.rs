@@ -12,6 +12,10 @@ pub(crate) struct ThreadState {
     /// Set while a front end's allocation slow path runs (see
     /// [`AllocSlowPath`]).
     pub(crate) in_alloc_slow_path: Cell<bool>,
+    /// The frame record of the front end's slow-path function while one
+    /// runs (0 otherwise): stacks are walked from there, so the profiler's
+    /// own frames are neither walked nor interned.
+    pub(crate) user_frame: Cell<usize>,
     /// Depth of [`UntrackedScope`]s: profiler API calls (building a profile,
     /// symbolising) whose own allocations must not show up in profiles.
     pub(crate) untracked_depth: Cell<u32>,
@@ -48,6 +52,7 @@ impl ThreadState {
         ThreadState {
             in_profiler: Cell::new(false),
             in_alloc_slow_path: Cell::new(false),
+            user_frame: Cell::new(0),
             untracked_depth: Cell::new(0),
             bytes_until_sample: Cell::new(-1),
             rng: Cell::new(0),
@@ -135,12 +140,17 @@ pub struct AllocSlowPath {
 }
 
 impl AllocSlowPath {
-    #[inline]
+    /// Always inlined: the calling function's frame is where stacks
+    /// captured meanwhile start, so it must be the front end's slow-path
+    /// function itself, alive until the guard drops.
+    #[inline(always)]
     pub fn enter() -> Option<AllocSlowPath> {
+        let frame = super::backtrace::frame_pointer();
         with(|t| {
             if t.in_alloc_slow_path.replace(true) {
                 None
             } else {
+                t.user_frame.set(frame);
                 Some(AllocSlowPath {
                     _not_send: std::marker::PhantomData,
                 })
@@ -152,7 +162,10 @@ impl AllocSlowPath {
 impl Drop for AllocSlowPath {
     #[inline]
     fn drop(&mut self) {
-        with(|t| t.in_alloc_slow_path.set(false));
+        with(|t| {
+            t.user_frame.set(0);
+            t.in_alloc_slow_path.set(false)
+        });
     }
 }
 
