@@ -392,12 +392,13 @@ p("- The machine is a shared 2-CPU VM: wall-clock medians move by a few percent 
   "(see the min–max columns), so a 1% target cannot be settled by wall time here. The callgrind "
   "counts are exact and repeatable; use them to compare changes to the hot path.")
 p("- What sampled mode adds to every allocation is a thread-local countdown (3 instructions) and, on "
-  "free, one load and two tests of the address and size; blocks whose address happens to be 256-aligned "
-  "(about 1 in 16) also consult the free filter. That is the +6.5 instructions of `off` plus the filter "
-  "checks and the sampling work itself. On an allocation-heavy workload whose malloc+free pairs cost "
-  "~150 instructions each in glibc, this is about 2% of instructions; wall-time differences stay within noise.")
-p("- jemalloc's profiling is compared with jemalloc without it, leakscope's sampled mode with glibc without it: "
-  "each against its own allocator.")
+  "free, a size test and a range test of the address (sampled blocks under 64 KiB live in leakscope's own "
+  "sample heap, so no allocator's alignment habits matter): the same +10 instructions per pair on glibc, "
+  "jemalloc and mimalloc, in `off` and `sampled` mode alike. The sampling work itself (one sample per 8192 "
+  "pairs of 64 bytes) adds about 0.1.")
+p("- jemalloc's profiling is compared with jemalloc without it, leakscope with the allocator it wraps: "
+  "each against its own allocator. mimalloc's wall time varies more than the others' from run to run "
+  "(its system time, from returning and refaulting pages, swings between rounds): read its min–max.")
 p("- Snapshot analysis cost is per block and per pointer more than per byte: each pointer found costs a "
   "page-table probe and a short search (prefetched in batches of 32), and the graph passes touch per-node "
   "arrays at random, so the scan runs at the machine's random-access latency, not its bandwidth (see the "
@@ -408,9 +409,7 @@ p("- Full mode pays for a frame-pointer walk, a stack-table lookup, per-thread c
   "insert on every allocation, and a live-table removal on every free: about 1 000 instructions per pair.")
 p("- `leakscope run` adds two costs to a command. A fixed one at exit: symbolising the program's stacks "
   "(blazesym reads the binary's DWARF; about 50 ms and 70 MB for the 36 MB benchmark binary) and writing the "
-  "profile, plus, in full mode, the snapshot and leak check. And one per allocation, larger than the library's: "
-  "every call goes through the PLT into a shared library, whose thread-local countdown costs a "
-  "`__tls_get_addr` call (Rust has no stable initial-exec TLS model for a cdylib). On this workload, which does "
-  "nothing but allocate, that is about 7% more instructions; programs that do real work between allocations "
-  "pay proportionally less.")
+  "profile, plus, in full mode, the snapshot and leak check. And one per allocation: the hooks' countdown "
+  "sits in initial-exec TLS (reached by two instructions through the GOT, no `__tls_get_addr`), `malloc` "
+  "tail-jumps to glibc after 9 instructions and `free` after 13; see the C-API pair count above.")
 print("\n".join(out))
