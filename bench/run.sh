@@ -39,10 +39,15 @@ skip() { [[ " $SKIP " == *" $1 "* ]]; }
 # workload's own clock).
 run() {
     local name=$1; shift
-    local start end line
+    local start end line status=0
     start=$(date +%s%N)
-    line=$("$@" 2>/dev/null | grep '^{"config"' | tail -1)
+    line=$("$@" 2>"$OUT/last.err" | grep '^{"config"' | tail -1) || status=$?
     end=$(date +%s%N)
+    if [ -z "$line" ]; then
+        # A configuration that failed is reported and left out; the run goes on.
+        echo "bench: $name failed (status $status): $(tail -3 "$OUT/last.err")" | tee -a "$OUT/failures.txt" >&2
+        return 0
+    fi
     echo "{\"name\":\"$name\",\"process_ms\":$(( (end - start) / 1000000 )),\"report\":$line}" >> "$RAW"
 }
 
