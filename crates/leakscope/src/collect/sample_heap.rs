@@ -40,10 +40,11 @@ pub const MAX_SIZE: usize = 64 << 10;
 /// unsampled).
 pub(crate) const MAX_ALIGN: usize = MAX_SIZE;
 
-const REGION_SHIFT: u32 = 36;
 /// Bytes of address space reserved (64 GiB; only slabs in use are
-/// committed).
-pub(crate) const REGION_BYTES: usize = 1 << REGION_SHIFT;
+/// committed). Where the address space is limited (`ulimit -v`), smaller
+/// reservations are tried, down to [`SMALLEST_REGION`].
+const REGION_BYTES: usize = 1 << 36;
+const SMALLEST_REGION: usize = 1 << 28;
 const SLAB_SHIFT: u32 = 18;
 const SLAB_BYTES: usize = 1 << SLAB_SHIFT;
 const SLABS: usize = REGION_BYTES >> SLAB_SHIFT;
@@ -51,6 +52,8 @@ const CLASSES: usize = 44;
 
 /// Start of the reservation; 0 until the first small sampled block.
 static BASE: AtomicUsize = AtomicUsize::new(0);
+/// Its size (a power of two, and its alignment); set before `BASE`.
+static LEN: AtomicUsize = AtomicUsize::new(0);
 /// Set when the reservation was refused: sampled small blocks then stay
 /// unsampled (the front end allocates them from the inner allocator).
 static REFUSED: AtomicU8 = AtomicU8::new(0);
@@ -108,14 +111,14 @@ fn class_size(class: usize) -> usize {
 /// one.
 pub(crate) fn range() -> Option<(usize, usize)> {
     let base = BASE.load(Ordering::Acquire);
-    (base != 0).then_some((base, REGION_BYTES))
+    (base != 0).then_some((base, LEN.load(Ordering::Relaxed)))
 }
 
 /// Is `ptr` a block of this heap?
 #[inline]
 pub(crate) fn contains(ptr: usize) -> bool {
     let base = BASE.load(Ordering::Relaxed);
-    base != 0 && ptr.wrapping_sub(base) < REGION_BYTES
+    base != 0 && ptr.wrapping_sub(base) < LEN.load(Ordering::Relaxed)
 }
 
 /// Reserves the region (once). Returns its base, or `None` if the kernel
@@ -128,39 +131,47 @@ fn reserve() -> Option<usize> {
     if REFUSED.load(Ordering::Relaxed) != 0 {
         return None;
     }
-    // Twice the size, so an aligned half can be cut out of it.
-    let span = 2 * REGION_BYTES;
-    // SAFETY: an anonymous PROT_NONE reservation with no hint; checked
-    // against MAP_FAILED. MAP_NORESERVE and PROT_NONE: no commit charge.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            span,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        REFUSED.store(1, Ordering::Relaxed);
-        return None;
-    }
-    let start = p as usize;
-    let aligned = start.next_multiple_of(REGION_BYTES);
-    // SAFETY: both ranges lie inside the mapping just made and nothing
-    // refers to them; unmapping the parts outside the aligned half.
-    unsafe {
-        if aligned > start {
-            libc::munmap(p, aligned - start);
+    let mut len = REGION_BYTES;
+    loop {
+        // Twice the size, so an aligned half can be cut out of it.
+        let span = 2 * len;
+        // SAFETY: an anonymous PROT_NONE reservation with no hint; checked
+        // against MAP_FAILED. MAP_NORESERVE and PROT_NONE: no commit charge.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            if len > SMALLEST_REGION {
+                len /= 16;
+                continue;
+            }
+            REFUSED.store(1, Ordering::Relaxed);
+            return None;
         }
-        let end = aligned + REGION_BYTES;
-        if start + span > end {
-            libc::munmap(end as *mut libc::c_void, start + span - end);
+        let start = p as usize;
+        let aligned = start.next_multiple_of(len);
+        // SAFETY: both ranges lie inside the mapping just made and nothing
+        // refers to them; unmapping the parts outside the aligned half.
+        unsafe {
+            if aligned > start {
+                libc::munmap(p, aligned - start);
+            }
+            let end = aligned + len;
+            if start + span > end {
+                libc::munmap(end as *mut libc::c_void, start + span - end);
+            }
         }
+        LEN.store(len, Ordering::Relaxed);
+        BASE.store(aligned, Ordering::Release);
+        return Some(aligned);
     }
-    BASE.store(aligned, Ordering::Release);
-    Some(aligned)
 }
 
 /// A block for a sampled allocation of `size` bytes aligned to `align`, or
@@ -190,7 +201,7 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     }
     let (mut fresh, mut end) = heap.fresh[class];
     if end - fresh < bytes {
-        if heap.next_slab == SLABS {
+        if heap.next_slab == LEN.load(Ordering::Relaxed) >> SLAB_SHIFT {
             return std::ptr::null_mut();
         }
         let slab = base + (heap.next_slab << SLAB_SHIFT);
