@@ -76,11 +76,12 @@ pub use snapshot::{
 /// The event interface for front ends other than [`Profiler`] (the
 /// `LD_PRELOAD` library). Application code does not need it.
 pub mod frontend {
-    pub use crate::collect::thread::UntrackedScope;
+    pub use crate::collect::thread::{AllocSlowPath, UntrackedScope};
     pub use crate::collect::{
-        count_down, initialize, may_be_tracked, plan_alloc, plan_slow, record_alloc,
-        restore_after_failed_realloc, sampled_layout, untrack, Plan, TrackedBlock,
-        ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
+        alloc_sampled, count_down, free_sampled, in_checked_range, in_sample_heap, initialize,
+        may_be_tracked, needs_free_check, plan_alloc, plan_slow, plan_slow_on, record_alloc,
+        restore_after_failed_realloc, sample_heap_usable_size, sampled_from_heap,
+        set_external_countdown, untrack, Plan, TrackedBlock, ALWAYS_CHECKED_SIZE,
     };
     pub use crate::config::{HeapKind, Settings};
     pub use crate::export::at_exit::install as install_standard_outputs;
