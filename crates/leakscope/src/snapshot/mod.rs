@@ -520,7 +520,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     let slots = slot_buffer.prepare(&others)?;
     // The heap walk: what it needs to know about libc, and the arenas whose
     // locks are held across the fork.
-    let glibc = glibc::prepare::prepared(modules.static_tls_bytes);
+    let mut glibc = glibc::prepare::prepared(modules.static_tls_bytes);
     let (arenas, walk_capacity) = if walking {
         let Some(layout) = glibc.layout else {
             return Err(SnapshotError::NoHeapWalk(format!(
@@ -534,6 +534,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         let arenas = glibc::locks::live_arenas(&glibc).ok_or_else(|| {
             SnapshotError::HeapWalk(glibc::WalkError::NoMainArena.message().into())
         })?;
+        glibc.main_arena = arenas[0];
         (arenas, heap_block_bound())
     } else {
         (Vec::new(), 0)

@@ -81,8 +81,18 @@ pub(crate) fn looks_like_arena<M: Memory>(
     a: u64,
     torn_bins: usize,
 ) -> bool {
+    arena_shape(mem, layout, a, torn_bins).is_ok()
+}
+
+/// [`looks_like_arena`], saying which part of the shape is wrong.
+pub(crate) fn arena_shape<M: Memory>(
+    mem: &M,
+    layout: &Layout,
+    a: u64,
+    torn_bins: usize,
+) -> Result<(), WalkError> {
     let Some(w) = mem.words(a, a + layout.arena_size) else {
-        return false;
+        return Err(WalkError::Unreadable);
     };
     let at = |offset: u64| w[(offset / 8) as usize];
     let maps = mem.maps();
@@ -94,14 +104,14 @@ pub(crate) fn looks_like_arena<M: Memory>(
     };
     let top = at(layout.top);
     if !maps.region(top).is_some_and(|r| r.kind == RegionKind::Brk) || top % 16 != 0 {
-        return false;
+        return Err(WalkError::ArenaTopOutsideBrk);
     }
     let next = at(layout.next);
     if next != a && !(next % 16 == 0 && maps.mapping(next).is_some()) {
-        return false;
+        return Err(WalkError::ArenaBadNext);
     }
     if at(layout.system_mem) == 0 {
-        return false;
+        return Err(WalkError::ArenaNoSystemMem);
     }
     let mut torn = 0;
     for i in 0..BIN_PAIRS as u64 {
@@ -114,7 +124,7 @@ pub(crate) fn looks_like_arena<M: Memory>(
         if !whole {
             torn += 1;
             if !half || torn > torn_bins {
-                return false;
+                return Err(WalkError::ArenaBadBin);
             }
         }
     }
@@ -122,11 +132,11 @@ pub(crate) fn looks_like_arena<M: Memory>(
         for i in 0..FAST_BINS as u64 {
             let p = at(fast + 8 * i);
             if p != 0 && !in_heap(p) {
-                return false;
+                return Err(WalkError::ArenaBadFastBin);
             }
         }
     }
-    true
+    Ok(())
 }
 
 /// Every arena (the main one first) and every heap of each.
