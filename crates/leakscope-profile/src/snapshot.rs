@@ -9,6 +9,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::Id;
+use crate::fields::PinnedField;
 use crate::units::format_value;
 use crate::{pb, ProfileBuilder};
 
@@ -108,6 +109,11 @@ pub struct Pinning {
     pub slice_bytes: u64,
     /// From a root to the holder.
     pub chain: Vec<Link>,
+    /// Which field of its buffer each buffer's (first) slice is, grouped:
+    /// most buffers first (see [`crate::fields`]). Structure only (tags,
+    /// paths, offsets), never the buffers' contents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<PinnedField>,
 }
 
 /// How a group of blocks stands, in Valgrind's vocabulary.
@@ -350,6 +356,15 @@ impl SnapshotReport {
                     b(p.slice_bytes),
                     p.holder.label()
                 );
+                for f in p.fields.iter().take(3) {
+                    let _ = writeln!(
+                        out,
+                        "     field: {} ({} of {} buffers)",
+                        f.describe(),
+                        f.buffers,
+                        p.buffers.blocks
+                    );
+                }
                 let _ = writeln!(out, "     chain: {}", chain_text(&p.chain));
             }
         }

@@ -43,6 +43,7 @@
 
 mod collect;
 mod config;
+pub mod descriptors;
 mod export;
 #[cfg(feature = "http")]
 pub mod http;
@@ -57,6 +58,7 @@ pub mod testing;
 
 pub use collect::{add_progress, mode, progress, rate, reattribute, set_mode, stats, Stats};
 pub use config::{Mode, DEFAULT_RATE};
+pub use descriptors::register_descriptor_set;
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use labels::{label, LabelGuard};
 pub use profiler::Profiler;

@@ -16,6 +16,7 @@
 //!    then names what it found (symbols, threads, allocation stacks).
 
 mod child;
+mod fields;
 mod graph;
 mod mmap_vec;
 mod modules;
@@ -363,7 +364,7 @@ fn take_snapshot(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
             stopped,
         })
         .collect();
-    let resolved = Resolved::new(roots, blocks, &modules, &all_threads);
+    let resolved = Resolved::new(roots, blocks, out.read_fields(), &modules, &all_threads);
     let report = resolved.report(
         &header,
         ReportMeta {
