@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use leakscope_profile::diagnose::{self, SelfCheck};
+use leakscope_profile::fields::Schema;
 use leakscope_profile::{html_report, trend};
+
+use crate::commands::descriptors::{name_fields, DescriptorArgs};
 
 use crate::input::{load_run, Run};
 
@@ -25,6 +28,8 @@ pub struct Args {
     /// live-memory chart, what grows, holders, flame graph).
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub descriptors: DescriptorArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -34,19 +39,38 @@ pub fn run(args: Args) -> Result<()> {
         Format::Text
     };
     let title = format!("leakscope self-check: {}", args.dir.display());
-    self_check(&args.dir, format, args.html.as_deref(), &title)
+    let schema = args.descriptors.schema()?;
+    self_check_named(
+        &args.dir,
+        format,
+        args.html.as_deref(),
+        &title,
+        schema.as_ref(),
+    )
 }
 
-/// Loads a run and runs the self-check on it.
-pub fn analyse(dir: &Path) -> Result<(SelfCheck, Run)> {
-    let run = load_run(dir)?;
+/// Loads a run and runs the self-check on it, naming pinned buffers'
+/// fields with `schema` when given.
+pub fn analyse(dir: &Path, schema: Option<&Schema>) -> Result<(SelfCheck, Run)> {
+    let mut run = load_run(dir)?;
+    name_fields(&mut run.snapshots, schema);
     let check = diagnose::self_check(&run.snapshots, &run.profiles);
     Ok((check, run))
 }
 
 /// Prints the self-check of a directory, and writes it as HTML if asked.
 pub fn self_check(dir: &Path, format: Format, html: Option<&Path>, title: &str) -> Result<()> {
-    let (check, run) = analyse(dir)?;
+    self_check_named(dir, format, html, title, None)
+}
+
+fn self_check_named(
+    dir: &Path,
+    format: Format,
+    html: Option<&Path>,
+    title: &str,
+    schema: Option<&Schema>,
+) -> Result<()> {
+    let (check, run) = analyse(dir, schema)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&check)?),
         Format::Text => print!("{}", render_text(&check)),

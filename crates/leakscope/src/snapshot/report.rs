@@ -461,7 +461,12 @@ impl Resolved {
                 .iter()
                 .find(|(g, _)| *g == group)
                 .and_then(|(_, p)| p.fields.iter().find(|f| f.field == field))
-                .map(|f| format!("[slice: {}]", f.describe()));
+                // pprof tools cut parenthesised parts out of function
+                // names: none in this label.
+                .map(|f| {
+                    let text = f.describe().replace(" (", ", ").replace(['(', ')'], "");
+                    format!("[slice: {text}]")
+                });
             if let Some(text) = text {
                 slice_labels.insert(i, text);
             }
