@@ -324,10 +324,6 @@ pub(crate) mod tests {
             self.0.extend_from_slice(v);
             self
         }
-        /// Where the next byte will go.
-        pub(crate) fn at(&self) -> usize {
-            self.0.len()
-        }
     }
 
     pub(crate) fn grpc_frame(message: &[u8]) -> Vec<u8> {
