@@ -1,5 +1,7 @@
 //! HTTP/1 messages: whether a slice lies in a message's head (which line)
 //! or its body (at which offset), and what the body's declared type is.
+//! Heads are parsed by `httparse`, which never allocates (headers go into a
+//! fixed array here).
 //!
 //! Only the structure leaves: the part, header names as bounded [`Name`]s,
 //! offsets and lengths. The request line (with its path and query) and
@@ -7,23 +9,11 @@
 
 use super::Name;
 
-/// Bytes searched for the end of a message's head, at most.
-const MAX_HEAD: usize = 64 << 10;
+/// Headers of one message parsed, at most (more: not followed).
+const MAX_HEADERS: usize = 64;
 
 /// Messages of one buffer followed (pipelined requests), at most.
 const MAX_MESSAGES: usize = 64;
-
-const METHODS: [&[u8]; 9] = [
-    b"GET ",
-    b"HEAD ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"CONNECT ",
-    b"OPTIONS ",
-    b"TRACE ",
-    b"PATCH ",
-];
 
 /// What a body's `Content-Type` says it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,27 +52,12 @@ pub(crate) struct Located {
     pub(crate) part: Part,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
 fn decimal(s: &[u8]) -> Option<usize> {
-    let s = trim(s);
     if s.is_empty() || s.len() > 18 {
         return None;
     }
@@ -91,70 +66,96 @@ fn decimal(s: &[u8]) -> Option<usize> {
     })
 }
 
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"CONNECT ",
+    b"OPTIONS ",
+    b"TRACE ",
+    b"PATCH ",
+];
+
 /// Whether the buffer starts like an HTTP/1 message.
 pub(crate) fn starts_like_http(buf: &[u8]) -> bool {
     buf.starts_with(b"HTTP/1.") || METHODS.iter().any(|m| buf.starts_with(m))
 }
 
+/// Parses a complete head at the start of `rest`: whether it is a
+/// response, its length, and how many of `headers` it filled.
+fn parse_head<'b>(
+    rest: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Option<(bool, usize, usize)> {
+    if rest.starts_with(b"HTTP/") {
+        let mut r = httparse::Response::new(headers);
+        match r.parse(rest) {
+            Ok(httparse::Status::Complete(n)) => Some((true, n, r.headers.len())),
+            _ => None,
+        }
+    } else {
+        let mut r = httparse::Request::new(headers);
+        match r.parse(rest) {
+            Ok(httparse::Status::Complete(n)) => Some((false, n, r.headers.len())),
+            _ => None,
+        }
+    }
+}
+
 /// Finds the HTTP/1 message and part of `buf` that holds `off`.
 pub(crate) fn locate(buf: &[u8], off: usize) -> Option<Located> {
+    let base = buf.as_ptr() as usize;
     let mut start = 0;
     for _ in 0..MAX_MESSAGES {
         let rest = buf.get(start..)?;
-        let response = rest.starts_with(b"HTTP/1.");
-        if !response && !METHODS.iter().any(|m| rest.starts_with(m)) {
+        if !starts_like_http(rest) {
             return None;
         }
-        let head = &rest[..rest.len().min(MAX_HEAD)];
-        let head_end = find(head, b"\r\n\r\n")?;
-        let first_line_end = find(head, b"\r\n")?;
-        if !response && !contains_ignore_case(&head[..first_line_end], b" HTTP/1.") {
-            return None;
-        }
-        let body_start = start + head_end + 4;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (response, head_len, n) = parse_head(rest, &mut headers)?;
+        let headers = &headers[..n];
+        let body_start = start + head_len;
+        // The head's lines: the start line, one per header (each up to the
+        // next one's name), then the empty line.
+        let end_of_lines = body_start - 2;
+        let line_start = |i: usize| {
+            headers
+                .get(i)
+                .map_or(end_of_lines, |h| h.name.as_ptr() as usize - base)
+        };
+        let mut part = if (start..line_start(0)).contains(&off) {
+            Some(if response {
+                Part::StatusLine
+            } else {
+                Part::RequestLine
+            })
+        } else if (end_of_lines..body_start).contains(&off) {
+            Some(Part::EndOfHead)
+        } else {
+            None
+        };
         let mut content_length = None;
         let mut body_type = BodyType::Unknown;
         let mut chunked = false;
-        let mut part = None;
-        let mut line_start = 0;
-        let mut line_no = 0;
-        while line_start < head_end + 2 {
-            let line_end = line_start + find(&head[line_start..head_end + 2], b"\r\n")?;
-            let line = &head[line_start..line_end];
-            let holds = (start + line_start..start + line_end + 2).contains(&off);
-            if line_no == 0 {
-                if holds {
-                    part = Some(if response {
-                        Part::StatusLine
-                    } else {
-                        Part::RequestLine
-                    });
-                }
-            } else {
-                let colon = line.iter().position(|&c| c == b':')?;
-                let (name, value) = (&line[..colon], &line[colon + 1..]);
-                if holds {
-                    part = Some(Part::Header(Name::bounded(name)));
-                }
-                if name.eq_ignore_ascii_case(b"content-length") {
-                    content_length = Some(decimal(value)?);
-                } else if name.eq_ignore_ascii_case(b"content-type") {
-                    body_type = if contains_ignore_case(value, b"json") {
-                        BodyType::Json
-                    } else if contains_ignore_case(value, b"protobuf") {
-                        BodyType::Protobuf
-                    } else {
-                        BodyType::Unknown
-                    };
-                } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                    chunked = contains_ignore_case(value, b"chunked");
-                }
+        for (i, h) in headers.iter().enumerate() {
+            if (line_start(i)..line_start(i + 1)).contains(&off) {
+                part = Some(Part::Header(Name::bounded(h.name.as_bytes())));
             }
-            line_start = line_end + 2;
-            line_no += 1;
-        }
-        if part.is_none() && off >= start + head_end + 2 && off < body_start {
-            part = Some(Part::EndOfHead);
+            if h.name.eq_ignore_ascii_case("content-length") {
+                content_length = Some(decimal(h.value)?);
+            } else if h.name.eq_ignore_ascii_case("content-type") {
+                body_type = if contains_ignore_case(h.value, b"json") {
+                    BodyType::Json
+                } else if contains_ignore_case(h.value, b"protobuf") {
+                    BodyType::Protobuf
+                } else {
+                    BodyType::Unknown
+                };
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = contains_ignore_case(h.value, b"chunked");
+            }
         }
         if let Some(part) = part {
             return Some(Located {
