@@ -459,6 +459,51 @@ mod tests {
         assert_eq!(attribute(&binary, 64, 1).content, content::UNKNOWN);
     }
 
+    /// Random damage to valid frames, documents and heads, at random
+    /// offsets: never a panic or a read outside the buffer, and every
+    /// answer points inside it.
+    #[test]
+    fn random_damage_never_breaks_the_walkers() {
+        let mut inner = Enc::default();
+        inner.bytes(1, b"name").fixed32(2, 9);
+        let mut m = Enc::default();
+        m.varint(1, 300)
+            .bytes(3, &inner.0)
+            .bytes(4, br#"{"a": [1, {"b": "c"}]}"#);
+        let samples = [
+            grpc_frame(&m.0),
+            br#"{"items": [{"name": "x"}, {"k": [true, null, -1.5]}]}"#.to_vec(),
+            b"POST /x HTTP/1.1\r\ncontent-length: 9\r\n\r\n{\"a\": 1}".to_vec(),
+            m.0.clone(),
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let mut buf = samples[round % samples.len()].clone();
+            for _ in 0..=(next() % 3) {
+                let i = next() as usize % buf.len();
+                buf[i] = next() as u8;
+            }
+            if next() % 4 == 0 {
+                buf.truncate(next() as usize % buf.len());
+            }
+            let off = next() as usize % (buf.len() + 2);
+            let len = next() as usize % 6;
+            let a = attribute(&buf, off, len);
+            assert!(usize::from(a.tag_depth) <= MAX_TAGS);
+            assert!(usize::from(a.json_depth) <= MAX_JSON_DEPTH);
+            assert!(a.part_start + a.part_len <= buf.len() as u64, "{a:?}");
+            if a.content == content::PROTOBUF {
+                assert!(a.tag_depth > 0 && a.tags[0] > 0);
+            }
+        }
+    }
+
     #[test]
     fn a_view_of_unknown_length_is_looked_up_at_its_first_byte() {
         let mut m = Enc::default();
