@@ -138,6 +138,8 @@ pub(crate) struct Attribution {
     pub(crate) json_in_key: u8,
     /// [`http_part`].
     pub(crate) http_part: u8,
+    /// A JSON path was found (`json_depth` 0 is the document itself).
+    pub(crate) has_json: u8,
     pub(crate) tags: [u32; MAX_TAGS],
     /// Per protobuf level, the field numbers seen (see `protobuf::Path`).
     pub(crate) seen: [u64; MAX_TAGS],
@@ -166,6 +168,7 @@ impl Attribution {
             json_deeper: 0,
             json_in_key: 0,
             http_part: http_part::NONE,
+            has_json: 0,
             tags: [0; MAX_TAGS],
             seen: [0; MAX_TAGS],
             buffer_len: buffer_len as u64,
@@ -190,6 +193,7 @@ impl Attribution {
     }
 
     fn set_json(&mut self, path: &json::Path) {
+        self.has_json = 1;
         self.json_depth = path.depth as u8;
         self.json = path.segments;
         self.json_deeper = u8::from(path.deeper);
@@ -423,6 +427,9 @@ mod tests {
         assert_eq!(a.json_depth, 1);
         assert_eq!(a.json[0].name.as_str(), Some("user"));
         assert_eq!(a.part_len, doc.len() as u64);
+        // A slice across members is the document's: `$`.
+        let a = attribute(&buf, user - 3, 20);
+        assert_eq!((a.has_json, a.json_depth), (1, 0));
     }
 
     #[test]

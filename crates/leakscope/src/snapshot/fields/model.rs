@@ -9,7 +9,7 @@ use leakscope_profile::fields::{Content, FieldExample, FieldRef, Framing, Pinned
 use super::{content, framing, http_part, json, Attribution};
 
 fn json_path(a: &Attribution) -> Option<String> {
-    if a.json_depth == 0 && a.content != content::JSON {
+    if a.has_json == 0 {
         return None;
     }
     let mut path = String::from("$");
@@ -169,8 +169,9 @@ mod tests {
         }
         let json = br#"{"items": [{"name": "kept"}]}"#;
         groups.add(&attribute(json, find(json, b"kept"), 4), 30);
+        groups.add(&attribute(json, 0, json.len()), 30);
         let fields = groups.into_sorted();
-        assert_eq!(fields.len(), 2);
+        assert_eq!(fields.len(), 3);
         let proto = &fields[0];
         assert_eq!(proto.buffers, 3);
         assert_eq!(proto.field.tags, [2]);
@@ -181,6 +182,7 @@ mod tests {
             proto.describe(),
             "field 2 (length-delimited, 100B) of a gRPC message"
         );
-        assert_eq!(fields[1].describe(), "JSON $.items[0].name");
+        assert_eq!(fields[1].describe(), "JSON $");
+        assert_eq!(fields[2].describe(), "JSON $.items[0].name");
     }
 }
