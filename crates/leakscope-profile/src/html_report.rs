@@ -309,7 +309,7 @@ fn pinned(out: &mut String, snapshots: &[SnapshotReport]) {
             bytes(p.buffers.bytes as f64),
             bytes(p.slice_bytes as f64),
             if fields.is_empty() {
-                "?".to_string()
+                "not attributed".to_string()
             } else {
                 fields.join("<br>")
             },

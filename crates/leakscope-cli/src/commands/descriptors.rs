@@ -13,7 +13,8 @@ use leakscope_profile::snapshot::SnapshotReport;
 #[derive(clap::Args, Default)]
 pub struct DescriptorArgs {
     /// The service's .proto files, to name the message fields that pin
-    /// buffers (imports are looked up beside each file, or in --proto-path).
+    /// buffers (imports are looked up beside each file, or in --proto-path;
+    /// give them after the snapshot or directory).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub proto: Vec<PathBuf>,
     /// Directories to look up the imports of --proto files in.
@@ -49,7 +50,7 @@ impl DescriptorArgs {
 fn compile(files: &[PathBuf], includes: &[PathBuf]) -> Result<prost_types::FileDescriptorSet> {
     for f in files {
         if !f.is_file() {
-            anyhow::bail!("cannot read {}: no such file", f.display());
+            anyhow::bail!("cannot read {}: not a .proto file", f.display());
         }
     }
     let mut dirs: Vec<PathBuf> = includes.to_vec();
