@@ -144,7 +144,7 @@ impl Pinning {
                 None => self.fields.push(f.clone()),
             }
         }
-        self.fields.sort_by(|a, b| b.buffers.cmp(&a.buffers));
+        self.fields.sort_by_key(|f| std::cmp::Reverse(f.buffers));
     }
 }
 
