@@ -324,11 +324,12 @@ fn http_part_of(
 
 /// The first view of each pinned buffer, noted while the pinning phase
 /// reads its holder: offset in the buffer plus one (0: none yet), and its
-/// length (0: not known).
+/// length (0: not known). Eight bytes per block (one array over all
+/// blocks): views past 4 GiB into a buffer are not noted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FirstView {
-    offset_plus_one: u64,
-    len: u64,
+    offset_plus_one: u32,
+    len: u32,
 }
 
 impl FirstView {
@@ -340,16 +341,21 @@ impl FirstView {
     /// Notes a view at `offset` of `len` bytes (0: unknown); a view with a
     /// known length replaces one without.
     pub(crate) fn note(&mut self, offset: u64, len: u64) {
+        let Ok(offset_plus_one) = u32::try_from(offset + 1) else {
+            return;
+        };
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
         if self.offset_plus_one == 0 || (self.len == 0 && len > 0) {
             *self = FirstView {
-                offset_plus_one: offset + 1,
+                offset_plus_one,
                 len,
             };
         }
     }
 
     fn get(&self) -> Option<(u64, u64)> {
-        (self.offset_plus_one > 0).then(|| (self.offset_plus_one - 1, self.len))
+        (self.offset_plus_one > 0)
+            .then(|| (u64::from(self.offset_plus_one - 1), u64::from(self.len)))
     }
 }
 
@@ -523,5 +529,10 @@ mod tests {
         v.note(50, 8);
         v.note(60, 2);
         assert_eq!(v.get(), Some((50, 8)));
+        let mut far = FirstView::NONE;
+        far.note(u64::from(u32::MAX), 1);
+        assert_eq!(far.get(), None);
+        far.note(7, u64::MAX);
+        assert_eq!(far.get(), Some((7, u64::from(u32::MAX))));
     }
 }
