@@ -22,6 +22,10 @@ pub mod server;
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("lab");
+
+    /// The serialized `FileDescriptorSet` of `proto/lab.proto`.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/lab_descriptor.bin"));
 }
 
 pub use scenario::Scenario;
@@ -45,6 +49,9 @@ pub fn run(
     scenario: Scenario,
     duration: Duration,
 ) -> Result<RunSummary, Box<dyn std::error::Error>> {
+    // As a service registers its reflection descriptors: snapshots then name
+    // the message fields that pin buffers.
+    leakscope::register_descriptor_set(proto::FILE_DESCRIPTOR_SET)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lab-worker")

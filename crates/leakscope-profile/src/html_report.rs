@@ -100,6 +100,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
     live_chart(&mut out, input);
     growing(&mut out, input.trend);
     holders(&mut out, input.snapshots);
+    pinned(&mut out, input.snapshots);
     flame(&mut out, input.profiles);
     out.push_str("</body></html>\n");
     out
@@ -273,6 +274,46 @@ fn holders(out: &mut String, snapshots: &[SnapshotReport]) {
             h.retained.blocks,
             esc(&h.node.label()),
             esc(&chain.join(" → "))
+        );
+    }
+    let _ = writeln!(out, "</table></section>");
+}
+
+/// Buffers pinned by small slices in the snapshot with the most live
+/// memory, with the field of each buffer its slice is.
+fn pinned(out: &mut String, snapshots: &[SnapshotReport]) {
+    let Some(last) = snapshots.iter().max_by_key(|s| s.totals.live.bytes) else {
+        return;
+    };
+    if last.pinned.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<section id=\"pinned\"><h2>Buffers pinned by small slices</h2>\
+         <table><tr><th>buffers</th><th>bytes</th><th>slices</th><th>field the slices are</th>\
+         <th>held in</th></tr>"
+    );
+    for p in last.pinned.iter().take(10) {
+        let fields: Vec<String> = p
+            .fields
+            .iter()
+            .take(3)
+            .map(|f| format!("{} ({} buffers)", esc(&f.describe()), f.buffers))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"name field\">{}</td><td class=\"name\">{}</td></tr>",
+            p.buffers.blocks,
+            bytes(p.buffers.bytes as f64),
+            bytes(p.slice_bytes as f64),
+            if fields.is_empty() {
+                "not attributed".to_string()
+            } else {
+                fields.join("<br>")
+            },
+            esc(&p.holder.label())
         );
     }
     let _ = writeln!(out, "</table></section>");

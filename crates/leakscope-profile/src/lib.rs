@@ -16,6 +16,8 @@
 //! - transforms: [`top`], [`diff`], [`folded`], [`trend`] (growth over a
 //!   series of profiles and snapshots).
 //! - [`snapshot`]: the snapshot file (who holds memory) and its refs profile.
+//! - [`fields`]: which field of a pinned buffer its slices are, named from
+//!   protobuf descriptors.
 //! - [`diagnose`]: the self-check (findings from profiles and snapshots).
 //! - with the `render` feature: [`flame`] graphs (inferno) and the
 //!   self-contained [`html_report`].
@@ -26,6 +28,7 @@ pub mod codec;
 pub mod delta;
 pub mod diagnose;
 pub mod diff;
+pub mod fields;
 #[cfg(feature = "render")]
 pub mod flame;
 pub mod folded;

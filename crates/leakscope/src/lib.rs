@@ -45,6 +45,7 @@ mod collect;
 #[cfg(test)]
 mod collect_model_tests;
 mod config;
+pub mod descriptors;
 mod export;
 #[cfg(feature = "http")]
 pub mod http;
@@ -65,6 +66,7 @@ pub use config::{Mode, DEFAULT_RATE};
 pub mod settings {
     pub use crate::config::{rejected_variables, Variable, VARIABLES};
 }
+pub use descriptors::register_descriptor_set;
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use labels::{label, LabelGuard};
 pub use profiler::Profiler;

@@ -1,4 +1,5 @@
 pub mod demo;
+pub mod descriptors;
 pub mod diff;
 pub mod flame;
 pub mod lab;

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use leakscope_profile::diagnose::{self, SelfCheck};
+use leakscope_profile::fields::Schema;
 use leakscope_profile::{html_report, trend};
+
+use crate::commands::descriptors::{name_fields, DescriptorArgs};
 
 use crate::input::{load_run, Run};
 
@@ -28,6 +31,8 @@ pub struct Args {
     /// live-memory chart, what grows, holders, flame graph).
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub descriptors: DescriptorArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -37,12 +42,22 @@ pub fn run(args: Args) -> Result<()> {
         Format::Text
     };
     let title = format!("leakscope self-check: {}", args.dir.display());
-    self_check(&args.dir, args.pid, format, args.html.as_deref(), &title)
+    let schema = args.descriptors.schema()?;
+    self_check_named(
+        &args.dir,
+        args.pid,
+        format,
+        args.html.as_deref(),
+        &title,
+        schema.as_ref(),
+    )
 }
 
-/// Loads a run and runs the self-check on it.
-pub fn analyse(dir: &Path, pid: Option<u32>) -> Result<(SelfCheck, Run)> {
-    let run = load_run(dir, pid)?;
+/// Loads a run and runs the self-check on it, naming pinned buffers'
+/// fields with `schema` when given.
+pub fn analyse(dir: &Path, pid: Option<u32>, schema: Option<&Schema>) -> Result<(SelfCheck, Run)> {
+    let mut run = load_run(dir, pid)?;
+    name_fields(&mut run.snapshots, schema);
     let check = diagnose::self_check(&run.snapshots, &run.profiles);
     Ok((check, run))
 }
@@ -55,7 +70,18 @@ pub fn self_check(
     html: Option<&Path>,
     title: &str,
 ) -> Result<()> {
-    let (check, run) = analyse(dir, pid)?;
+    self_check_named(dir, pid, format, html, title, None)
+}
+
+fn self_check_named(
+    dir: &Path,
+    pid: Option<u32>,
+    format: Format,
+    html: Option<&Path>,
+    title: &str,
+    schema: Option<&Schema>,
+) -> Result<()> {
+    let (check, run) = analyse(dir, pid, schema)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&check)?),
         Format::Text => print!("{}", render_text(&check)),

@@ -17,6 +17,7 @@
 
 mod blocks;
 mod child;
+mod fields;
 mod glibc;
 mod graph;
 mod image;
@@ -400,6 +401,9 @@ fn heap_block_bound() -> usize {
     (bytes / glibc::layout::MIN_CHUNK) as usize
 }
 
+/// How often the arena list is read again when arenas keep being added.
+const ARENA_LIST_TRIES: u32 = 8;
+
 /// How long the snapshot waits for each of glibc's arena locks.
 const ARENA_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -521,7 +525,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     // The heap walk: what it needs to know about libc, and the arenas whose
     // locks are held across the fork.
     let mut glibc = glibc::prepare::prepared(modules.static_tls_bytes);
-    let (arenas, walk_capacity) = if walking {
+    let (mut arenas, walk_capacity) = if walking {
         let Some(layout) = glibc.layout else {
             return Err(SnapshotError::NoHeapWalk(format!(
                 "glibc {}.{}: {}",
@@ -531,9 +535,8 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             )));
         };
         let _ = layout;
-        let arenas = glibc::locks::live_arenas(&glibc).ok_or_else(|| {
-            SnapshotError::HeapWalk(glibc::WalkError::NoMainArena.message().into())
-        })?;
+        let arenas =
+            glibc::locks::live_arenas(&glibc).map_err(|why| SnapshotError::HeapWalk(why.into()))?;
         glibc.main_arena = arenas[0];
         (arenas, heap_block_bound())
     } else {
@@ -542,21 +545,27 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
 
     // Step 2: stopped. No allocation or free until the locks are released.
     let paused_at = Instant::now();
-    let arena_locks = if walking {
-        Some(
-            glibc::locks::lock_all(&arenas, ARENA_LOCK_TIMEOUT)
-                .map_err(|_| SnapshotError::AllocatorBusy)?,
-        )
-    } else {
-        None
-    };
-    if walking && !glibc::locks::unchanged(&glibc, &arenas) {
-        // An arena was added after the list was read: its lock is not held.
-        if let Some(locks) = arena_locks {
-            locks.release();
+    let mut tries = 0;
+    let arena_locks = loop {
+        if !walking {
+            break None;
         }
-        return Err(SnapshotError::AllocatorBusy);
-    }
+        let locks = glibc::locks::lock_all(&arenas, ARENA_LOCK_TIMEOUT)
+            .map_err(|_| SnapshotError::AllocatorBusy)?;
+        if glibc::locks::unchanged(&glibc, &arenas) {
+            break Some(locks);
+        }
+        // A thread added an arena after the list was read (a thread's
+        // first allocation): its lock is not held. Read the list again.
+        locks.release();
+        tries += 1;
+        if tries == ARENA_LIST_TRIES {
+            return Err(SnapshotError::AllocatorBusy);
+        }
+        std::thread::yield_now();
+        arenas =
+            glibc::locks::live_arenas(&glibc).map_err(|why| SnapshotError::HeapWalk(why.into()))?;
+    };
     collect::lock_for_snapshot();
     // SAFETY: lock_for_snapshot holds every shard lock.
     let live = unsafe { LIVE.len_unlocked() };
@@ -575,6 +584,15 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         None => -1,
     };
     if pid == 0 {
+        // A panic in the child must end it, never unwind into the program.
+        struct ExitOnUnwind;
+        impl Drop for ExitOnUnwind {
+            fn drop(&mut self) {
+                // SAFETY: ends the child at once (only reached by unwinding).
+                unsafe { libc::_exit(75) };
+            }
+        }
+        let _exit_on_unwind = ExitOnUnwind;
         collect::enter_snapshot_child();
         let input = ChildInput {
             caller,
@@ -656,7 +674,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             stopped,
         })
         .collect();
-    let resolved = Resolved::new(roots, blocks, &modules, &all_threads);
+    let resolved = Resolved::new(roots, blocks, out.read_fields(), &modules, &all_threads);
     let report = resolved.report(
         &header,
         ReportMeta {
@@ -744,6 +762,7 @@ fn wait_for(
                     70 => "it tried to allocate (a bug: the child must not)".into(),
                     71 => "it ran out of memory".into(),
                     74 => "it read unmapped memory".into(),
+                    75 => "it panicked (a bug)".into(),
                     code => format!("exit status {code}"),
                 }))
             } else {

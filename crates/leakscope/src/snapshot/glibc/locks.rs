@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::arenas;
 use super::layout::{Layout, HEAP_MAX};
 use super::Prepared;
+use super::WalkError;
 use crate::snapshot::image::{Maps, Memory};
 
 /// Longest arena list believed.
@@ -24,11 +25,27 @@ const MAX_ARENAS: usize = 4096;
 
 /// The arenas of the running process, main first, read with volatile loads
 /// (other threads run) from addresses checked against the maps first.
-/// Allocates: call before stopping anything.
-pub(crate) fn live_arenas(prep: &Prepared) -> Option<Vec<u64>> {
-    let layout = prep.layout?;
-    let maps = Maps::read_own()?;
-    let main = main_arena_live(prep, layout, &maps)?;
+/// Allocates: call before stopping anything. The error says what failed.
+pub(crate) fn live_arenas(prep: &Prepared) -> Result<Vec<u64>, &'static str> {
+    // A thread's first allocation can add an arena (and map its heap)
+    // between reading the maps and reading the list: read both again.
+    let mut result = Err("");
+    for _ in 0..8 {
+        result = arena_list(prep);
+        if result != Err(BAD_LIST) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    result
+}
+
+const BAD_LIST: &str = "glibc's list of arenas does not lead from arena to arena";
+
+fn arena_list(prep: &Prepared) -> Result<Vec<u64>, &'static str> {
+    let layout = prep.layout.ok_or(WalkError::UnknownRelease.message())?;
+    let maps = Maps::read_own().ok_or("/proc/self/maps could not be read")?;
+    let main = main_arena_live(prep, layout, &maps).ok_or(WalkError::NoMainArena.message())?;
     let read = |addr: u64| {
         // SAFETY: the address is 8-aligned and lies in a readable mapping
         // (checked first); what it reads can be stale, which the list's
@@ -37,18 +54,18 @@ pub(crate) fn live_arenas(prep: &Prepared) -> Option<Vec<u64>> {
             .then(|| unsafe { std::ptr::read_volatile(addr as *const u64) })
     };
     let mut list = vec![main];
-    let mut a = read(main + layout.next)?;
+    let mut a = read(main + layout.next).ok_or(BAD_LIST)?;
     while a != main {
         let heap = a.wrapping_sub(layout.heap_info_size);
         // An arena sits after the `heap_info` of its first heap, which
         // names it.
-        if list.len() >= MAX_ARENAS || heap % HEAP_MAX != 0 || read(heap)? != a {
-            return None;
+        if list.len() >= MAX_ARENAS || heap % HEAP_MAX != 0 || read(heap) != Some(a) {
+            return Err(BAD_LIST);
         }
         list.push(a);
-        a = read(a + layout.next)?;
+        a = read(a + layout.next).ok_or(BAD_LIST)?;
     }
-    Some(list)
+    Ok(list)
 }
 
 /// Whether the arena list is still `arenas` (no arena was added since it
