@@ -1,0 +1,178 @@
+//! task-leak: tasks spawned (per request, say) that never complete, each
+//! keeping its future's state. The evidence: live task cells allocated at
+//! one spawn site keep growing. Tasks a framework spawns for connections
+//! are connection state (idle-connections), not this.
+
+use std::collections::BTreeMap;
+
+use super::super::evidence::{Evidence, StackFacts};
+use super::super::thresholds::{CONFIDENCE_COUNTED, CONFIDENCE_STACK_ONLY, MIN_NEW_TASKS};
+use super::super::Finding;
+use super::{bytes, chain_labels, finding, stack_finding, Rule};
+use crate::frames::Class;
+use crate::snapshot::{Amount, Link};
+
+pub struct TaskLeak;
+
+const ID: &str = "task-leak";
+
+/// A task cell spawned by the application, not for a connection.
+fn application_task(f: &StackFacts) -> bool {
+    f.role == Some(Class::TaskCell)
+        && !f.between.contains(Class::Connection)
+        && !f.between.contains(Class::ClientConstructor)
+}
+
+/// Bytes reached through task cells at the end (what live tasks hold).
+fn reached_through_tasks(ev: &Evidence) -> Amount {
+    let Some(s) = &ev.snapshots else {
+        return Amount::default();
+    };
+    let mut out = Amount::default();
+    for p in &s.last.retention {
+        // A task cell as an inner link: blocks its future's state reaches.
+        let inner = p.path.len().saturating_sub(2);
+        let through = p.path.iter().skip(1).take(inner).any(|l| {
+            ev.frames
+                .classify(l.trim_end_matches(" (heap)"))
+                .contains(Class::TaskCell)
+        });
+        if through {
+            out.blocks += p.amount.blocks;
+            out.bytes += p.amount.bytes;
+        }
+    }
+    out
+}
+
+impl Rule for TaskLeak {
+    fn scenario(&self) -> &'static str {
+        ID
+    }
+
+    fn check(&self, ev: &Evidence) -> Vec<Finding> {
+        if let Some(snaps) = &ev.snapshots {
+            // Live cells per spawn site.
+            let mut by_site: BTreeMap<String, (Amount, Amount, Vec<String>, &[Link])> =
+                BTreeMap::new();
+            for s in snaps.sites.iter().filter(|s| application_task(&s.facts)) {
+                let spawn = s
+                    .facts
+                    .caller
+                    .and_then(|i| s.site.get(i))
+                    .cloned()
+                    .unwrap_or_else(|| "a call site beyond the recorded frames".to_string());
+                let e = by_site
+                    .entry(spawn)
+                    .or_insert((Amount::default(), Amount::default(), s.site.clone(), &s.chain));
+                e.0.blocks += s.first.blocks;
+                e.0.bytes += s.first.bytes;
+                e.1.blocks += s.last.blocks;
+                e.1.bytes += s.last.bytes;
+            }
+            let Some((spawn, (first, last, site, chain))) = by_site
+                .into_iter()
+                .max_by_key(|(_, e)| e.1.blocks.saturating_sub(e.0.blocks))
+            else {
+                return Vec::new();
+            };
+            let new_tasks = last.blocks.saturating_sub(first.blocks);
+            if new_tasks < MIN_NEW_TASKS || !ev.heap_grows() {
+                return Vec::new();
+            }
+            let held = reached_through_tasks(ev);
+            let mut f = finding(ID, CONFIDENCE_COUNTED);
+            f.evidence.push(format!(
+                "{} tasks spawned at {spawn} are alive (up from {} after warm-up{}): they do not complete",
+                last.blocks,
+                first.blocks,
+                ev.requests
+                    .map_or(String::new(), |r| format!(", {r} requests since"))
+            ));
+            f.evidence.push(format!(
+                "each task's cell (its future's state) is about {}; what live tasks reach comes to {} in {} blocks, about {} per task",
+                bytes(last.bytes as f64 / last.blocks.max(1) as f64),
+                bytes(held.bytes as f64),
+                held.blocks,
+                bytes(held.bytes as f64 / last.blocks.max(1) as f64)
+            ));
+            f.evidence.push(format!(
+                "held through the runtime's task list: {}",
+                crate::snapshot::chain_text(chain)
+            ));
+            f.chain = chain_labels(chain);
+            f.stack = site;
+            f.claims.push(spawn);
+            f.claims.extend(f.chain.first().cloned());
+            return vec![f];
+        }
+        ev.growing_stacks()
+            .find(|s| application_task(&s.facts))
+            .map(|s| {
+                let spawn = s.frame(s.facts.caller).unwrap_or("an unknown call site");
+                let mut f = stack_finding(
+                    ev,
+                    ID,
+                    CONFIDENCE_STACK_ONLY,
+                    s,
+                    format!(
+                        "live task cells spawned at {spawn} grow (about {:.0} now): tasks that do not complete",
+                        s.objects_last
+                    ),
+                );
+                f.claims.push(spawn.to_string());
+                f
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::test_support::*;
+
+    const SPAWNED: &[&str] = &[
+        "tokio::runtime::task::core::Cell<T,S>::new",
+        "tokio::runtime::task::raw::RawTask::new",
+        "tokio::task::spawn::spawn_inner",
+        "tokio::task::spawn::spawn",
+        "app::audit::on_shutdown",
+        "app::handler",
+    ];
+    const CONNECTION_TASK: &[&str] = &[
+        "tokio::runtime::task::core::Cell<T,S>::new",
+        "tokio::task::spawn::spawn",
+        "<hyper_util::rt::tokio::TokioExecutor as hyper::rt::Executor<F>>::execute",
+        "hyper::proto::h2::client::handshake::{{closure}}",
+        "app::connect",
+    ];
+
+    #[test]
+    fn tasks_that_accumulate_are_named_by_their_spawn_site() {
+        let run = Run::new(|t, b| {
+            b.held("thread-locals of thread worker", &["tokio::util::sharded_list::ShardedList<L>::new"], SPAWNED, 100 * t as u64, 1200);
+            b.held("thread-locals of thread worker", &["tokio::runtime::task::core::Cell<T,S>::new"], TONIC_SERVER_READ, 100 * t as u64, 8192);
+        });
+        let f = only(&run, &TaskLeak);
+        assert!(f.evidence[0].starts_with("800 tasks spawned at app::audit::on_shutdown are alive (up from 200"), "{f:#?}");
+        assert!(f.evidence[1].contains("about 8.00kB per task"), "{f:#?}");
+        assert!(f.evidence[2].contains("ShardedList"), "{f:#?}");
+    }
+
+    #[test]
+    fn connection_tasks_are_not_task_leaks() {
+        let run = Run::new(|t, b| b.group("thread-locals of thread worker", CONNECTION_TASK, 100 * t as u64, 1200));
+        assert!(TaskLeak.check(&run.evidence()).is_empty());
+        let run = Run::stacks_only(|t, p| p.stack(CONNECTION_TASK, 100 * t, 1200));
+        assert!(TaskLeak.check(&run.evidence()).is_empty());
+    }
+
+    #[test]
+    fn from_stacks_growing_task_cells() {
+        let run = Run::stacks_only(|t, p| p.stack(SPAWNED, 100 * t, 1200));
+        let f = only(&run, &TaskLeak);
+        assert!(f.evidence.iter().any(|e| e.contains("spawned at app::audit::on_shutdown")), "{f:#?}");
+    }
+}
