@@ -614,6 +614,9 @@ impl Default for FrameTable {
     }
 }
 
+/// Names classified and remembered at most (then forgotten all at once).
+const CACHE_LIMIT: usize = 50_000;
+
 /// The environment variable naming a user's frame file.
 pub const FRAMES_ENV: &str = "LEAKSCOPE_FRAMES";
 
@@ -707,6 +710,11 @@ impl FrameTable {
             }
         }
         if let Ok(mut m) = self.cache.lock() {
+            // Bounded: a long-lived process (the report endpoint) must not
+            // keep every name it ever classified.
+            if m.len() >= CACHE_LIMIT {
+                m.clear();
+            }
             m.insert(name.to_string(), out);
         }
         out
@@ -729,8 +737,19 @@ impl FrameTable {
     }
 
     /// Whether a frame is the allocation machinery's (always trimmed).
+    /// Uncached: profile export calls it for the leaf frames of every
+    /// stack, in the profiled process.
     pub fn is_allocator(&self, name: &str) -> bool {
-        self.classify(name).contains(Class::Allocator)
+        let allocator: Vec<&Pattern> = self
+            .patterns
+            .iter()
+            .filter(|p| p.class == Class::Allocator)
+            .collect();
+        variants(name).iter().any(|v| {
+            allocator
+                .iter()
+                .any(|p| v.starts_with(&p.literal_prefix) && glob(p.glob.as_bytes(), v.as_bytes()))
+        })
     }
 
     /// Whether a frame belongs to the application rather than to a library:

@@ -426,9 +426,16 @@ fn connections(
 ) -> (ConnectionCount, ConnectionCount) {
     let count = |view: Option<&StackView>, side: Side| -> (f64, f64) {
         let values = stack_values(view);
+        // Sampled profiles estimate counts of small blocks poorly (one
+        // sample of a 100-byte block stands for hundreds): count with
+        // blocks large enough to be sampled often.
+        let min_size = view.map_or(0.0, |v| v.period.max(1) as f64 / SAMPLED_COUNT_DIVISOR);
         let mut opened = Vec::new();
         let mut live = Vec::new();
         for (stack, v) in &values {
+            if v[2] <= 0.0 || v[3] / v[2] < min_size {
+                continue;
+            }
             let f = stack_facts(stack, frames, deps);
             if f.role == Some(Class::Connection) && f.side == Some(side) {
                 opened.push(v[2]);
@@ -449,6 +456,10 @@ fn connections(
     };
     (side(Side::Server), side(Side::Client))
 }
+
+/// Blocks of at least a sampling period divided by this are sampled with
+/// probability above 11%: counts estimated from them are usable.
+const SAMPLED_COUNT_DIVISOR: f64 = 8.0;
 
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
@@ -473,10 +484,13 @@ pub fn root_kind(label: &str) -> NodeKind {
     }
 }
 
-/// leakscope's own threads and frames (its periodic writer, its exporter)
-/// hold nothing of the application's.
+/// leakscope's own threads and frames (its periodic writer, its exporter,
+/// the symboliser they call) hold nothing of the application's; a word
+/// left in such a frame that points into the heap is stale.
 fn is_own_root(label: &str) -> bool {
-    label.contains("leakscope::export::") || label.contains("leakscope::snapshot::")
+    ["leakscope::export::", "leakscope::snapshot::", "blazesym::"]
+        .iter()
+        .any(|own| label.contains(own))
 }
 
 fn snapshot_evidence<'a>(

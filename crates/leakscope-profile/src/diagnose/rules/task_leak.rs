@@ -3,14 +3,12 @@
 //! one spawn site keep growing. Tasks a framework spawns for connections
 //! are connection state (idle-connections), not this.
 
-use std::collections::BTreeMap;
-
 use super::super::evidence::{Evidence, StackFacts};
 use super::super::thresholds::{CONFIDENCE_COUNTED, CONFIDENCE_STACK_ONLY, MIN_NEW_TASKS};
 use super::super::Finding;
 use super::{bytes, chain_labels, finding, stack_finding, Rule};
 use crate::frames::Class;
-use crate::snapshot::{Amount, Link};
+use crate::snapshot::Amount;
 
 pub struct TaskLeak;
 
@@ -51,80 +49,68 @@ impl Rule for TaskLeak {
     }
 
     fn check(&self, ev: &Evidence) -> Vec<Finding> {
-        if let Some(snaps) = &ev.snapshots {
-            // Live cells per spawn site.
-            let mut by_site: BTreeMap<String, (Amount, Amount, Vec<String>, &[Link])> =
-                BTreeMap::new();
-            for s in snaps.sites.iter().filter(|s| application_task(&s.facts)) {
-                let spawn = s
-                    .facts
-                    .caller
-                    .and_then(|i| s.site.get(i))
-                    .cloned()
-                    .unwrap_or_else(|| "a call site beyond the recorded frames".to_string());
-                let e = by_site
-                    .entry(spawn)
-                    .or_insert((Amount::default(), Amount::default(), s.site.clone(), &s.chain));
-                e.0.blocks += s.first.blocks;
-                e.0.bytes += s.first.bytes;
-                e.1.blocks += s.last.blocks;
-                e.1.bytes += s.last.bytes;
-            }
-            let Some((spawn, (first, last, site, chain))) = by_site
-                .into_iter()
-                .max_by_key(|(_, e)| e.1.blocks.saturating_sub(e.0.blocks))
-            else {
-                return Vec::new();
-            };
-            let new_tasks = last.blocks.saturating_sub(first.blocks);
-            if new_tasks < MIN_NEW_TASKS || !ev.heap_grows() {
-                return Vec::new();
-            }
-            let held = reached_through_tasks(ev);
-            let mut f = finding(ID, CONFIDENCE_COUNTED);
-            f.evidence.push(format!(
-                "{} tasks spawned at {spawn} are alive (up from {} after warm-up{}): they do not complete",
-                last.blocks,
-                first.blocks,
-                ev.requests
-                    .map_or(String::new(), |r| format!(", {r} requests since"))
-            ));
-            f.evidence.push(format!(
-                "each task's cell (its future's state) is about {}; what live tasks reach comes to {} in {} blocks, about {} per task",
-                bytes(last.bytes as f64 / last.blocks.max(1) as f64),
-                bytes(held.bytes as f64),
-                held.blocks,
-                bytes(held.bytes as f64 / last.blocks.max(1) as f64)
-            ));
+        // Live task cells per spawn site come from the profiles' stacks
+        // (whole stacks: a snapshot's sites stop after 16 frames, often
+        // inside the runtime); the snapshot says what the tasks hold.
+        let Some(s) = ev.growing_stacks().find(|s| application_task(&s.facts)) else {
+            return Vec::new();
+        };
+        let spawn = s.frame(s.facts.caller).unwrap_or("an unknown call site");
+        let new_tasks = s.objects_last - s.objects_first;
+        if new_tasks < MIN_NEW_TASKS as f64 {
+            return Vec::new();
+        }
+        let Some(snaps) = &ev.snapshots else {
+            let mut f = stack_finding(
+                ev,
+                ID,
+                CONFIDENCE_STACK_ONLY,
+                s,
+                format!(
+                    "live task cells spawned at {spawn} grow (about {:.0} now, {:.0} after warm-up): tasks that do not complete",
+                    s.objects_last, s.objects_first
+                ),
+            );
+            f.claims.push(spawn.to_string());
+            return vec![f];
+        };
+        let held = reached_through_tasks(ev);
+        let cells: u64 = snaps
+            .sites
+            .iter()
+            .filter(|c| c.facts.role == Some(Class::TaskCell))
+            .map(|c| c.last.blocks)
+            .sum();
+        let mut f = finding(ID, CONFIDENCE_COUNTED);
+        f.evidence.push(format!(
+            "{:.0} tasks spawned at {spawn} are alive (up from {:.0} after warm-up{}): they do not complete",
+            s.objects_last,
+            s.objects_first,
+            ev.requests
+                .map_or(String::new(), |r| format!(", {r} requests since"))
+        ));
+        f.evidence.push(format!(
+            "each task's cell (its future's state) is about {}; what live tasks reach comes to {} in {} blocks, about {} per task",
+            bytes(s.average_live()),
+            bytes(held.bytes as f64),
+            held.blocks,
+            bytes(held.bytes as f64 / cells.max(1) as f64)
+        ));
+        // The chain to the largest group of task cells.
+        if let Some(cells) = snaps
+            .sites
+            .iter()
+            .find(|c| c.facts.role == Some(Class::TaskCell) && !c.chain.is_empty())
+        {
             f.evidence.push(format!(
                 "held through the runtime's task list: {}",
-                crate::snapshot::chain_text(chain)
+                crate::snapshot::chain_text(&cells.chain)
             ));
-            f.chain = chain_labels(chain);
-            f.stack = site;
-            f.claims.push(spawn);
-            f.claims.extend(f.chain.first().cloned());
-            return vec![f];
+            f.chain = chain_labels(&cells.chain);
         }
-        ev.growing_stacks()
-            .find(|s| application_task(&s.facts))
-            .map(|s| {
-                let spawn = s.frame(s.facts.caller).unwrap_or("an unknown call site");
-                let mut f = stack_finding(
-                    ev,
-                    ID,
-                    CONFIDENCE_STACK_ONLY,
-                    s,
-                    format!(
-                        "live task cells spawned at {spawn} grow (about {:.0} now): tasks that do not complete",
-                        s.objects_last
-                    ),
-                );
-                f.claims.push(spawn.to_string());
-                f
-            })
-            .into_iter()
-            .collect()
+        f.stack = s.frames().to_vec();
+        f.claims.push(spawn.to_string());
+        vec![f]
     }
 }
 
@@ -156,7 +142,7 @@ mod tests {
             b.held("thread-locals of thread worker", &["tokio::runtime::task::core::Cell<T,S>::new"], TONIC_SERVER_READ, 100 * t as u64, 8192);
         });
         let f = only(&run, &TaskLeak);
-        assert!(f.evidence[0].starts_with("800 tasks spawned at app::audit::on_shutdown are alive (up from 200"), "{f:#?}");
+        assert!(f.evidence[0].starts_with("700 tasks spawned at app::audit::on_shutdown are alive (up from 200"), "{f:#?}");
         assert!(f.evidence[1].contains("about 8.00kB per task"), "{f:#?}");
         assert!(f.evidence[2].contains("ShardedList"), "{f:#?}");
     }

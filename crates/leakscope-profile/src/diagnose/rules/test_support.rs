@@ -90,11 +90,6 @@ fn root_node(label: &str) -> Node {
 }
 
 impl Point {
-    /// Requests served so far.
-    pub(crate) fn progress(&mut self, n: u64) {
-        self.progress = n;
-    }
-
     /// `blocks` live blocks of `each` bytes at `site` (allocated once each).
     pub(crate) fn stack(&mut self, site: &[&str], blocks: i64, each: u64) {
         let b = blocks.max(0) as u64;

@@ -15,96 +15,93 @@ pub struct UnboundedChannel;
 
 const ID: &str = "unbounded-channel";
 
+/// The channel whose queue blocks (allocated at `leaf`) the most bytes are
+/// reached through at the end: (root, channel link, bytes).
+fn channel_of(ev: &Evidence, leaf: &str) -> Option<(String, String, Amount)> {
+    let snaps = ev.snapshots.as_ref()?;
+    let mut by_channel: Vec<(String, String, Amount)> = Vec::new();
+    for p in &snaps.last.retention {
+        if p.path.last().map(|l| l.trim_end_matches(" (heap)")) != Some(leaf) {
+            continue;
+        }
+        let Some(ch) = p.path.iter().skip(1).find(|l| {
+            ev.frames
+                .classify(l.trim_end_matches(" (heap)"))
+                .contains(Class::ChannelCreate)
+        }) else {
+            continue;
+        };
+        let root = p.path.first().cloned().unwrap_or_default();
+        match by_channel.iter_mut().find(|(r, c, _)| *r == root && c == ch) {
+            Some((_, _, a)) => {
+                a.blocks += p.amount.blocks;
+                a.bytes += p.amount.bytes;
+            }
+            None => by_channel.push((root, ch.clone(), p.amount)),
+        }
+    }
+    by_channel.into_iter().max_by_key(|(_, _, a)| a.bytes)
+}
+
 impl Rule for UnboundedChannel {
     fn scenario(&self) -> &'static str {
         ID
     }
 
     fn check(&self, ev: &Evidence) -> Vec<Finding> {
-        if let Some(snaps) = &ev.snapshots {
-            let Some(queue) = snaps
-                .sites
-                .iter()
-                .filter(|s| s.facts.role == Some(Class::ChannelGrow))
-                .max_by_key(|s| s.last.blocks.saturating_sub(s.first.blocks))
-            else {
-                return Vec::new();
-            };
-            let new_blocks = queue.last.blocks.saturating_sub(queue.first.blocks);
-            if new_blocks < MIN_NEW_QUEUE_BLOCKS || !ev.heap_grows() {
-                return Vec::new();
-            }
-            let sender = queue
-                .facts
-                .caller
-                .and_then(|i| queue.site.get(i))
-                .map_or("a call site beyond the recorded frames", String::as_str);
-            // The channel: the link created by a channel constructor on the
-            // paths that reach the queue's blocks, with its root.
-            let leaf = queue.site.first().cloned().unwrap_or_default();
-            let mut channel: Option<(String, String, Amount)> = None;
-            for p in &snaps.last.retention {
-                if p.path.last().map(|l| l.trim_end_matches(" (heap)")) != Some(leaf.as_str()) {
-                    continue;
-                }
-                let Some(ch) = p.path.iter().skip(1).find(|l| {
-                    ev.frames
-                        .classify(l.trim_end_matches(" (heap)"))
-                        .contains(Class::ChannelCreate)
-                }) else {
-                    continue;
-                };
-                let root = p.path.first().cloned().unwrap_or_default();
-                match &mut channel {
-                    Some((r, c, a)) if *r == root && c == ch => {
-                        a.blocks += p.amount.blocks;
-                        a.bytes += p.amount.bytes;
-                    }
-                    Some((_, _, a)) if a.bytes >= p.amount.bytes => {}
-                    _ => channel = Some((root, ch.clone(), p.amount)),
-                }
-            }
-            let mut f = finding(ID, CONFIDENCE_COUNTED);
-            f.evidence.push(format!(
-                "a channel's queue holds {} blocks ({}), up from {} after warm-up: messages are sent faster than they are received",
-                queue.last.blocks,
-                bytes(queue.last.bytes as f64),
-                queue.first.blocks
-            ));
-            f.evidence.push(format!("messages are sent from {sender}"));
-            if queue.site.iter().any(|s| s.contains("Unbounded")) {
-                f.evidence.push("the channel is unbounded (UnboundedSender)".to_string());
-            }
-            match &channel {
-                Some((root, ch, _)) => {
-                    f.evidence.push(format!(
-                        "the queue is held by the channel ({ch}), reached from {root}"
-                    ));
-                    f.chain = vec![root.clone(), ch.clone()];
-                    f.claims.push(root.clone());
-                }
-                None => f.chain = crate::diagnose::rules::chain_labels(&queue.chain),
-            }
-            f.stack = queue.site.clone();
+        // The queue's blocks per sender come from the profiles' stacks
+        // (whole stacks); the snapshot names the channel that holds them.
+        let Some(s) = ev
+            .growing_stacks()
+            .find(|s| s.facts.role == Some(Class::ChannelGrow))
+        else {
+            return Vec::new();
+        };
+        let sender = s.frame(s.facts.caller).unwrap_or("an unknown call site");
+        if s.objects_last - s.objects_first < MIN_NEW_QUEUE_BLOCKS as f64 {
+            return Vec::new();
+        }
+        let unbounded = s.frames().iter().any(|f| f.contains("Unbounded"));
+        if ev.snapshots.is_none() {
+            let mut f = stack_finding(
+                ev,
+                ID,
+                CONFIDENCE_STACK_ONLY,
+                s,
+                format!(
+                    "a channel's queue keeps growing ({:.0} blocks now, {:.0} after warm-up): messages sent from {sender} are not received as fast{}",
+                    s.objects_last,
+                    s.objects_first,
+                    if unbounded { "; the channel is unbounded" } else { "" }
+                ),
+            );
             f.claims.push(sender.to_string());
             return vec![f];
         }
-        ev.growing_stacks()
-            .find(|s| s.facts.role == Some(Class::ChannelGrow))
-            .map(|s| {
-                let sender = s.frame(s.facts.caller).unwrap_or("an unknown call site");
-                let mut f = stack_finding(
-                    ev,
-                    ID,
-                    CONFIDENCE_STACK_ONLY,
-                    s,
-                    format!("a channel's queue keeps growing: messages sent from {sender} are not received as fast"),
-                );
-                f.claims.push(sender.to_string());
-                f
-            })
-            .into_iter()
-            .collect()
+        let mut f = finding(ID, CONFIDENCE_COUNTED);
+        f.evidence.push(format!(
+            "a channel's queue holds {:.0} blocks ({}), up from {:.0} after warm-up: messages are sent faster than they are received",
+            s.objects_last,
+            bytes(s.trend.last_bytes),
+            s.objects_first
+        ));
+        f.evidence.push(format!("messages are sent from {sender}"));
+        if unbounded {
+            f.evidence
+                .push("the channel is unbounded (UnboundedSender)".to_string());
+        }
+        let leaf = s.frames().first().cloned().unwrap_or_default();
+        if let Some((root, ch, held)) = channel_of(ev, &leaf) {
+            f.evidence.push(format!(
+                "the queue is held by the channel ({ch}), reached from {root}: {} of queue blocks",
+                bytes(held.bytes as f64)
+            ));
+            f.chain = vec![root.clone(), ch];
+            f.claims.push(root);
+        }
+        f.stack = s.frames().to_vec();
+        f.claims.push(sender.to_string());
+        vec![f]
     }
 }
 
