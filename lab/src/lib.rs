@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod components;
+pub mod http_load;
 pub mod load;
 pub mod scenario;
 pub mod server;

@@ -308,6 +308,10 @@ pub fn judge_series(
     series(kind, name, detail, &line, values, min_growth)
 }
 
+/// Growth of a sampled stack smaller than this many sampling periods is
+/// noise (a sample or two more).
+pub const SAMPLING_NOISE_PERIODS: f64 = 2.0;
+
 /// The smallest growth worth reporting for one stack or holder.
 pub const MIN_SERIES_GROWTH: f64 = 64.0 * 1024.0;
 /// ... and for the whole heap.
@@ -358,8 +362,8 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
         }
     }
     // Sampling noise: a stack's estimate moves in steps of about one
-    // sampling period.
-    let min_growth = MIN_SERIES_GROWTH.max(period);
+    // sampling period, so one more sample is not growth.
+    let min_growth = MIN_SERIES_GROWTH.max(SAMPLING_NOISE_PERIODS * period);
     let list = stacks
         .into_iter()
         .map(|(frames, values)| {

@@ -15,7 +15,7 @@ pub struct AuditEvent {
     pub at: SystemTime,
     pub peer: Option<SocketAddr>,
     /// The first bytes of the payload, for forensics.
-    pub head: [u8; 256],
+    pub head: [u8; 1024],
     pub summary: String,
 }
 
@@ -31,7 +31,7 @@ fn sender() -> &'static UnboundedSender<AuditEvent> {
 
 /// Queues an audit record for a request (never blocks).
 pub fn record(id: u64, peer: Option<SocketAddr>, payload: &[u8]) {
-    let mut head = [0u8; 256];
+    let mut head = [0u8; 1024];
     let n = payload.len().min(head.len());
     head[..n].copy_from_slice(&payload[..n]);
     let event = AuditEvent {

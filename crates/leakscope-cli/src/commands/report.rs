@@ -25,9 +25,14 @@ pub struct Args {
     /// live-memory chart, what grows, holders, flame graph).
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
+    /// Frame classes for your own framework (`CLASS PATTERN` lines, added
+    /// to the built-in table; default: the file LEAKSCOPE_FRAMES names).
+    #[arg(long, value_name = "FILE")]
+    pub frames: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    super::use_frames(args.frames.as_deref())?;
     let format = if args.json {
         Format::Json
     } else {

@@ -6,7 +6,7 @@
 use super::super::evidence::{Evidence, StackFacts};
 use super::super::thresholds::{CONFIDENCE_COUNTED, CONFIDENCE_STACK_ONLY, MIN_NEW_TASKS};
 use super::super::Finding;
-use super::{bytes, chain_labels, finding, stack_finding, Rule};
+use super::{bytes, finding, stack_finding, Rule};
 use crate::frames::Class;
 use crate::snapshot::Amount;
 
@@ -19,6 +19,23 @@ fn application_task(f: &StackFacts) -> bool {
     f.role == Some(Class::TaskCell)
         && !f.between.contains(Class::Connection)
         && !f.between.contains(Class::ClientConstructor)
+}
+
+/// A path with runs of one label (a linked list of task cells) shortened
+/// to one mention and a count.
+fn compact(path: &[String]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < path.len() {
+        let run = path[i..].iter().take_while(|l| **l == path[i]).count();
+        out.push(if run > 1 {
+            format!("{} (x{run})", path[i])
+        } else {
+            path[i].clone()
+        });
+        i += run;
+    }
+    out.join(" -> ")
 }
 
 /// Bytes reached through task cells at the end (what live tasks hold).
@@ -96,17 +113,27 @@ impl Rule for TaskLeak {
             held.blocks,
             bytes(held.bytes as f64 / cells.max(1) as f64)
         ));
-        // The chain to the largest group of task cells.
-        if let Some(cells) = snaps
-            .sites
+        // The root that reaches the most task cells, and a path to them.
+        if let Some((root, path)) = snaps
+            .roots
             .iter()
-            .find(|c| c.facts.role == Some(Class::TaskCell) && !c.chain.is_empty())
+            .filter_map(|r| {
+                let cells = r
+                    .held
+                    .iter()
+                    .filter(|h| h.facts.role == Some(Class::TaskCell))
+                    .max_by_key(|h| h.amount.blocks)?;
+                Some((r, cells))
+            })
+            .max_by_key(|(_, h)| h.amount.blocks)
         {
             f.evidence.push(format!(
-                "held through the runtime's task list: {}",
-                crate::snapshot::chain_text(&cells.chain)
+                "held through the runtime's task list: {} (from {}, which reaches {} task cells)",
+                compact(&path.path),
+                root.label,
+                path.amount.blocks
             ));
-            f.chain = chain_labels(&cells.chain);
+            f.chain = path.path.clone();
         }
         f.stack = s.frames().to_vec();
         f.claims.push(spawn.to_string());
@@ -145,6 +172,10 @@ mod tests {
         assert!(f.evidence[0].starts_with("700 tasks spawned at app::audit::on_shutdown are alive (up from 200"), "{f:#?}");
         assert!(f.evidence[1].contains("about 8.00kB per task"), "{f:#?}");
         assert!(f.evidence[2].contains("ShardedList"), "{f:#?}");
+        assert_eq!(
+            compact(&["a".into(), "b".into(), "b".into(), "c".into()]),
+            "a -> b (x2) -> c"
+        );
     }
 
     #[test]
