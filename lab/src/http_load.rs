@@ -86,7 +86,10 @@ pub fn args(leaks: &[&str]) -> Result<(String, Duration), String> {
         }
     }
     if !leaks.contains(&leak.as_str()) {
-        return Err(format!("unknown leak {leak:?} (known: {})", leaks.join(", ")));
+        return Err(format!(
+            "unknown leak {leak:?} (known: {})",
+            leaks.join(", ")
+        ));
     }
     Ok((leak, duration))
 }

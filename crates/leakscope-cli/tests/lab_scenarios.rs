@@ -175,7 +175,10 @@ fn response_field_held() {
         stack.contains("leakscope_lab::server::handle_echo"),
         "{stack}"
     );
-    assert!(sampled.contains("leakscope_lab::server::handle_echo"), "{sampled}");
+    assert!(
+        sampled.contains("leakscope_lab::server::handle_echo"),
+        "{sampled}"
+    );
 }
 
 #[test]
@@ -243,11 +246,16 @@ fn task_leak() {
     let [(top, chain, _), (sampled, _, _)] = both_modes("task-leak");
     for t in [&top, &sampled] {
         assert!(
-            t["evidence"].to_string().contains("spawned at leakscope_lab::components::pending_tasks::audit_on_shutdown"),
+            t["evidence"]
+                .to_string()
+                .contains("spawned at leakscope_lab::components::pending_tasks::audit_on_shutdown"),
             "the spawn site is named: {t:#}"
         );
     }
-    assert!(chain.contains("Cell<T,S>::new"), "held through task cells: {top:#}");
+    assert!(
+        chain.contains("Cell<T,S>::new"),
+        "held through task cells: {top:#}"
+    );
 }
 
 #[test]
@@ -255,7 +263,9 @@ fn unbounded_channel() {
     let [(top, chain, _), (sampled, _, _)] = both_modes("unbounded-channel");
     for t in [&top, &sampled] {
         assert!(
-            t["evidence"].to_string().contains("sent from leakscope_lab::components::audit_log::record"),
+            t["evidence"]
+                .to_string()
+                .contains("sent from leakscope_lab::components::audit_log::record"),
             "the sender is named: {t:#}"
         );
     }

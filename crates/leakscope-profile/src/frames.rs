@@ -165,7 +165,9 @@ impl Classes {
     /// Frames skipped when naming who allocated: the allocator, the
     /// standard library, container internals.
     pub fn is_plumbing(self) -> bool {
-        self.contains(Class::Allocator) || self.contains(Class::Std) || self.contains(Class::Container)
+        self.contains(Class::Allocator)
+            || self.contains(Class::Std)
+            || self.contains(Class::Container)
     }
 
     /// The most specific role class in the set (see [`Class::is_role`]),
@@ -558,7 +560,11 @@ pub const BUILTIN: &[(Class, &str)] = &[
 const STD_CRATES: [&str; 4] = ["core", "alloc", "std", "hashbrown"];
 
 /// Where the Rust distribution's sources are, in its debug information.
-const STD_SOURCES: [&str; 3] = ["/rustc/*", "/rust/deps/*", "*/lib/rustlib/src/rust/library/*"];
+const STD_SOURCES: [&str; 3] = [
+    "/rustc/*",
+    "/rust/deps/*",
+    "*/lib/rustlib/src/rust/library/*",
+];
 
 /// Source files of dependencies: registry and git checkouts, vendored
 /// code, and the distribution.
@@ -788,7 +794,9 @@ pub fn install_global(table: FrameTable) -> bool {
 
 /// Whether a source file is the Rust distribution's.
 pub fn is_std_file(file: &str) -> bool {
-    STD_SOURCES.iter().any(|p| glob(p.as_bytes(), file.as_bytes()))
+    STD_SOURCES
+        .iter()
+        .any(|p| glob(p.as_bytes(), file.as_bytes()))
 }
 
 /// Whether a source file belongs to a dependency or to the distribution
@@ -809,7 +817,7 @@ pub fn crate_version_of_file(file: &str) -> Option<(&str, &str)> {
         .char_indices()
         .filter(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
         .map(|(i, _)| i)
-        .last()?;
+        .next_back()?;
     Some((&dir[..at], &dir[at + 1..]))
 }
 
@@ -857,10 +865,7 @@ pub fn crate_of(name: &str) -> &str {
 /// (closures dropped), for constructor-like names.
 pub fn type_and_method(name: &str) -> (String, String) {
     let plain = variants(name).into_iter().next().unwrap_or_default();
-    let parts: Vec<&str> = plain
-        .split("::")
-        .filter(|s| !s.starts_with("{{"))
-        .collect();
+    let parts: Vec<&str> = plain.split("::").filter(|s| !s.starts_with("{{")).collect();
     let method = parts.last().copied().unwrap_or("").to_string();
     let ty = parts
         .len()
@@ -934,7 +939,9 @@ fn variants(name: &str) -> Vec<String> {
 }
 
 fn expand(name: &str, out: &mut Vec<String>, depth: usize) {
-    let trimmed = name.trim_start_matches(['&', '*']).trim_start_matches("mut ");
+    let trimmed = name
+        .trim_start_matches(['&', '*'])
+        .trim_start_matches("mut ");
     if !trimmed.starts_with('<') || depth > 4 {
         out.push(trimmed.trim_start_matches("dyn ").to_string());
         return;
@@ -999,7 +1006,10 @@ mod tests {
     #[test]
     fn globs_match_whole_names() {
         assert!(glob(b"tokio::*", b"tokio::task::spawn"));
-        assert!(glob(b"*::parse*", b"hyper::proto::h1::role::Server::parse_headers"));
+        assert!(glob(
+            b"*::parse*",
+            b"hyper::proto::h1::role::Server::parse_headers"
+        ));
         assert!(!glob(b"tokio::*", b"tokio_util::codec"));
         assert!(glob(b"a*b*c", b"axxbyyc"));
         assert!(!glob(b"a*b*c", b"axxbyy"));
@@ -1031,39 +1041,71 @@ mod tests {
         let nested = variants(
             "<<app::proto::lab_server::LabServer<T> as tower_service::Service<http::request::Request<B>>>::call::EchoSvc<T> as tonic::server::service::UnaryService<app::proto::EchoRequest>>::call::{{closure}}",
         );
-        assert!(nested.contains(&"tonic::server::service::UnaryService::call::{{closure}}".to_string()), "{nested:?}");
-        assert!(nested.contains(&"app::proto::lab_server::LabServer::call::EchoSvc::call::{{closure}}".to_string()), "{nested:?}");
+        assert!(
+            nested.contains(&"tonic::server::service::UnaryService::call::{{closure}}".to_string()),
+            "{nested:?}"
+        );
+        assert!(
+            nested.contains(
+                &"app::proto::lab_server::LabServer::call::EchoSvc::call::{{closure}}".to_string()
+            ),
+            "{nested:?}"
+        );
     }
 
     #[test]
     fn framework_frames_have_their_classes() {
         // hyper's HTTP/1 receive path (missed by keyword rules before).
-        assert!(classes("hyper::proto::h1::io::Buffered<T,B>::poll_read_from_io").contains(&"receive"));
+        assert!(
+            classes("hyper::proto::h1::io::Buffered<T,B>::poll_read_from_io").contains(&"receive")
+        );
         assert!(classes("tonic::codec::decode::StreamingInner::decode_chunk").contains(&"receive"));
         assert!(classes("tonic::server::grpc::Grpc<T>::unary::{{closure}}").contains(&"server"));
         assert!(classes("tonic::client::grpc::Grpc<T>::unary::{{closure}}").contains(&"client"));
         let handshake = classes("h2::server::Connection<T,B>::handshake2");
-        assert!(handshake.contains(&"connection") && handshake.contains(&"server"), "{handshake:?}");
+        assert!(
+            handshake.contains(&"connection") && handshake.contains(&"server"),
+            "{handshake:?}"
+        );
         assert!(classes("h2::hpack::decoder::Decoder::new").contains(&"connection"));
         assert!(classes("tokio::runtime::task::core::Cell<T,S>::new").contains(&"task-cell"));
         assert!(classes("tokio::task::spawn::spawn_inner::{{closure}}").contains(&"task-spawn"));
         assert!(classes("tokio::sync::mpsc::block::Block<T>::grow").contains(&"channel-grow"));
         assert!(classes("tokio::sync::mpsc::list::channel_from_index").contains(&"channel-create"));
         assert!(classes("tokio::sync::mpsc::block::Block<T>::new").contains(&"container"));
-        assert!(classes("<&bytes::bytes::Bytes as sonic_rs::input::JsonInput>::from_subset").contains(&"json-zero-copy"));
-        assert!(classes("<bytes::bytes::Bytes as core::clone::Clone>::clone").contains(&"buffer-share"));
+        assert!(
+            classes("<&bytes::bytes::Bytes as sonic_rs::input::JsonInput>::from_subset")
+                .contains(&"json-zero-copy")
+        );
+        assert!(
+            classes("<bytes::bytes::Bytes as core::clone::Clone>::clone").contains(&"buffer-share")
+        );
         assert!(classes("bytes::bytes_mut::BytesMut::reserve_inner").contains(&"container"));
-        assert!(classes("tonic::transport::channel::endpoint::Endpoint::connect::{{closure}}").contains(&"client-constructor"));
-        assert!(classes("reqwest::async_impl::client::ClientBuilder::build").contains(&"client-constructor"));
-        assert!(classes("<leakscope::profiler::Profiler<A> as core::alloc::global::GlobalAlloc>::alloc").contains(&"allocator"));
+        assert!(
+            classes("tonic::transport::channel::endpoint::Endpoint::connect::{{closure}}")
+                .contains(&"client-constructor")
+        );
+        assert!(classes("reqwest::async_impl::client::ClientBuilder::build")
+            .contains(&"client-constructor"));
+        assert!(classes(
+            "<leakscope::profiler::Profiler<A> as core::alloc::global::GlobalAlloc>::alloc"
+        )
+        .contains(&"allocator"));
         assert!(classes("myapp::handler::keep").is_empty());
     }
 
     #[test]
     fn roles_prefer_the_most_specific_class() {
         let t = FrameTable::builtin();
-        assert_eq!(t.classify("tokio::runtime::task::core::Cell<T,S>::new").role(), Some(Class::TaskCell));
-        assert_eq!(t.classify("h2::codec::Codec<T,B>::new").role(), Some(Class::Connection));
+        assert_eq!(
+            t.classify("tokio::runtime::task::core::Cell<T,S>::new")
+                .role(),
+            Some(Class::TaskCell)
+        );
+        assert_eq!(
+            t.classify("h2::codec::Codec<T,B>::new").role(),
+            Some(Class::Connection)
+        );
         assert_eq!(t.classify("tokio::task::spawn::spawn").role(), None);
     }
 
@@ -1081,8 +1123,11 @@ mod tests {
     #[test]
     fn a_user_file_adds_classes_and_bad_lines_are_one_line_errors() {
         let mut t = FrameTable::builtin();
-        t.add_text("# my framework\nreceive  myrpc::conn::*::fill_buf\nlibrary myrpc::*\n", "f")
-            .unwrap();
+        t.add_text(
+            "# my framework\nreceive  myrpc::conn::*::fill_buf\nlibrary myrpc::*\n",
+            "f",
+        )
+        .unwrap();
         let c = t.classify("myrpc::conn::Reader<S>::fill_buf");
         assert!(c.contains(Class::Receive) && c.contains(Class::Library));
         let e = t.add_text("recieve x::y\n", "f").unwrap_err().to_string();
@@ -1104,8 +1149,12 @@ mod tests {
         assert!(!is_std_name("<myapp::Foo as core::clone::Clone>::clone"));
         assert!(!is_std_name("corelib::thing"));
         let t = FrameTable::builtin();
-        assert!(t.classify_frame("x", "/rustc/abc/library/alloc/src/vec.rs").contains(Class::Std));
-        assert!(!t.classify_frame("core::fake", "/work/app/src/main.rs").contains(Class::Std));
+        assert!(t
+            .classify_frame("x", "/rustc/abc/library/alloc/src/vec.rs")
+            .contains(Class::Std));
+        assert!(!t
+            .classify_frame("core::fake", "/work/app/src/main.rs")
+            .contains(Class::Std));
     }
 
     #[test]
@@ -1115,7 +1164,9 @@ mod tests {
             Some(("hyper-util", "0.1.21"))
         );
         assert_eq!(crate_version_of_file("/work/app/src/main.rs"), None);
-        assert!(is_dependency_file("/root/.cargo/registry/src/x/tokio-1.0.0/src/lib.rs"));
+        assert!(is_dependency_file(
+            "/root/.cargo/registry/src/x/tokio-1.0.0/src/lib.rs"
+        ));
         assert!(!is_dependency_file("/work/app/src/main.rs"));
     }
 

@@ -123,7 +123,12 @@ fn report_and_trend_agree_on_every_recorded_run() {
         let t = leakscope_profile::trend::trends(&run.profiles, &run.snapshots);
         assert_eq!(c.growth.state, t.total.state, "{}", run.name);
         assert_eq!(c.growth.samples, t.samples, "{}", run.name);
-        assert_eq!(c.growth.last_bytes, t.total.last_bytes.max(0.0) as u64, "{}", run.name);
+        assert_eq!(
+            c.growth.last_bytes,
+            t.total.last_bytes.max(0.0) as u64,
+            "{}",
+            run.name
+        );
     }
 }
 

@@ -20,7 +20,12 @@ pub fn audit_on_shutdown(request: EchoRequest) {
         let mut line = [0u8; 1024];
         let len = {
             let mut cursor = std::io::Cursor::new(&mut line[..]);
-            let _ = write!(cursor, "echo id={} bytes={}", request.id, request.payload.len());
+            let _ = write!(
+                cursor,
+                "echo id={} bytes={}",
+                request.id,
+                request.payload.len()
+            );
             cursor.position() as usize
         };
         SHUTDOWN.notified().await;

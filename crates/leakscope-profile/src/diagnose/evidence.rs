@@ -369,8 +369,13 @@ fn stack_values(view: Option<&StackView>) -> StackValues {
     let Some(view) = view else {
         return out;
     };
-    let idx = ["inuse_objects", "inuse_space", "alloc_objects", "alloc_space"]
-        .map(|n| view.sample_index(Some(n)).ok());
+    let idx = [
+        "inuse_objects",
+        "inuse_space",
+        "alloc_objects",
+        "alloc_space",
+    ]
+    .map(|n| view.sample_index(Some(n)).ok());
     for s in &view.samples {
         let key: Vec<String> = view.function_names(s).map(str::to_string).collect();
         let e = out.entry(key).or_insert([0.0; 4]);
@@ -555,10 +560,7 @@ fn snapshot_evidence<'a>(
                 label: label.to_string(),
                 kind: root_kind(label),
                 trend,
-                first: reached[first_index]
-                    .get(label)
-                    .copied()
-                    .unwrap_or_default(),
+                first: reached[first_index].get(label).copied().unwrap_or_default(),
                 last: amount,
                 held,
             }
@@ -784,8 +786,13 @@ mod tests {
     #[test]
     fn root_kinds_come_from_labels() {
         assert_eq!(root_kind("static app::CACHE"), NodeKind::Static);
-        assert_eq!(root_kind("thread-locals of thread w"), NodeKind::ThreadLocal);
+        assert_eq!(
+            root_kind("thread-locals of thread w"),
+            NodeKind::ThreadLocal
+        );
         assert_eq!(root_kind("thread w: app::run"), NodeKind::Stack);
-        assert!(is_own_root("thread leakscope: leakscope::export::periodic::write_set"));
+        assert!(is_own_root(
+            "thread leakscope: leakscope::export::periodic::write_set"
+        ));
     }
 }

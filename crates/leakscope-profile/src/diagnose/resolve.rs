@@ -20,7 +20,9 @@ pub fn resolve(mut findings: Vec<Finding>) -> Vec<Finding> {
     let mut kept: Vec<Finding> = Vec::new();
     for f in findings {
         let explained = kept.iter().any(|k| {
-            scenario(&k.scenario).explains.contains(&f.scenario.as_str())
+            scenario(&k.scenario)
+                .explains
+                .contains(&f.scenario.as_str())
                 || k.claims.iter().any(|c| f.claims.contains(c))
         });
         if !explained {
@@ -80,7 +82,10 @@ mod tests {
 
     #[test]
     fn the_fallback_only_when_nothing_else() {
-        let out = resolve(vec![f("unclassified", 0.3, &[]), f("cache-without-bound", 0.4, &["y"])]);
+        let out = resolve(vec![
+            f("unclassified", 0.3, &[]),
+            f("cache-without-bound", 0.4, &["y"]),
+        ]);
         assert_eq!(ids(&out), ["cache-without-bound"]);
         let out = resolve(vec![f("unclassified", 0.3, &[])]);
         assert_eq!(ids(&out), ["unclassified"]);

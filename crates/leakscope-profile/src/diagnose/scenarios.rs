@@ -167,7 +167,11 @@ mod tests {
         for (i, s) in SCENARIOS.iter().enumerate() {
             assert!(SCENARIOS[..i].iter().all(|o| o.id != s.id), "{}", s.id);
             for e in s.explains {
-                assert!(SCENARIOS.iter().any(|o| o.id == *e), "{} explains {e}", s.id);
+                assert!(
+                    SCENARIOS.iter().any(|o| o.id == *e),
+                    "{} explains {e}",
+                    s.id
+                );
             }
         }
     }

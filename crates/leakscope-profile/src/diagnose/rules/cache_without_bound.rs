@@ -68,7 +68,12 @@ impl Rule for CacheWithoutBound {
                     f.evidence
                         .push(format!("the collection: {c}, held by {}", root.label));
                 }
-                f.chain = main.path.iter().take(main.path.len().saturating_sub(1)).cloned().collect();
+                f.chain = main
+                    .path
+                    .iter()
+                    .take(main.path.len().saturating_sub(1))
+                    .cloned()
+                    .collect();
                 f.stack = main.site.clone();
                 f.claims.push(root.label.clone());
                 f.claims.extend(main.site.first().cloned());
@@ -105,17 +110,35 @@ mod tests {
     #[test]
     fn a_map_that_only_grows_is_named_with_its_owner() {
         let run = Run::new(|t, b| {
-            b.held("static app::SESSIONS", &["app::sessions::touch"], TOUCH, 300 * t as u64, 200);
+            b.held(
+                "static app::SESSIONS",
+                &["app::sessions::touch"],
+                TOUCH,
+                300 * t as u64,
+                200,
+            );
         });
         let f = only(&run, &CacheWithoutBound);
-        assert!(f.evidence[0].starts_with("static app::SESSIONS (a static) reaches 2400 blocks"), "{f:#?}");
-        assert!(f.evidence[2].contains("the collection: app::sessions::touch (heap)"), "{f:#?}");
+        assert!(
+            f.evidence[0].starts_with("static app::SESSIONS (a static) reaches 2400 blocks"),
+            "{f:#?}"
+        );
+        assert!(
+            f.evidence[2].contains("the collection: app::sessions::touch (heap)"),
+            "{f:#?}"
+        );
     }
 
     #[test]
     fn a_bounded_cache_that_levelled_off_is_not_reported() {
         let run = Run::new(|t, b| {
-            b.held("static app::SESSIONS", &["app::sessions::touch"], TOUCH, 300 * t.min(3) as u64, 200);
+            b.held(
+                "static app::SESSIONS",
+                &["app::sessions::touch"],
+                TOUCH,
+                300 * t.min(3) as u64,
+                200,
+            );
         });
         assert!(CacheWithoutBound.check(&run.evidence()).is_empty());
         let run = Run::stacks_only(|t, p| p.stack(TOUCH, 300 * t.min(3), 200));
@@ -125,6 +148,9 @@ mod tests {
     #[test]
     fn from_stacks_application_allocations_that_grow() {
         let run = Run::stacks_only(|t, p| p.stack(TOUCH, 300 * t, 200));
-        assert_eq!(only(&run, &CacheWithoutBound).confidence, CONFIDENCE_GENERAL_STACK);
+        assert_eq!(
+            only(&run, &CacheWithoutBound).confidence,
+            CONFIDENCE_GENERAL_STACK
+        );
     }
 }

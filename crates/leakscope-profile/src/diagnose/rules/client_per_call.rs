@@ -43,8 +43,7 @@ fn client_constructor(ev: &Evidence, frame: &str, opens_connections: bool) -> bo
         return false;
     }
     let (ty, method) = type_and_method(frame);
-    constructor_name(&method)
-        && (client_type(&ty) || (opens_connections && method != "clone"))
+    constructor_name(&method) && (client_type(&ty) || (opens_connections && method != "clone"))
 }
 
 /// Live instances of what one application constructor builds at the end
@@ -67,9 +66,10 @@ fn constructed(ev: &Evidence, r: &SnapshotReport) -> Option<(String, u64, u64, V
             crate::snapshot::LeakKind::StillReachable | crate::snapshot::LeakKind::PossiblyLost
         )
     }) {
-        let ctor = g.site.iter().map(String::as_str).find(|f| {
-            ev.is_application(f) && client_constructor(ev, f, connecting.contains(f))
-        });
+        let ctor =
+            g.site.iter().map(String::as_str).find(|f| {
+                ev.is_application(f) && client_constructor(ev, f, connecting.contains(f))
+            });
         if let Some(ctor) = ctor {
             let e = by_ctor.entry(ctor).or_insert((u64::MAX, 0, g.site.clone()));
             // Every instance allocates each of the constructor's blocks
@@ -183,14 +183,24 @@ mod tests {
             b.group("static app::REGISTRY", CONNECT, 30 * t as u64, 8192);
         });
         let f = only(&run, &ClientPerCall);
-        assert!(f.evidence[0].starts_with("240 live instances built by the constructor app::client::ApiClient::connect"), "{f:#?}");
+        assert!(
+            f.evidence[0].starts_with(
+                "240 live instances built by the constructor app::client::ApiClient::connect"
+            ),
+            "{f:#?}"
+        );
         assert_eq!(f.chain, ["static app::REGISTRY"]);
     }
 
     #[test]
     fn a_cache_entry_built_with_new_is_not_a_client() {
         let run = Run::new(|t, b| {
-            b.group("static app::CACHE", &["app::cache::Entry::new", "app::handler"], 30 * t as u64, 8192);
+            b.group(
+                "static app::CACHE",
+                &["app::cache::Entry::new", "app::handler"],
+                30 * t as u64,
+                8192,
+            );
         });
         assert!(ClientPerCall.check(&run.evidence()).is_empty());
     }

@@ -44,9 +44,10 @@ impl Rule for CrossConnectionRetention {
             let mut out = Vec::new();
             for root in snaps.roots.iter().filter(|r| r.growing()) {
                 let Some(main) = root.main() else { continue };
-                if !(main.facts.app_leaf() && main.facts.side == Some(Side::Server))
-                    || !per_connection(main.amount.blocks as f64, &conns)
-                {
+                let kept_per_connection = main.facts.app_leaf()
+                    && main.facts.side == Some(Side::Server)
+                    && per_connection(main.amount.blocks as f64, &conns);
+                if !kept_per_connection {
                     continue;
                 }
                 let at = main

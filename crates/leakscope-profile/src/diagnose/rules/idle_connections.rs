@@ -72,7 +72,14 @@ mod tests {
         let run = Run::stacks_only(|t, p| {
             p.connections(Side::Client, 10 * t as u64, 10 * t as u64);
             p.connections(Side::Server, 10 * t as u64, 10 * t as u64);
-            p.stack(&["h2::proto::streams::streams::Inner::new", "h2::server::Connection<T,B>::handshake2"], 10 * t, 60000);
+            p.stack(
+                &[
+                    "h2::proto::streams::streams::Inner::new",
+                    "h2::server::Connection<T,B>::handshake2",
+                ],
+                10 * t,
+                60000,
+            );
         });
         let f = only(&run, &IdleConnections);
         assert!(f.evidence[0].starts_with("70 live"), "{f:#?}");

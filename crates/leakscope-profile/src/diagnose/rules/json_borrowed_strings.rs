@@ -56,7 +56,13 @@ mod tests {
     #[test]
     fn pinned_buffers_reached_with_json_values_are_json() {
         let run = Run::new(|t, b| {
-            b.pin("static app::PROFILES", TONIC_SERVER_READ, 300 * t as u64, 16384, 40);
+            b.pin(
+                "static app::PROFILES",
+                TONIC_SERVER_READ,
+                300 * t as u64,
+                16384,
+                40,
+            );
             b.group("static app::PROFILES", SONIC_LAZY, 300 * t as u64, 32);
         });
         let f = only(&run, &JsonBorrowedStrings);

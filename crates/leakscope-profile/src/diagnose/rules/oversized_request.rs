@@ -132,22 +132,24 @@ impl Rule for OversizedRequest {
         let Some(view) = ev.last_profile else {
             return Vec::new();
         };
-        let idx = ["inuse_objects", "inuse_space", "alloc_objects", "alloc_space"]
-            .map(|n| view.sample_index(Some(n)).ok());
+        let idx = [
+            "inuse_objects",
+            "inuse_space",
+            "alloc_objects",
+            "alloc_space",
+        ]
+        .map(|n| view.sample_index(Some(n)).ok());
         let [Some(objects), Some(space), Some(alloc_objects), Some(alloc_space)] = idx else {
             return Vec::new();
         };
-        let typical =
-            view.total(alloc_space) as f64 / view.total(alloc_objects).max(1) as f64;
+        let typical = view.total(alloc_space) as f64 / view.total(alloc_objects).max(1) as f64;
         let growing: Vec<&[String]> = ev.growing_stacks().map(|s| s.frames()).collect();
         let Some((s, frames, facts)) = view
             .samples
             .iter()
             .filter(|s| {
                 let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
-                n > 0.0
-                    && b / n >= OUTLIER_MIN_BYTES as f64
-                    && b / n >= OUTLIER_FACTOR * typical
+                n > 0.0 && b / n >= OUTLIER_MIN_BYTES as f64 && b / n >= OUTLIER_FACTOR * typical
             })
             .map(|s| {
                 let frames: Vec<String> = view.function_names(s).map(str::to_string).collect();
@@ -222,7 +224,10 @@ mod tests {
     fn from_stacks_the_outliers_and_the_reads() {
         let f = only(&Run::stacks_only(oversized), &OversizedRequest);
         assert_eq!(f.confidence, CONFIDENCE_OUTLIERS_FROM_STACKS);
-        assert!(f.evidence[1].contains("app::pool::BufferPool::take"), "{f:#?}");
+        assert!(
+            f.evidence[1].contains("app::pool::BufferPool::take"),
+            "{f:#?}"
+        );
     }
 
     #[test]

@@ -36,13 +36,13 @@ pub(crate) fn counts(ev: &Evidence, p: &PinEvidence) -> bool {
 
 /// Whether the pinning holder is (or reaches) values made by a JSON parser.
 pub(crate) fn is_json(ev: &Evidence, p: &PinEvidence) -> bool {
-    let json = |c: crate::frames::Classes| c.contains(Class::Json) || c.contains(Class::JsonZeroCopy);
+    let json =
+        |c: crate::frames::Classes| c.contains(Class::Json) || c.contains(Class::JsonZeroCopy);
     json(p.holder_facts.classes)
         || ev.snapshots.as_ref().is_some_and(|s| {
             p.root.is_some()
                 && s.sites.iter().any(|g| {
-                    json(g.facts.classes)
-                        && g.chain.first().map(|l| l.node.label()) == p.root
+                    json(g.facts.classes) && g.chain.first().map(|l| l.node.label()) == p.root
                 })
         })
 }

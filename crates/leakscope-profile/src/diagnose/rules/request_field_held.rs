@@ -67,25 +67,28 @@ mod tests {
     #[test]
     fn pinned_request_buffers_held_by_a_static_are_named_with_their_holder() {
         let run = Run::new(|t, b| {
-            b.pin(
-                "static app::CACHE",
-                HYPER_READ,
-                300 * t as u64,
-                8192,
-                4,
-            );
+            b.pin("static app::CACHE", HYPER_READ, 300 * t as u64, 8192, 4);
         });
         let f = only(&run, &RequestFieldHeld);
         assert_eq!(f.scenario, ID);
         assert_eq!(f.chain[0], "static app::CACHE");
-        assert!(f.evidence[0].contains("hyper::proto::h1::io::Buffered<T,B>::poll_read_from_io"), "{f:#?}");
+        assert!(
+            f.evidence[0].contains("hyper::proto::h1::io::Buffered<T,B>::poll_read_from_io"),
+            "{f:#?}"
+        );
         assert!(f.confidence > 0.9);
     }
 
     #[test]
     fn buffers_pinned_on_the_client_side_are_not_requests() {
         let run = Run::new(|t, b| {
-            b.pin("static app::REPLIES", TONIC_CLIENT_READ, 300 * t as u64, 8192, 4);
+            b.pin(
+                "static app::REPLIES",
+                TONIC_CLIENT_READ,
+                300 * t as u64,
+                8192,
+                4,
+            );
         });
         assert!(RequestFieldHeld.check(&run.evidence()).is_empty());
     }
@@ -100,6 +103,28 @@ mod tests {
         assert_eq!(f.confidence, CONFIDENCE_STACK_ONLY);
         assert!(f.evidence.iter().any(|e| e.contains("(hyper)")), "{f:#?}");
         assert!(f.evidence.iter().any(|e| e.contains("holder is unknown")));
+    }
+
+    #[test]
+    fn a_users_frame_file_teaches_the_receive_path_of_their_framework() {
+        let own: &[&str] = &[
+            "bytes::bytes_mut::BytesMut::reserve_inner",
+            "mynet::conn::Reader<S>::fill",
+            "mynet::server::Server::serve_one",
+            "app::main",
+        ];
+        let run = || Run::stacks_only(|t, p| p.stack(own, 100 * t, 8192));
+        assert!(RequestFieldHeld.check(&run().evidence()).is_empty());
+        let mut frames = crate::frames::FrameTable::builtin();
+        frames
+            .add_text(
+                "receive mynet::conn::Reader::fill\nserver mynet::server::*\nlibrary mynet::*\n",
+                "mine",
+            )
+            .unwrap();
+        let run = run().with_frames(frames);
+        let f = only(&run, &RequestFieldHeld);
+        assert!(f.evidence.iter().any(|e| e.contains("(mynet)")), "{f:#?}");
     }
 
     #[test]

@@ -125,13 +125,18 @@ mod tests {
 
     #[test]
     fn small_entries_are_not_replies_unless_they_are_shared_buffers() {
-        let small = Run::new(|t, b| b.group("static app::INDEX", HANDLER_ALLOC, 100 * t as u64, 200));
+        let small =
+            Run::new(|t, b| b.group("static app::INDEX", HANDLER_ALLOC, 100 * t as u64, 200));
         assert!(ResponseFieldHeld.check(&small.evidence()).is_empty());
         let shared = Run::new(|t, b| {
             b.group("static app::INDEX", HANDLER_ALLOC, 100 * t as u64, 800);
             b.group(
                 "static app::INDEX",
-                &["bytes::bytes::shallow_clone_vec", "<bytes::bytes::Bytes as core::clone::Clone>::clone", "app::history::record"],
+                &[
+                    "bytes::bytes::shallow_clone_vec",
+                    "<bytes::bytes::Bytes as core::clone::Clone>::clone",
+                    "app::history::record",
+                ],
                 100 * t as u64,
                 24,
             );
@@ -142,7 +147,10 @@ mod tests {
     #[test]
     fn from_stacks_a_handler_keeping_a_payload_per_request() {
         let run = Run::stacks_only(|t, p| p.stack(HANDLER_ALLOC, 100 * t, 4000));
-        assert_eq!(only(&run, &ResponseFieldHeld).confidence, CONFIDENCE_STACK_ONLY);
+        assert_eq!(
+            only(&run, &ResponseFieldHeld).confidence,
+            CONFIDENCE_STACK_ONLY
+        );
         // Ten blocks per request are not replies.
         let many = Run::stacks_only(|t, p| p.stack(HANDLER_ALLOC, 1000 * t, 4000));
         assert!(ResponseFieldHeld.check(&many.evidence()).is_empty());

@@ -60,7 +60,13 @@ mod tests {
     #[test]
     fn pinned_response_buffers_are_the_callers() {
         let run = Run::new(|t, b| {
-            b.pin("static app::REPLIES", TONIC_CLIENT_READ, 300 * t as u64, 8192, 4);
+            b.pin(
+                "static app::REPLIES",
+                TONIC_CLIENT_READ,
+                300 * t as u64,
+                8192,
+                4,
+            );
         });
         let f = only(&run, &ResponseFieldHeldClient);
         assert_eq!(f.chain[0], "static app::REPLIES");

@@ -165,11 +165,27 @@ mod tests {
     #[test]
     fn tasks_that_accumulate_are_named_by_their_spawn_site() {
         let run = Run::new(|t, b| {
-            b.held("thread-locals of thread worker", &["tokio::util::sharded_list::ShardedList<L>::new"], SPAWNED, 100 * t as u64, 1200);
-            b.held("thread-locals of thread worker", &["tokio::runtime::task::core::Cell<T,S>::new"], TONIC_SERVER_READ, 100 * t as u64, 8192);
+            b.held(
+                "thread-locals of thread worker",
+                &["tokio::util::sharded_list::ShardedList<L>::new"],
+                SPAWNED,
+                100 * t as u64,
+                1200,
+            );
+            b.held(
+                "thread-locals of thread worker",
+                &["tokio::runtime::task::core::Cell<T,S>::new"],
+                TONIC_SERVER_READ,
+                100 * t as u64,
+                8192,
+            );
         });
         let f = only(&run, &TaskLeak);
-        assert!(f.evidence[0].starts_with("700 tasks spawned at app::audit::on_shutdown are alive (up from 200"), "{f:#?}");
+        assert!(
+            f.evidence[0]
+                .starts_with("700 tasks spawned at app::audit::on_shutdown are alive (up from 200"),
+            "{f:#?}"
+        );
         assert!(f.evidence[1].contains("about 8.00kB per task"), "{f:#?}");
         assert!(f.evidence[2].contains("ShardedList"), "{f:#?}");
         assert_eq!(
@@ -180,7 +196,14 @@ mod tests {
 
     #[test]
     fn connection_tasks_are_not_task_leaks() {
-        let run = Run::new(|t, b| b.group("thread-locals of thread worker", CONNECTION_TASK, 100 * t as u64, 1200));
+        let run = Run::new(|t, b| {
+            b.group(
+                "thread-locals of thread worker",
+                CONNECTION_TASK,
+                100 * t as u64,
+                1200,
+            )
+        });
         assert!(TaskLeak.check(&run.evidence()).is_empty());
         let run = Run::stacks_only(|t, p| p.stack(CONNECTION_TASK, 100 * t, 1200));
         assert!(TaskLeak.check(&run.evidence()).is_empty());
@@ -190,6 +213,11 @@ mod tests {
     fn from_stacks_growing_task_cells() {
         let run = Run::stacks_only(|t, p| p.stack(SPAWNED, 100 * t, 1200));
         let f = only(&run, &TaskLeak);
-        assert!(f.evidence.iter().any(|e| e.contains("spawned at app::audit::on_shutdown")), "{f:#?}");
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("spawned at app::audit::on_shutdown")),
+            "{f:#?}"
+        );
     }
 }

@@ -97,7 +97,13 @@ impl Point {
     }
 
     /// As [`Point::stack`], with `allocated` allocations made so far.
-    pub(crate) fn stack_allocated(&mut self, site: &[&str], blocks: i64, each: u64, allocated: u64) {
+    pub(crate) fn stack_allocated(
+        &mut self,
+        site: &[&str],
+        blocks: i64,
+        each: u64,
+        allocated: u64,
+    ) {
         self.stacks
             .push((strings(site), blocks.max(0) as u64, each, allocated));
     }
@@ -246,6 +252,12 @@ impl Run {
 
     pub(crate) fn evidence(&self) -> Evidence<'_> {
         Evidence::build(&self.snapshots, &self.profiles, &self.frames)
+    }
+
+    /// The same run read with `frames` (a user's additions).
+    pub(crate) fn with_frames(mut self, frames: FrameTable) -> Run {
+        self.frames = frames;
+        self
     }
 }
 

@@ -32,7 +32,10 @@ fn channel_of(ev: &Evidence, leaf: &str) -> Option<(String, String, Amount)> {
             continue;
         };
         let root = p.path.first().cloned().unwrap_or_default();
-        match by_channel.iter_mut().find(|(r, c, _)| *r == root && c == ch) {
+        match by_channel
+            .iter_mut()
+            .find(|(r, c, _)| *r == root && c == ch)
+        {
             Some((_, _, a)) => {
                 a.blocks += p.amount.blocks;
                 a.bytes += p.amount.bytes;
@@ -122,9 +125,20 @@ mod tests {
 
     #[test]
     fn a_queue_that_grows_is_named_with_its_sender_and_channel() {
-        let run = Run::new(|t, b| b.held("static app::AUDIT", &[CHANNEL], QUEUE_GROWS, 3 * t as u64, 32768));
+        let run = Run::new(|t, b| {
+            b.held(
+                "static app::AUDIT",
+                &[CHANNEL],
+                QUEUE_GROWS,
+                3 * t as u64,
+                32768,
+            )
+        });
         let f = only(&run, &UnboundedChannel);
-        assert!(f.evidence[1].ends_with("sent from app::audit::record"), "{f:#?}");
+        assert!(
+            f.evidence[1].ends_with("sent from app::audit::record"),
+            "{f:#?}"
+        );
         assert_eq!(f.chain, ["static app::AUDIT", &format!("{CHANNEL} (heap)")]);
     }
 
@@ -139,6 +153,9 @@ mod tests {
         let run = Run::stacks_only(|t, p| p.stack(created, 10 * t, 32768));
         assert!(UnboundedChannel.check(&run.evidence()).is_empty());
         let run = Run::stacks_only(|t, p| p.stack(QUEUE_GROWS, 3 * t, 32768));
-        assert_eq!(only(&run, &UnboundedChannel).confidence, CONFIDENCE_STACK_ONLY);
+        assert_eq!(
+            only(&run, &UnboundedChannel).confidence,
+            CONFIDENCE_STACK_ONLY
+        );
     }
 }

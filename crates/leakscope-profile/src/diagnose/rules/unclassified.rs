@@ -51,9 +51,13 @@ mod tests {
 
     #[test]
     fn growth_is_named_by_its_stacks() {
-        let run = Run::stacks_only(|t, p| p.stack(&["tokio::io::something", "app::run"], 300 * t, 1000));
+        let run =
+            Run::stacks_only(|t, p| p.stack(&["tokio::io::something", "app::run"], 300 * t, 1000));
         let f = only(&run, &Unclassified);
-        assert!(f.evidence[0].starts_with("memory allocated in app::run grows"), "{f:#?}");
+        assert!(
+            f.evidence[0].starts_with("memory allocated in app::run grows"),
+            "{f:#?}"
+        );
     }
 
     #[test]
