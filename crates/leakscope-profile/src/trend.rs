@@ -181,6 +181,29 @@ impl Timeline {
     fn len(&self) -> usize {
         self.seconds.len()
     }
+
+    /// The judged points at which a series was observed (`Some`), as a
+    /// timeline of their own (no further warm-up) with their values.
+    fn observed(&self, values: &[Option<f64>]) -> (Timeline, Vec<f64>) {
+        let mut line = Timeline {
+            seconds: Vec::new(),
+            progress: Vec::new(),
+            run: RunPoints {
+                running: 0,
+                warmup: 0,
+            },
+        };
+        let mut kept = Vec::new();
+        for i in self.warmup()..self.len() {
+            if let Some(v) = values.get(i).copied().flatten() {
+                line.seconds.push(self.seconds[i]);
+                line.progress.push(self.progress[i]);
+                kept.push(v);
+            }
+        }
+        line.run.running = kept.len();
+        (line, kept)
+    }
 }
 
 /// Median of pairwise slopes.
@@ -388,7 +411,11 @@ fn holder_key(h: &crate::snapshot::Holder) -> (String, String) {
 }
 
 /// Trends of the holders of periodic snapshots (in time order), by retained
-/// bytes; holders of the same name and root are one series.
+/// bytes; holders of the same name and root are one series. A snapshot
+/// lists its largest holders only, and which node dominates a structure can
+/// change from one snapshot to the next (a stale word on a stack), so a
+/// holder missing from a snapshot is not known to be empty: each holder is
+/// judged on the snapshots that list it.
 pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
     let line = Timeline::new(
         seconds_of(snapshots.iter().map(|s| s.time_unix_ms as f64 / 1e3)),
@@ -399,14 +426,14 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
     );
     let snapshots = &snapshots[..line.len()];
     let n = snapshots.len();
-    let mut holders: HashMap<(String, String), (Vec<String>, Vec<f64>)> = HashMap::new();
+    let mut holders: HashMap<(String, String), (Vec<String>, Vec<Option<f64>>)> = HashMap::new();
     for (i, s) in snapshots.iter().enumerate() {
         for h in &s.holders {
             let e = holders
                 .entry(holder_key(h))
-                .or_insert_with(|| (Vec::new(), vec![0.0; n]));
+                .or_insert_with(|| (Vec::new(), vec![None; n]));
             e.0 = h.chain.iter().map(|l| l.node.label()).collect();
-            e.1[i] += h.retained.bytes as f64;
+            *e.1[i].get_or_insert(0.0) += h.retained.bytes as f64;
         }
     }
     let totals: Vec<f64> = snapshots
@@ -421,11 +448,12 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
             } else {
                 format!("{name} <- {root}")
             };
+            let (observed, values) = line.observed(&values);
             series(
                 SeriesKind::Holder,
                 name,
                 chain,
-                &line,
+                &observed,
                 &values,
                 MIN_SERIES_GROWTH,
             )
@@ -582,6 +610,73 @@ mod tests {
     fn freed_memory_is_shrinking() {
         let r = run(|t| vec![("app::drain", 5_000_000 - 300_000 * t)]);
         assert_eq!(state_of(&r, "app::drain"), TrendState::Shrinking);
+    }
+
+    /// A snapshot at `second` listing one holder retaining `bytes` (or none).
+    fn snapshot_with(second: u64, bytes: Option<u64>) -> SnapshotReport {
+        use crate::snapshot::{Amount, Holder, Link, Node, NodeKind, Totals};
+        let node = Node {
+            kind: NodeKind::Static,
+            name: "app::CACHE".into(),
+            site: Vec::new(),
+            size: None,
+        };
+        SnapshotReport {
+            format: crate::snapshot::FORMAT.into(),
+            version: crate::snapshot::VERSION,
+            pid: 1,
+            time_unix_ms: second * 1000,
+            progress: 0,
+            pause_ms: 0.0,
+            analysis_ms: 0.0,
+            threads: Vec::new(),
+            totals: Totals {
+                live: Amount {
+                    blocks: 10,
+                    bytes: 1 << 20,
+                },
+                ..Totals::default()
+            },
+            holders: bytes
+                .map(|b| Holder {
+                    node: node.clone(),
+                    retained: Amount {
+                        blocks: 1,
+                        bytes: b,
+                    },
+                    chain: vec![Link { node, offset: 0 }],
+                })
+                .into_iter()
+                .collect(),
+            pinned: Vec::new(),
+            groups: Vec::new(),
+            largest: Vec::new(),
+            dependency_crates: Vec::new(),
+            retention: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_holder_missing_from_some_snapshots_is_judged_where_it_is_listed() {
+        // A bounded cache, full from the start, that some snapshots do not
+        // list (another node dominated it then).
+        let present = [
+            true, false, true, false, true, true, false, true, true, true,
+        ];
+        let snaps: Vec<SnapshotReport> = present
+            .iter()
+            .enumerate()
+            .map(|(t, &p)| snapshot_with(t as u64, p.then_some(370_000)))
+            .collect();
+        let r = holder_trends(&snaps);
+        assert_eq!(r.series[0].state, TrendState::Flat, "{r:#?}");
+        // One that really grows still does.
+        let snaps: Vec<SnapshotReport> = present
+            .iter()
+            .enumerate()
+            .map(|(t, &p)| snapshot_with(t as u64, p.then_some(300_000 * t as u64)))
+            .collect();
+        assert_eq!(holder_trends(&snaps).series[0].state, TrendState::Growing);
     }
 
     #[test]

@@ -26,7 +26,7 @@ struct Entries {
 }
 
 pub static SESSIONS: SessionCache = SessionCache::new(None);
-pub static RECENT_SESSIONS: SessionCache = SessionCache::new(Some(512));
+pub static RECENT_SESSIONS: SessionCache = SessionCache::new(Some(64));
 
 impl SessionCache {
     pub const fn new(capacity: Option<usize>) -> Self {
