@@ -8,6 +8,10 @@
 //! need is computed here once. Snapshots may lack stacks for some blocks
 //! (sampled-mode snapshots know stacks of sampled blocks only): an empty
 //! site is simply a site no rule recognises.
+//!
+//! New kinds of evidence (a memory breakdown per point, crate versions and
+//! advisories) are new fields of [`Evidence`], computed in [`Evidence::build`]
+//! and read by the rules that need them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -434,7 +438,9 @@ fn connections(
         // Sampled profiles estimate counts of small blocks poorly (one
         // sample of a 100-byte block stands for hundreds): count with
         // blocks large enough to be sampled often.
-        let min_size = view.map_or(0.0, |v| v.period.max(1) as f64 / SAMPLED_COUNT_DIVISOR);
+        let min_size = view.map_or(0.0, |v| {
+            v.period.max(1) as f64 / super::thresholds::SAMPLED_COUNT_DIVISOR
+        });
         let mut opened = Vec::new();
         let mut live = Vec::new();
         for (stack, v) in &values {
@@ -461,10 +467,6 @@ fn connections(
     };
     (side(Side::Server), side(Side::Client))
 }
-
-/// Blocks of at least a sampling period divided by this are sampled with
-/// probability above 11%: counts estimated from them are usable.
-const SAMPLED_COUNT_DIVISOR: f64 = 8.0;
 
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {

@@ -63,3 +63,8 @@ pub const PER_EVENT_RANGE: (f64, f64) = (0.5, 2.0);
 pub const PAYLOAD_BYTES: f64 = 1024.0;
 /// Growing stacks named as unclassified, at most.
 pub const UNCLASSIFIED_STACKS: usize = 3;
+
+/// Connection counts from sampled profiles use only blocks of at least a
+/// sampling period divided by this (sampled with probability above 11%):
+/// one sample of a 100-byte block stands for hundreds of blocks.
+pub const SAMPLED_COUNT_DIVISOR: f64 = 8.0;
