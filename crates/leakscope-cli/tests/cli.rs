@@ -426,8 +426,9 @@ fn trend_and_report_read_a_directory_of_saved_profiles() {
     let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(json["verdict"], "leak", "{json:#}");
     let top = &json["findings"][0];
+    assert_eq!(top["scenario"], "cache-without-bound", "{json:#}");
     assert!(
-        top["title"].as_str().unwrap().contains("app::leaky_cache"),
+        top["evidence"].to_string().contains("app::leaky_cache"),
         "{json:#}"
     );
 

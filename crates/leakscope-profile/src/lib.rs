@@ -15,6 +15,8 @@
 //!   inlined frames expanded), the input of every transform.
 //! - transforms: [`top`], [`diff`], [`folded`], [`trend`] (growth over a
 //!   series of profiles and snapshots).
+//! - [`frames`]: what a stack's frames are (allocator, std, a framework's
+//!   receive path, connection set-up, task and channel internals), as data.
 //! - [`snapshot`]: the snapshot file (who holds memory) and its refs profile.
 //! - [`fields`]: which field of a pinned buffer its slices are, named from
 //!   protobuf descriptors.
@@ -32,6 +34,7 @@ pub mod fields;
 #[cfg(feature = "render")]
 pub mod flame;
 pub mod folded;
+pub mod frames;
 #[cfg(feature = "render")]
 pub mod html_report;
 pub mod leaks;

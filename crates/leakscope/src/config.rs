@@ -238,6 +238,12 @@ pub const VARIABLES: &[Variable] = &[
         default: "next to `leakscope`",
         meaning: "the library `leakscope run` preloads",
     },
+    Variable {
+        name: "LEAKSCOPE_FRAMES",
+        expected: "the path of a frame-class file",
+        default: "unset",
+        meaning: "frame classes for your own framework (`CLASS PATTERN` lines), read by `trend` and `report`",
+    },
 ];
 
 /// Index of a variable in [`VARIABLES`].

@@ -64,6 +64,7 @@ fn parse_scenario(s: &str) -> Result<Scenario, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    super::use_frames(None)?;
     if args.list {
         for s in Scenario::ALL {
             println!("{:<28} {}", s.name(), s.description());

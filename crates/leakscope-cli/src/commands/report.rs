@@ -33,9 +33,14 @@ pub struct Args {
     pub html: Option<PathBuf>,
     #[command(flatten)]
     pub descriptors: DescriptorArgs,
+    /// Frame classes for your own framework (`CLASS PATTERN` lines, added
+    /// to the built-in table; default: the file LEAKSCOPE_FRAMES names).
+    #[arg(long, value_name = "FILE")]
+    pub frames: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    super::use_frames(args.frames.as_deref())?;
     let format = if args.json {
         Format::Json
     } else {

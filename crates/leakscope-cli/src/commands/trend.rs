@@ -26,9 +26,14 @@ pub struct Args {
     pub all: bool,
     #[arg(long)]
     pub json: bool,
+    /// Frame classes for your own framework (`CLASS PATTERN` lines, added
+    /// to the built-in table; default: the file LEAKSCOPE_FRAMES names).
+    #[arg(long, value_name = "FILE")]
+    pub frames: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    super::use_frames(args.frames.as_deref())?;
     let run = load_run(&args.dir, args.pid)?;
     let report = trend::trends(&run.profiles, &run.snapshots);
     if args.json {

@@ -317,6 +317,8 @@ impl LiveTable {
 
     /// Visits every live block, one shard at a time (each shard is a
     /// consistent picture; the whole is not frozen).
+    /// `f` runs under the shard's lock: it must not free or move a block
+    /// (a free in full mode looks the block up, maybe in this very shard).
     pub(crate) fn for_each(&self, mut f: impl FnMut(usize, LiveEntry)) {
         for shard in &self.shards {
             let shard = shard.0.lock();

@@ -46,6 +46,9 @@ pub struct HeapProfile {
     sites: Vec<SiteFigures>,
 }
 
+/// Sites that may appear while the live table is read for a profile.
+const NEW_SITES_ROOM: usize = 4096;
+
 /// Reads the current heap profile of this process.
 pub fn heap_profile() -> HeapProfile {
     let _scope = UntrackedScope::enter();
@@ -80,10 +83,28 @@ pub fn heap_profile() -> HeapProfile {
         sites[id].alloc_objects += objects;
         sites[id].alloc_space += bytes;
     }
+    // The closure below runs under a live-table shard lock: nothing in it may
+    // free or move a block (in full mode a free looks the block up in the
+    // table, and could need the very shard held: a self-deadlock). Room for
+    // sites created meanwhile is made first; a block of a site beyond it is
+    // left for the next profile.
+    // Sites are read after (reading one allocates and frees).
+    let known = sites.len();
+    sites.reserve(NEW_SITES_ROOM);
     LIVE.for_each(|_, entry| {
-        // A site created after the loop above: read it now.
+        // A site created after the loop above: a place for it now.
         while sites.len() <= entry.site as usize {
-            sites.push(read_site(sites.len() as u32));
+            if sites.len() == sites.capacity() {
+                return;
+            }
+            sites.push(SiteFigures {
+                frames: Vec::new(),
+                labels: Vec::new(),
+                alloc_objects: 0.0,
+                alloc_space: 0.0,
+                inuse_objects: 0.0,
+                inuse_space: 0.0,
+            });
         }
         let w = if entry.sampled {
             weight(entry.size, rate)
@@ -94,6 +115,14 @@ pub fn heap_profile() -> HeapProfile {
         site.inuse_objects += w;
         site.inuse_space += w * entry.size as f64;
     });
+    for (id, site) in sites.iter_mut().enumerate().skip(known) {
+        let read = read_site(id as u32);
+        *site = SiteFigures {
+            inuse_objects: site.inuse_objects,
+            inuse_space: site.inuse_space,
+            ..read
+        };
+    }
     // Blocks allocated before a site's counters were read can be live with
     // no allocation counted yet; a profile must never show more in use than
     // allocated.

@@ -202,20 +202,10 @@ fn frames_of(result: Symbolized<'_>) -> Vec<SymFrame> {
 }
 
 /// Frames of the allocation machinery itself: the profiler and the global
-/// allocator shims. Always dropped from the leaf end of a stack.
+/// allocator shims (the `allocator` class of [`leakscope_profile::frames`]).
+/// Always dropped from the leaf end of a stack.
 pub(crate) fn is_allocator_plumbing(name: &str) -> bool {
-    const PREFIXES: [&str; 9] = [
-        "leakscope::collect::",
-        "<leakscope::profiler::Profiler",
-        "leakscope::profiler::",
-        "leakscope_preload::",
-        "__rust_alloc",
-        "__rust_realloc",
-        "__rustc::",
-        "__rdl_",
-        "__rg_",
-    ];
-    PREFIXES.iter().any(|p| name.starts_with(p))
+    leakscope_profile::frames::global().is_allocator(name)
 }
 
 /// Frames of Rust's standard library (`core`, `alloc`, `std`, and the crates
@@ -227,47 +217,18 @@ pub(crate) fn is_allocator_plumbing(name: &str) -> bool {
 ///
 /// The source file decides: the Rust distribution's sources are remapped to
 /// `/rustc/<commit>/library/...` and `/rust/deps/...` in its debug info.
-/// Without a file, the name decides (see [`is_standard_library_name`]).
+/// Without a file, the name decides (see [`is_standard_library_name`]). Both
+/// lists live in [`leakscope_profile::frames`].
 pub(crate) fn is_standard_library(frame: &SymFrame) -> bool {
-    let file = &frame.file;
-    if file.is_empty() {
+    if frame.file.is_empty() {
         return is_standard_library_name(&frame.name);
     }
-    file.starts_with("/rustc/")
-        || file.starts_with("/rust/deps/")
-        || file.contains("/lib/rustlib/src/rust/library/")
+    leakscope_profile::frames::is_std_file(&frame.file)
 }
 
-/// Name-based fallback of [`is_standard_library`]. A trait method counts as
-/// the standard library's when the type it is implemented for is
-/// (`<Vec<T> as Clone>::clone`) or is a primitive
-/// (`<u8 as SpecFromElem>::from_elem`); `<myapp::Foo as Clone>::clone` is the
-/// application's.
+/// Name-based fallback of [`is_standard_library`].
 pub(crate) fn is_standard_library_name(name: &str) -> bool {
-    const STD_CRATES: [&str; 4] = ["core", "alloc", "std", "hashbrown"];
-    let mut head = name;
-    loop {
-        let trimmed = head
-            .trim_start_matches(['<', '&', '[', '(', '*'])
-            .trim_start_matches("mut ")
-            .trim_start_matches("const ")
-            .trim_start_matches("dyn ");
-        if trimmed.len() == head.len() {
-            break;
-        }
-        head = trimmed;
-    }
-    let first_path_end = head.find("::").unwrap_or(head.len());
-    let self_part = &head[..first_path_end];
-    // `u8 as alloc`, `T as core`, `str as alloc`: the self type has no path.
-    let krate = match self_part.split_once(" as ") {
-        Some((self_type, trait_start)) if !self_type.contains("::") => {
-            trait_start.trim_start_matches('<')
-        }
-        _ => self_part,
-    };
-    let krate = krate.split(['<', ' ', ']', ';', '>']).next().unwrap_or("");
-    STD_CRATES.contains(&krate)
+    leakscope_profile::frames::is_std_name(name)
 }
 
 #[cfg(test)]
