@@ -35,6 +35,7 @@ pub mod folded;
 #[cfg(feature = "render")]
 pub mod html_report;
 pub mod leaks;
+pub mod memory;
 pub mod snapshot;
 pub mod top;
 pub mod trend;
