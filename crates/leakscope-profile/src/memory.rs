@@ -256,6 +256,18 @@ pub struct Inputs {
     pub own: Vec<(u64, u64, u64)>,
     /// leakscope's sample heap reservation (start, length).
     pub sample_heap: Option<(u64, u64)>,
+    /// The anonymous tails of loaded objects' writable segments (`.bss`
+    /// past the file's last page): (start, length, resident bytes). The
+    /// kernel merges them with anonymous memory mapped right after, so a
+    /// mapping that begins with one is not all data. When empty, an
+    /// anonymous mapping right after an object's writable one counts as its
+    /// `.bss` whole.
+    pub object_bss: Vec<(u64, u64, u64)>,
+    /// Where loaded objects' segments lie (start, end), as the loader
+    /// placed them: a mapping of an object's file elsewhere (a symboliser
+    /// reading it) is a file mapping, not the object's data. When empty,
+    /// every mapping of a loaded object's file counts as its data.
+    pub object_segments: Vec<(u64, u64)>,
     pub heap: HeapFigures,
 }
 
@@ -313,17 +325,18 @@ pub fn compute(input: &Inputs) -> Breakdown {
         }
         // leakscope's tables may share a mapping with the program's memory
         // (the kernel merges neighbouring anonymous mappings).
-        let own: u64 = input
-            .own
-            .iter()
-            .filter(|&&(s, len, _)| s >= m.start && s + len <= m.end)
-            .map(|&(_, _, r)| r)
-            .sum::<u64>()
-            .min(m.rss);
+        let own = resident_inside(&input.own, m).min(m.rss);
         if own > 0 {
             add(PartKind::Leakscope, own);
         }
-        let rss = m.rss - own;
+        let mut rss = m.rss - own;
+        if m.anonymous() {
+            let bss = resident_inside(&input.object_bss, m).min(rss);
+            if bss > 0 {
+                add(PartKind::Data, bss);
+                rss -= bss;
+            }
+        }
         if rss == 0 {
             continue;
         }
@@ -347,9 +360,17 @@ pub fn compute(input: &Inputs) -> Breakdown {
             PartKind::Code
         } else if m.file() && m.exec {
             PartKind::Code
-        } else if m.file() && loaded.contains(m.path.as_str()) {
+        } else if m.file()
+            && loaded.contains(m.path.as_str())
+            && (input.object_segments.is_empty()
+                || input
+                    .object_segments
+                    .iter()
+                    .any(|&(s, e)| s < m.end && m.start < e))
+        {
             PartKind::Data
         } else if m.anonymous()
+            && input.object_bss.is_empty()
             && prev.is_some_and(|p| {
                 p.end == m.start && p.write && p.file() && loaded.contains(p.path.as_str())
             })
@@ -442,6 +463,15 @@ pub fn compute(input: &Inputs) -> Breakdown {
         heap: heap.clone(),
         notes,
     }
+}
+
+/// The resident bytes of the `(start, length, resident)` ranges lying in `m`.
+fn resident_inside(ranges: &[(u64, u64, u64)], m: &Mapping) -> u64 {
+    ranges
+        .iter()
+        .filter(|&&(s, len, _)| s >= m.start && s + len <= m.end)
+        .map(|&(_, _, r)| r)
+        .sum()
 }
 
 /// A non-main glibc arena's heap: anonymous, writable, mapped without swap
@@ -541,6 +571,14 @@ impl Breakdown {
             );
         }
         let a = &h.allocator;
+        if let (Some(live), true) = (h.live, a.from != HeapSource::None) {
+            let not_program = (a.in_use_bytes + a.mmapped.bytes).saturating_sub(live.amount.bytes);
+            let _ = writeln!(
+                out,
+                "  of the heap in use, {} is not the program's live blocks (chunk headers, libc's and leakscope's own allocations)",
+                b(not_program)
+            );
+        }
         if a.from != HeapSource::None {
             let _ = writeln!(
                 out,
@@ -667,6 +705,8 @@ mod tests {
             stack_pointers: vec![0x7170_0000],
             own: vec![(0x7200_0000, 0x10_0000, 1000 * K)],
             sample_heap: None,
+            object_bss: Vec::new(),
+            object_segments: Vec::new(),
             heap: HeapFigures {
                 live: Some(Live {
                     amount: Amount {
@@ -709,6 +749,32 @@ mod tests {
         assert_eq!(b.part(PartKind::Leakscope), 1000 * K);
         // Python-like arenas minus leakscope's table and the mmapped block.
         assert_eq!(b.part(PartKind::OtherAnonymous), (3000 - 1000 - 500) * K);
+    }
+
+    #[test]
+    fn anonymous_memory_merged_after_bss_is_not_data() {
+        let mut input = sample();
+        input.rss = input.mappings.iter().map(|m| m.rss).sum();
+        // The .bss after /bin/prog is 4 KiB resident of the 8 KiB mapping:
+        // the rest is anonymous memory the kernel merged into it.
+        input.object_bss = vec![(0xa000, 0x1000, 4 * K)];
+        let b = compute(&input);
+        assert_eq!(b.part(PartKind::Data), (8 + 4 + 4 + 12) * K);
+        assert_eq!(b.part(PartKind::OtherAnonymous), (3000 - 1000 - 500 + 4) * K);
+        assert_eq!(b.sum_of_parts(), b.rss);
+    }
+
+    #[test]
+    fn a_loaded_objects_file_mapped_again_elsewhere_is_a_file_mapping() {
+        let mut input = sample();
+        input.rss = input.mappings.iter().map(|m| m.rss).sum();
+        // libc read again by a symboliser, outside its loaded segments.
+        input.mappings.push(map(0x7700_0000, 0x7780_0000, "r--p", "/lib/libc.so.6", 2048 * K));
+        input.rss += 2048 * K;
+        input.object_segments = vec![(0x1000, 0xa000), (0x7500_0000, 0x7511_0000)];
+        let b = compute(&input);
+        assert_eq!(b.part(PartKind::Data), (8 + 4 + 8 + 12) * K);
+        assert_eq!(b.part(PartKind::FileBacked), (16 + 2048) * K);
     }
 
     #[test]

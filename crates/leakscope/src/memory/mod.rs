@@ -36,6 +36,12 @@ pub(crate) fn read_process() -> io::Result<Inputs> {
     crate::collect::raw_mem::own_mappings(|start, len| {
         own.push((start as u64, len as u64, resident_bytes(start, len)));
     });
+    let objects = loaded_segments();
+    let object_bss = objects
+        .bss
+        .into_iter()
+        .map(|(start, len)| (start as u64, len as u64, resident_bytes(start, len)))
+        .collect();
     Ok(Inputs {
         pid: std::process::id(),
         time_unix_ms: SystemTime::now()
@@ -46,6 +52,8 @@ pub(crate) fn read_process() -> io::Result<Inputs> {
         stack_pointers,
         own,
         sample_heap: crate::collect::sample_heap::range().map(|(s, l)| (s as u64, l as u64)),
+        object_bss,
+        object_segments: objects.segments,
         heap: HeapFigures::default(),
     })
 }
@@ -70,13 +78,57 @@ fn blocked_threads_stack_pointers() -> Vec<u64> {
         .collect()
 }
 
-/// Resident bytes of one of leakscope's own mappings (`mincore`).
+/// Where the loader placed every loaded object's segments.
+#[derive(Default)]
+struct LoadedSegments {
+    /// Every loadable segment, page-aligned: (start, end).
+    segments: Vec<(u64, u64)>,
+    /// The anonymous tails of writable segments (`.bss` past the file's
+    /// last page): (start, length).
+    bss: Vec<(usize, usize)>,
+}
+
+fn loaded_segments() -> LoadedSegments {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        const PAGE: usize = crate::collect::raw_mem::PAGE;
+        // SAFETY: the loader passes a valid info record, and `data` is the
+        // record passed to dl_iterate_phdr below.
+        let (info, out) = unsafe { (&*info, &mut *data.cast::<LoadedSegments>()) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
+        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+        for h in headers.iter().filter(|h| h.p_type == libc::PT_LOAD) {
+            let start = info.dlpi_addr as usize + h.p_vaddr as usize;
+            let end = (start + h.p_memsz as usize).next_multiple_of(PAGE);
+            out.segments
+                .push(((start / PAGE * PAGE) as u64, end as u64));
+            let file_end = (start + h.p_filesz as usize).next_multiple_of(PAGE);
+            if h.p_flags & libc::PF_W != 0 && end > file_end {
+                out.bss.push((file_end, end - file_end));
+            }
+        }
+        0
+    }
+    let mut out = LoadedSegments::default();
+    // SAFETY: `each` only reads the loader's records and pushes to `out`,
+    // which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut out).cast()) };
+    out
+}
+
+/// Resident bytes of a page-aligned range that is mapped (`mincore`).
 fn resident_bytes(start: usize, len: usize) -> u64 {
     const PAGE: usize = crate::collect::raw_mem::PAGE;
     let pages = len.div_ceil(PAGE);
     let mut vec = vec![0u8; pages];
-    // SAFETY: `start..start+len` is a whole mapping leakscope made (page
-    // aligned), and `vec` has one byte per page of it.
+    // SAFETY: `start..start+len` is page aligned, and `vec` has one byte
+    // per page of it; mincore only reports (ENOMEM if part is unmapped).
     let r = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) };
     if r != 0 {
         // Unmapped meanwhile: nothing of it is resident.
