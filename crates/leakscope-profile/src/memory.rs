@@ -356,9 +356,8 @@ pub fn compute(input: &Inputs) -> Breakdown {
             // unknown): a stack is the only anonymous mapping with an
             // inaccessible guard page right below it.
             PartKind::ThreadStacks
-        } else if m.path.starts_with("[v") {
-            PartKind::Code
-        } else if m.file() && m.exec {
+        } else if m.path.starts_with("[v") || (m.file() && m.exec) {
+            // The vDSO (and its data, `[vvar]`) or an object's code.
             PartKind::Code
         } else if m.file()
             && loaded.contains(m.path.as_str())
@@ -421,9 +420,8 @@ pub fn compute(input: &Inputs) -> Breakdown {
     *other -= moved;
     resident[PartKind::HeapInUse as usize] += moved;
     if glibc && heap.allocator.mmapped.bytes > 0 {
-        notes.push(
-            "large blocks mmapped on their own are counted at their mapped size".to_string(),
-        );
+        notes
+            .push("large blocks mmapped on their own are counted at their mapped size".to_string());
     }
     // Heap blocks only leakscope holds are leakscope's, not the program's.
     let own_blocks = heap
@@ -760,7 +758,10 @@ mod tests {
         input.object_bss = vec![(0xa000, 0x1000, 4 * K)];
         let b = compute(&input);
         assert_eq!(b.part(PartKind::Data), (8 + 4 + 4 + 12) * K);
-        assert_eq!(b.part(PartKind::OtherAnonymous), (3000 - 1000 - 500 + 4) * K);
+        assert_eq!(
+            b.part(PartKind::OtherAnonymous),
+            (3000 - 1000 - 500 + 4) * K
+        );
         assert_eq!(b.sum_of_parts(), b.rss);
     }
 
@@ -769,7 +770,13 @@ mod tests {
         let mut input = sample();
         input.rss = input.mappings.iter().map(|m| m.rss).sum();
         // libc read again by a symboliser, outside its loaded segments.
-        input.mappings.push(map(0x7700_0000, 0x7780_0000, "r--p", "/lib/libc.so.6", 2048 * K));
+        input.mappings.push(map(
+            0x7700_0000,
+            0x7780_0000,
+            "r--p",
+            "/lib/libc.so.6",
+            2048 * K,
+        ));
         input.rss += 2048 * K;
         input.object_segments = vec![(0x1000, 0xa000), (0x7500_0000, 0x7511_0000)];
         let b = compute(&input);

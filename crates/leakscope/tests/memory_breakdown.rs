@@ -98,8 +98,10 @@ fn eight_threads_with_fragmented_arenas() {
                     })
                     .collect();
                 // The short-lived ones (odd) go: holes between the others.
-                let (kept, freed): (Vec<_>, Vec<_>) =
-                    blocks.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+                let (kept, freed): (Vec<_>, Vec<_>) = blocks
+                    .into_iter()
+                    .enumerate()
+                    .partition(|(i, _)| i % 2 == 0);
                 for (_, (p, layout)) in freed {
                     // SAFETY: allocated above with this layout.
                     unsafe { dealloc(p as *mut u8, layout) };
@@ -159,7 +161,11 @@ fn eight_threads_with_fragmented_arenas() {
     }
     let _ = std::fs::remove_file(&path);
 
-    let walk = walked.report().memory.as_ref().expect("the snapshot's breakdown");
+    let walk = walked
+        .report()
+        .memory
+        .as_ref()
+        .expect("the snapshot's breakdown");
     assert_sums_to_rss(walk, "with the walk");
     assert_sums_to_rss(&cheap, "without a walk");
     for b in [walk, &cheap] {

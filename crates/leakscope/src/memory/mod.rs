@@ -8,10 +8,10 @@ mod smaps;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use leakscope_profile::memory::Inputs;
 pub use leakscope_profile::memory::{
     AllocatorHeap, Breakdown, HeapFigures, HeapSource, Live, LiveSource, Part, PartKind,
 };
-use leakscope_profile::memory::Inputs;
 use leakscope_profile::snapshot::Amount;
 
 use crate::collect::thread::UntrackedScope;

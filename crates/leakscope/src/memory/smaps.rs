@@ -57,8 +57,7 @@ fn parse_header(line: &str) -> Option<Mapping> {
     let end = u64::from_str_radix(end, 16).ok()?;
     let p = perms.as_bytes();
     let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
-    if p.len() != 4 || end < start || !hex(offset) || !hex(dev) || inode.parse::<u64>().is_err()
-    {
+    if p.len() != 4 || end < start || !hex(offset) || !hex(dev) || inode.parse::<u64>().is_err() {
         return None;
     }
     Some(Mapping {
