@@ -544,6 +544,9 @@ impl SnapshotReport {
                 );
             }
         }
+        if let Some(memory) = &self.memory {
+            let _ = write!(out, "\n{}", memory.render());
+        }
         out
     }
 }
