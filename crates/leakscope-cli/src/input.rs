@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use leakscope_profile::atomic_file::is_temporary_name;
 use leakscope_profile::codec::Limits;
+use leakscope_profile::memory::Breakdown;
 use leakscope_profile::snapshot::SnapshotReport;
 use leakscope_profile::StackView;
 
@@ -100,10 +101,30 @@ pub fn load_snapshot(path: &Path) -> Result<SnapshotReport> {
     SnapshotReport::from_json(text).with_context(|| format!("{}", path.display()))
 }
 
-/// The profiles and snapshots of one process, each in time order.
+/// The profiles, snapshots and memory breakdowns of one process, each in
+/// time order.
 pub struct Run {
     pub profiles: Vec<StackView>,
     pub snapshots: Vec<SnapshotReport>,
+    pub memory: Vec<Breakdown>,
+}
+
+/// A memory breakdown written beside a periodic profile
+/// (`memory-<pid>-<seq>.json`).
+fn is_memory_name(name: &str) -> bool {
+    name.starts_with("memory-") && name.ends_with(".json")
+}
+
+/// Reads a memory breakdown file.
+pub fn load_memory(path: &Path) -> Result<Breakdown> {
+    let bytes = read_regular_file(path, MAX_SNAPSHOT_FILE)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        anyhow!(
+            "{}: not a leakscope memory file (it is not text)",
+            path.display()
+        )
+    })?;
+    Breakdown::from_json(text).with_context(|| format!("{}", path.display()))
 }
 
 fn is_profile_name(name: &str) -> bool {
@@ -118,7 +139,8 @@ fn is_profile_name(name: &str) -> bool {
 fn pid_of(name: &str) -> Option<u32> {
     let rest = name
         .strip_prefix("heap-")
-        .or_else(|| name.strip_prefix("snapshot-"))?;
+        .or_else(|| name.strip_prefix("snapshot-"))
+        .or_else(|| name.strip_prefix("memory-"))?;
     let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
     match rest[digits..].chars().next() {
         Some('-' | '.') => rest[..digits].parse().ok(),
@@ -172,9 +194,12 @@ pub fn load_run(dir: &Path, pid: Option<u32>) -> Result<Run> {
     files.sort_by_cached_key(|e| natural_key(&e.name));
     let mut profiles = Vec::new();
     let mut snapshots = Vec::new();
+    let mut memory = Vec::new();
     for e in &files {
         let loaded = if is_profile_name(&e.name) {
             load_profile(&e.path).map(|p| profiles.push(p))
+        } else if is_memory_name(&e.name) {
+            load_memory(&e.path).map(|m| memory.push(m))
         } else {
             load_snapshot(&e.path).map(|s| snapshots.push(s))
         };
@@ -193,9 +218,11 @@ pub fn load_run(dir: &Path, pid: Option<u32>) -> Result<Run> {
     // order (heap.2 before heap.10).
     profiles.sort_by_key(|p| p.time_nanos);
     snapshots.sort_by_key(|s| s.time_unix_ms);
+    memory.sort_by_key(|m| m.time_unix_ms);
     Ok(Run {
         profiles,
         snapshots,
+        memory,
     })
 }
 
@@ -325,6 +352,7 @@ mod tests {
         assert_eq!(pid_of("snapshot-123-0004.json"), Some(123));
         assert_eq!(pid_of("heap-77.pb.gz"), Some(77));
         assert_eq!(pid_of("snapshot-77.json"), Some(77));
+        assert_eq!(pid_of("memory-77-0003.json"), Some(77));
         assert_eq!(pid_of("heap.3.pb.gz"), None);
         assert_eq!(pid_of("heap-abc.pb.gz"), None);
         assert_eq!(pid_of("heap-.pb.gz"), None);

@@ -240,7 +240,11 @@ fn a_process_killed_while_writing_a_snapshot_leaves_a_readable_directory() {
             continue;
         }
         let bytes = std::fs::read(entry.path()).unwrap();
-        if name.ends_with(".json") {
+        if name.starts_with("memory-") {
+            let text = std::str::from_utf8(&bytes).unwrap();
+            leakscope_profile::memory::Breakdown::from_json(text)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        } else if name.ends_with(".json") {
             let text = std::str::from_utf8(&bytes).unwrap();
             leakscope_profile::snapshot::SnapshotReport::from_json(text)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -38,6 +38,7 @@ pub mod frames;
 #[cfg(feature = "render")]
 pub mod html_report;
 pub mod leaks;
+pub mod memory;
 pub mod snapshot;
 pub mod top;
 pub mod trend;

@@ -261,6 +261,9 @@ pub struct SnapshotReport {
     /// glibc's heap as the walk found it (heap walks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub glibc_heap: Option<GlibcHeap>,
+    /// Where the process's RSS went when the snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::memory::Breakdown>,
 }
 
 /// Where a snapshot's blocks came from.
@@ -402,6 +405,11 @@ impl SnapshotReport {
         b.add_comment(
             "leakscope refs: stacks are reference chains (leaf: allocating function; root last)",
         );
+        if let Some(memory) = &self.memory {
+            for line in memory.render().lines() {
+                b.add_comment(line);
+            }
+        }
         let mut locations: HashMap<&str, Id> = HashMap::new();
         for path in &self.retention {
             let ids: Vec<Id> = path
@@ -536,6 +544,9 @@ impl SnapshotReport {
                 );
             }
         }
+        if let Some(memory) = &self.memory {
+            let _ = write!(out, "\n{}", memory.render());
+        }
         out
     }
 }
@@ -620,6 +631,7 @@ mod tests {
                 bytes: 2048,
             },
             glibc_heap: None,
+            memory: None,
         }
     }
 

@@ -671,6 +671,7 @@ mod tests {
                 bytes: 1 << 20,
             },
             glibc_heap: None,
+            memory: None,
         }
     }
 

@@ -194,7 +194,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "LEAKSCOPE_INTERVAL",
         expected: "seconds from 0.01 to 31536000, with LEAKSCOPE_DIR set",
         default: "unset",
-        meaning: "every INTERVAL seconds write `DIR/heap-<pid>-<n>.pb.gz` and `DIR/snapshot-<pid>-<n>.json`",
+        meaning: "every INTERVAL seconds write `DIR/heap-<pid>-<n>.pb.gz`, `DIR/memory-<pid>-<n>.json` and `DIR/snapshot-<pid>-<n>.json`",
     },
     Variable {
         name: "LEAKSCOPE_SIGNAL",

@@ -50,6 +50,7 @@ mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod labels;
+pub mod memory;
 mod own_threads;
 mod profiler;
 #[cfg(feature = "push")]

@@ -139,6 +139,25 @@ fn assert_exact(snap: &Snapshot, what: &str) -> u64 {
     } else {
         assert_eq!(m.hblkhd, heap.mmapped.bytes, "{what}: mmapped bytes");
     }
+    // The snapshot's memory breakdown carries the walk's figures: glibc's
+    // own for the same heap, and parts that sum to RSS.
+    let memory = snap.report().memory.as_ref().expect("a memory breakdown");
+    let a = &memory.heap.allocator;
+    assert_eq!(
+        (
+            a.system_bytes,
+            a.free_in_bins + a.fast_bins + a.top_bytes,
+            a.mmapped.blocks
+        ),
+        (m.arena, m.fordblks, m.hblks),
+        "{what}: the breakdown's heap figures against mallinfo2"
+    );
+    assert!(
+        memory.sum_of_parts().abs_diff(memory.rss) * 50 <= memory.rss,
+        "{what}: parts {} against RSS {}",
+        memory.sum_of_parts(),
+        memory.rss
+    );
     // The main heap is walked end to end: its chunks add up to what glibc
     // got from the system for it.
     let main = &heap.arenas[0];

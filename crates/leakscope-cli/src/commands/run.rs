@@ -45,6 +45,11 @@ pub struct Args {
     /// Do not print the leak summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Print where the program's RSS went at exit: heap blocks in use,
+    /// freed memory the allocator keeps (per arena), thread stacks, code
+    /// and data, other mappings, leakscope's own.
+    #[arg(long)]
+    pub memory: bool,
     /// The program and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -155,7 +160,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
     {
         let snapshot = out.join(format!("snapshot-{pid}.json"));
         if snapshot.is_file() {
-            let summary = LeakSummary::from_snapshot(&load_snapshot(&snapshot)?);
+            let snapshot = load_snapshot(&snapshot)?;
+            if args.memory {
+                match &snapshot.memory {
+                    Some(memory) => {
+                        for line in memory.render().lines() {
+                            eprintln!("leakscope: {line}");
+                        }
+                    }
+                    None => eprintln!(
+                        "leakscope: no memory breakdown: the snapshot at exit could not read \
+                         /proc/self/smaps"
+                    ),
+                }
+            }
+            let summary = LeakSummary::from_snapshot(&snapshot);
             if !args.quiet {
                 eprint!("{}", summary.render("leakscope: ", 3));
                 eprintln!("leakscope: profiles and snapshots in {}", out.display());

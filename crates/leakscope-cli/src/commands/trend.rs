@@ -40,6 +40,9 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render(&report, args.nodes, args.all));
+        if let [first, .., last] = run.memory.as_slice() {
+            print!("{}", leakscope_profile::memory::render_growth(first, last));
+        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `LEAKSCOPE_INTERVAL=SECS` with `LEAKSCOPE_DIR=DIR`: a heap profile (and,
 //! in full mode, a heap snapshot) every interval, for any program using the
 //! allocator, so that growth can be followed over time (`leakscope trend`,
-//! `leakscope report`). Files: `DIR/heap-<pid>-<seq>.pb.gz` and
+//! `leakscope report`). Files: `DIR/heap-<pid>-<seq>.pb.gz`,
+//! `DIR/memory-<pid>-<seq>.json` (where RSS goes, without a heap walk) and
 //! `DIR/snapshot-<pid>-<seq>.json`; the last set is written at exit. Each
 //! file is written atomically (temporary, fsync, rename): a process killed
 //! mid-write leaves complete files and at most one hidden temporary.
@@ -40,6 +41,19 @@ fn write_set() {
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     let profile = super::heap_profile();
+    // Before the profile is symbolised (whose debug information would
+    // count as leakscope's heap): where RSS goes, without a walk.
+    match crate::memory::breakdown_with_profile(&profile) {
+        Ok(memory) => {
+            if let Err(e) = super::write_atomic(
+                format!("{dir}/memory-{pid}-{seq:04}.json"),
+                memory.to_json().as_bytes(),
+            ) {
+                eprintln!("leakscope: cannot write a periodic memory breakdown into {dir}: {e}");
+            }
+        }
+        Err(e) => eprintln!("leakscope: cannot read this process's memory map: {e}"),
+    }
     if let Err(e) = profile.write_pprof(format!("{dir}/heap-{pid}-{seq:04}.pb.gz")) {
         eprintln!("leakscope: cannot write a periodic profile into {dir}: {e}");
     }

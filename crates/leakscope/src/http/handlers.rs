@@ -36,6 +36,7 @@ pub(super) fn routes(options: Options) -> Router {
         .route("/debug/pprof/allocs", get(allocs))
         .route("/debug/leakscope/refs", get(refs))
         .route("/debug/leakscope/report", get(report))
+        .route("/debug/leakscope/memory", get(memory))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -123,7 +124,8 @@ async fn index() -> Response {
          /debug/pprof/heap            heap profile (pprof; ?debug=1 text; ?seconds=N delta)\n\
          /debug/pprof/allocs          the same, alloc_space first\n\
          /debug/leakscope/refs        holder chains of a heap snapshot (pprof; ?format=json; full mode)\n\
-         /debug/leakscope/report      the self-check (JSON; ?format=html)\n",
+         /debug/leakscope/report      the self-check (JSON; ?format=html)\n\
+         /debug/leakscope/memory      where RSS goes: heap in use and freed, stacks, code, mappings (text; ?format=json)\n",
     )
         .into_response()
 }
@@ -250,5 +252,38 @@ async fn report(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
             .into_response()
     } else {
         ([(header::CONTENT_TYPE, "application/json")], check.json()).into_response()
+    }
+}
+
+/// Where the process's RSS goes, without stopping it (smaps, the
+/// allocator's statistics, the profiler's live figures): sizes per part,
+/// never memory contents or mapping names.
+async fn memory(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let json = match query::parse_format(query.as_deref().unwrap_or(""), &["text", "json"]) {
+        Ok(q) => q.format.as_deref() == Some("json"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("leakscope: {e}")),
+    };
+    let breakdown = match blocking(&state, crate::memory::breakdown).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("leakscope: cannot read this process's memory map: {e}"),
+            )
+        }
+        Err(e) => return e,
+    };
+    if json {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            breakdown.to_json(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            breakdown.render(),
+        )
+            .into_response()
     }
 }

@@ -7,6 +7,7 @@
 //! | `/debug/pprof/allocs` | the same profile with `alloc_space` as the default view |
 //! | `/debug/leakscope/refs` | the holder-chain profile of a heap snapshot (full mode); `?format=json` the snapshot summary |
 //! | `/debug/leakscope/report` | the self-check as JSON; `?format=html` as a page |
+//! | `/debug/leakscope/memory` | where RSS goes (heap in use and freed per arena, stacks, code, mappings, leakscope's own) as text; `?format=json` as JSON |
 //!
 //! Three ways to mount it: [`router`] (an axum `Router` to merge into a
 //! service's own), [`hyper_service`] (for plain hyper servers) and [`serve`]

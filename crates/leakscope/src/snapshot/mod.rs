@@ -437,7 +437,7 @@ fn resolve_source(requested: BlockSource, mode: Mode) -> Result<BlockSource, Sna
 }
 
 /// The allocator behind the profiled blocks if it is not glibc's malloc.
-fn other_allocator() -> Option<String> {
+pub(crate) fn other_allocator() -> Option<String> {
     let named = |symbol: &std::ffi::CStr| {
         // SAFETY: dlsym with RTLD_DEFAULT only looks a name up.
         !unsafe { libc::dlsym(libc::RTLD_DEFAULT, symbol.as_ptr()) }.is_null()
@@ -624,6 +624,11 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     threads::retire_slots();
     let stopped: Vec<(bool, bool)> = thread_roots.iter().map(|t| (t.stopped, t.exited)).collect();
     drop(slot_buffer);
+    // RSS as the fork left it, read while the child analyses: the parent
+    // reads smaps (which allocates); the child never does. Without a walk,
+    // the allocator's figures come from mallinfo2 at the same moment.
+    let memory_reading = crate::memory::read_process().ok();
+    let allocator_figures = (!walking).then(crate::memory::allocator_figures);
 
     // Step 3: wait for the child, then name its results.
     let Some(out) = out else {
@@ -675,7 +680,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         })
         .collect();
     let resolved = Resolved::new(roots, blocks, out.read_fields(), &modules, &all_threads);
-    let report = resolved.report(
+    let mut report = resolved.report(
         &header,
         ReportMeta {
             time_unix_ms,
@@ -684,6 +689,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             source,
         },
     );
+    report.memory = memory_reading.map(|inputs| memory_of(inputs, &report, allocator_figures));
     let steps = header.graph_steps + resolved.naming_steps;
     Ok(Snapshot {
         report,
@@ -700,6 +706,34 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         cross_check: (source == BlockSource::CrossCheck)
             .then(|| CrossCheckReport::from(&header.check)),
     })
+}
+
+/// The breakdown of RSS with the snapshot's heap figures: from the walk
+/// when there was one (per arena), else the live table's and `mallinfo2`'s.
+fn memory_of(
+    mut inputs: leakscope_profile::memory::Inputs,
+    report: &SnapshotReport,
+    allocator: Option<crate::memory::AllocatorHeap>,
+) -> crate::memory::Breakdown {
+    use crate::memory::{AllocatorHeap, HeapFigures, Live, LiveSource};
+    let walked = report.blocks_from == BlocksFrom::HeapWalk;
+    inputs.heap = HeapFigures {
+        live: Some(Live {
+            amount: report.totals.live,
+            from: if walked {
+                LiveSource::Walk
+            } else {
+                LiveSource::LiveTable
+            },
+        }),
+        allocator: match (&report.glibc_heap, allocator) {
+            (Some(heap), _) => AllocatorHeap::from_walk(heap),
+            (None, Some(figures)) => figures,
+            (None, None) => AllocatorHeap::default(),
+        },
+        leakscope_blocks: report.totals.leakscope_own,
+    };
+    leakscope_profile::memory::compute(&inputs)
 }
 
 /// `pc` as `object!symbol+offset` when the loader can say.

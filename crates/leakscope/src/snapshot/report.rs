@@ -590,6 +590,7 @@ impl Resolved {
             },
             with_stacks,
             glibc_heap: walked.then(|| glibc_heap(&header.heap)),
+            memory: None,
         }
     }
 }

@@ -332,6 +332,7 @@ fn snapshot(t: i64, p: Point) -> SnapshotReport {
             bytes: live,
         },
         glibc_heap: None,
+        memory: None,
     }
 }
 
