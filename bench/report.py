@@ -30,10 +30,16 @@ def cpu_model():
     return platform.processor() or "?"
 
 
+# Runs of the requests workload by configuration; every workload's runs by
+# (workload, configuration).
 runs = defaultdict(list)
+by_workload = defaultdict(list)
 for line in open(raw_path):
     r = json.loads(line)
-    runs[r["name"]].append(r)
+    workload = r["report"].get("workload", "requests")
+    by_workload[(workload, r["name"])].append(r)
+    if workload == "requests":
+        runs[r["name"]].append(r)
 
 wall = {n: statistics.median(r["report"]["wall_ms"] for r in rs) for n, rs in runs.items()}
 proc = {n: statistics.median(r["process_ms"] for r in rs) for n, rs in runs.items()}
@@ -53,6 +59,10 @@ for line in open(pairs_path):
     parts = line.split()
     if len(parts) == 2 and parts[1].isdigit():
         pairs[parts[0]] = int(parts[1]) / 1_000_000
+# glibc's figures under the names the sections below use.
+for old, new in [("system", "glibc/alone"), ("off", "glibc/off"), ("sampled", "glibc/sampled"), ("full", "glibc/full")]:
+    if new in pairs:
+        pairs[old] = pairs[new]
 
 
 def criterion(group, name):
@@ -91,6 +101,66 @@ for n in order:
     lo, hi = spread[n]
     p(f"| {n} | {wall[n]:.1f} ({lo:.0f}–{hi:.0f}) | {wall[n] / wall['system']:.3f}× | {proc[n]:.0f} | {proc[n] / proc['system']:.2f}× |")
 p("")
+
+ALLOCATORS = [("glibc", "system", ""), ("jemalloc", "jemalloc", "jemalloc+"), ("mimalloc", "mimalloc", "mimalloc+")]
+WORKLOADS = {
+    "requests": "the request imitation above",
+    "mixed": "bare allocation churn: each step frees a random block of a 1024-block working set per thread and "
+             "allocates a new one, 16 B to 256 KiB spread evenly over powers of two, writing its first and last byte",
+}
+wrapped_ratio = {}
+for workload, what in WORKLOADS.items():
+    med = {n: statistics.median(r["report"]["wall_ms"] for r in rs) for (w, n), rs in by_workload.items() if w == workload}
+    if not med:
+        continue
+    sample = next(rs for (w, n), rs in by_workload.items() if w == workload)[0]["report"]
+    p(f"## Every allocator, alone and wrapped: `{workload}` workload")
+    p("")
+    p(f"{what.capitalize()}; {sample['threads']} threads, {sample['requests']:,} "
+      f"{'requests' if workload == 'requests' else 'steps'} in all. `Profiler::wrap(inner)` in each mode against the "
+      "same allocator alone (medians of the rounds, workload wall time; min–max of the wrapped runs in brackets). "
+      "jemalloc's own profiling (`prof:true,lg_prof_sample:19`, the same 512 KiB rate) is against jemalloc alone.")
+    p("")
+    p("| allocator | alone ms | off | sampled | full | allocator's own profiling |")
+    p("| --- | --- | --- | --- | --- | --- |")
+    for label, alone, prefix in ALLOCATORS:
+        if alone not in med:
+            continue
+        cells = []
+        for mode in ["off", "sampled", "full"]:
+            name = f"{prefix}leakscope-{mode}"
+            if name in med:
+                ratio = med[name] / med[alone]
+                wrapped_ratio[(workload, label, mode)] = ratio
+                vals = [r["report"]["wall_ms"] for r in by_workload[(workload, name)]]
+                cells.append(f"{ratio:.3f}× ({min(vals) / med[alone]:.2f}–{max(vals) / med[alone]:.2f})")
+            else:
+                cells.append("–")
+        prof = f"{med['jemalloc-prof'] / med['jemalloc']:.3f}×" if label == "jemalloc" and "jemalloc-prof" in med else "–"
+        p(f"| {label} | {med[alone]:.1f} | " + " | ".join(cells) + f" | {prof} |")
+    p("")
+
+if "jemalloc/alone" in pairs:
+    p("## One alloc + free pair on each allocator, instructions (callgrind)")
+    p("")
+    p("64-byte blocks through a ring of 64 live blocks, 1 000 000 pairs, as below; `added` is what the wrapper adds "
+      "to the same allocator alone.")
+    p("")
+    p("| allocator | alone | off (added) | sampled (added) | full (added) |")
+    p("| --- | --- | --- | --- | --- |")
+    for label, _, _ in ALLOCATORS:
+        if f"{label}/alone" not in pairs:
+            continue
+        base = pairs[f"{label}/alone"]
+        p(f"| {label} | {base:.1f} | " + " | ".join(
+            f"{pairs[f'{label}/{m}']:.1f} ({pairs[f'{label}/{m}'] - base:+.1f})" for m in ["off", "sampled", "full"]) + " |")
+    p("")
+    if "c/plain" in pairs and "c/preload" in pairs:
+        p(f"Through C's `malloc` and `free` (the same pairs from a program without leakscope in it): "
+          f"{pairs['c/plain']:.1f} instructions per pair plainly, {pairs['c/preload']:.1f} under the preload in sampled "
+          f"mode (LD_PRELOAD, **{pairs['c/preload'] - pairs['c/plain']:+.1f}** per pair: the hooks' countdown in "
+          "initial-exec TLS, the free check, and the sampling itself).")
+        p("")
 
 p("## Hot path, instruction counts (callgrind, 1 thread, 5000 requests)")
 p("")
@@ -274,6 +344,14 @@ rows.append(("off indistinguishable from no wrapper (median inside system's min�
              f"{off:.3f}× (system spread {lo / wall['system']:.3f}–{hi / wall['system']:.3f}×){off_pair}",
              lo <= wall["leakscope-off"] <= hi))
 rows.append(("full ≤ 3× system", f"{full:.2f}×", full <= 3.0))
+for (workload, label, mode), ratio in sorted(wrapped_ratio.items()):
+    if label == "glibc":
+        continue
+    limit = {"off": 1.02, "sampled": 1.03, "full": 3.0}[mode]
+    rows.append((f"{label} wrapped, {mode} ≤ {limit}× {label} alone ({workload})", f"{ratio:.3f}×", ratio <= limit))
+if "c/plain" in pairs and "c/preload" in pairs:
+    added = pairs["c/preload"] - pairs["c/plain"]
+    rows.append(("leakscope run sampled, per call: instructions added per malloc+free pair (C API)", f"{added:+.1f}", True))
 if "heaptrack" in proc:
     speed = proc["heaptrack"] / proc["leakscope-full"]
     rows.append(("full ≥ 10× faster than heaptrack (whole command)", f"{speed:.1f}×", speed >= 10))
@@ -314,12 +392,13 @@ p("- The machine is a shared 2-CPU VM: wall-clock medians move by a few percent 
   "(see the min–max columns), so a 1% target cannot be settled by wall time here. The callgrind "
   "counts are exact and repeatable; use them to compare changes to the hot path.")
 p("- What sampled mode adds to every allocation is a thread-local countdown (3 instructions) and, on "
-  "free, one load and two tests of the address and size; blocks whose address happens to be 256-aligned "
-  "(about 1 in 16) also consult the free filter. That is the +6.5 instructions of `off` plus the filter "
-  "checks and the sampling work itself. On an allocation-heavy workload whose malloc+free pairs cost "
-  "~150 instructions each in glibc, this is about 2% of instructions; wall-time differences stay within noise.")
-p("- jemalloc's profiling is compared with jemalloc without it, leakscope's sampled mode with glibc without it: "
-  "each against its own allocator.")
+  "free, a size test and a range test of the address (sampled blocks under 64 KiB live in leakscope's own "
+  "sample heap, so no allocator's alignment habits matter): the same +10 instructions per pair on glibc, "
+  "jemalloc and mimalloc, in `off` and `sampled` mode alike. The sampling work itself (one sample per 8192 "
+  "pairs of 64 bytes) adds about 0.1.")
+p("- jemalloc's profiling is compared with jemalloc without it, leakscope with the allocator it wraps: "
+  "each against its own allocator. mimalloc's wall time varies more than the others' from run to run "
+  "(its system time, from returning and refaulting pages, swings between rounds): read its min–max.")
 p("- Snapshot analysis cost is per block and per pointer more than per byte: each pointer found costs a "
   "page-table probe and a short search (prefetched in batches of 32), and the graph passes touch per-node "
   "arrays at random, so the scan runs at the machine's random-access latency, not its bandwidth (see the "
@@ -330,9 +409,7 @@ p("- Full mode pays for a frame-pointer walk, a stack-table lookup, per-thread c
   "insert on every allocation, and a live-table removal on every free: about 1 000 instructions per pair.")
 p("- `leakscope run` adds two costs to a command. A fixed one at exit: symbolising the program's stacks "
   "(blazesym reads the binary's DWARF; about 50 ms and 70 MB for the 36 MB benchmark binary) and writing the "
-  "profile, plus, in full mode, the snapshot and leak check. And one per allocation, larger than the library's: "
-  "every call goes through the PLT into a shared library, whose thread-local countdown costs a "
-  "`__tls_get_addr` call (Rust has no stable initial-exec TLS model for a cdylib). On this workload, which does "
-  "nothing but allocate, that is about 7% more instructions; programs that do real work between allocations "
-  "pay proportionally less.")
+  "profile, plus, in full mode, the snapshot and leak check. And one per allocation: the hooks' countdown "
+  "sits in initial-exec TLS (reached by two instructions through the GOT, no `__tls_get_addr`), `malloc` "
+  "tail-jumps to glibc after 9 instructions and `free` after 13; see the C-API pair count above.")
 print("\n".join(out))

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of leakscope against the alternatives, in one run:
-#   - the multi-threaded workload (src/lib.rs) on: the system allocator alone;
-#     leakscope off / sampled (512 KiB) / full; jemalloc, and jemalloc with
-#     profiling at the same rate; heaptrack and dhat on the same workload;
+#   - two multi-threaded workloads (src/lib.rs: `requests`, the request
+#     imitation, and `mixed`, bare churn of 16 B-256 KiB blocks) on glibc,
+#     jemalloc and mimalloc alone, and leakscope wrapping each in off /
+#     sampled (512 KiB) / full mode; jemalloc with its own profiling at the
+#     same rate; heaptrack and dhat on the requests workload;
 #   - profiler memory per tracked block (1M live blocks, full mode);
 #   - instruction counts under callgrind (deterministic): the whole workload
-#     on one thread, and one alloc+free pair in isolation;
+#     on one thread, and one alloc+free pair in isolation on each allocator;
 #   - criterion micro-benchmarks of one alloc+free pair per mode;
 #   - heap snapshots: parent pause and child analysis time for 100 MiB and
 #     1 GiB heaps of millions of blocks, and for 1M-node linked lists, a
@@ -14,7 +16,10 @@
 #     allocator and with leakscope off / sampled / full;
 #   - `leakscope run` (LD_PRELOAD) sampled and full against heaptrack and
 #     Valgrind's massif on the same unmodified program.
-# Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]
+# Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]. Shorter runs:
+# SLOW_REPEATS, LAB_REPEATS, PRELOAD_REPEATS, LONG_REPEATS (rounds of each
+# part), SKIP="heaptrack dhat lab preload snapshots criterion" (parts left
+# out; RESULTS.md then lacks them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS=${1:-15}
@@ -26,38 +31,63 @@ RAW="$OUT/raw.jsonl"
 
 cargo build --release -q -p leakscope-bench --bins
 B=target/release
+SKIP=${SKIP:-}
+skip() { [[ " $SKIP " == *" $1 "* ]]; }
 
 # Runs one configuration; records the in-process report plus the whole
 # command's wall time (heaptrack's and dhat's costs partly fall outside the
 # workload's own clock).
 run() {
     local name=$1; shift
-    local start end line
+    local start end line status=0
     start=$(date +%s%N)
-    line=$("$@" 2>/dev/null | grep '^{"config"' | tail -1)
+    line=$("$@" 2>"$OUT/last.err" | grep '^{"config"' | tail -1) || status=$?
     end=$(date +%s%N)
+    if [ -z "$line" ]; then
+        # A configuration that failed is reported and left out; the run goes on.
+        echo "bench: $name failed (status $status): $(tail -3 "$OUT/last.err")" | tee -a "$OUT/failures.txt" >&2
+        return 0
+    fi
     echo "{\"name\":\"$name\",\"process_ms\":$(( (end - start) / 1000000 )),\"report\":$line}" >> "$RAW"
 }
 
-echo "bench: workload, $REPEATS rounds (threads=$BENCH_THREADS, requests/thread=$BENCH_REQUESTS)"
-for round in $(seq "$REPEATS"); do
-    run system "$B/workload-system"
-    run leakscope-off env LEAKSCOPE_MODE=off "$B/workload-leakscope"
-    run leakscope-sampled env LEAKSCOPE_MODE=sampled "$B/workload-leakscope"
-    run leakscope-full env LEAKSCOPE_MODE=full "$B/workload-leakscope"
-    run jemalloc "$B/workload-jemalloc"
+# Every allocator alone, then leakscope wrapping it in each mode.
+allocators() {
+    local prefix
+    for alloc in system jemalloc mimalloc; do
+        if [ "$alloc" = system ]; then
+            run system "$B/workload-system"
+            prefix=""
+            wrapped="$B/workload-leakscope"
+        else
+            run "$alloc" "$B/workload-$alloc"
+            prefix="$alloc+"
+            wrapped="$B/workload-$alloc-leakscope"
+        fi
+        for mode in off sampled full; do
+            run "${prefix}leakscope-$mode" env LEAKSCOPE_MODE=$mode "$wrapped"
+        done
+    done
     run jemalloc-prof env _RJEM_MALLOC_CONF=prof:true,prof_active:true,lg_prof_sample:19 "$B/workload-jemalloc"
+}
+MIXED_THREADS=${MIXED_THREADS:-2}
+MIXED_STEPS=${MIXED_STEPS:-1000000}
+echo "bench: workloads, $REPEATS rounds (requests: threads=$BENCH_THREADS, requests/thread=$BENCH_REQUESTS; mixed: threads=$MIXED_THREADS, steps/thread=$MIXED_STEPS)"
+for round in $(seq "$REPEATS"); do
+    BENCH_WORKLOAD=requests allocators
+    BENCH_WORKLOAD=mixed BENCH_THREADS=$MIXED_THREADS BENCH_REQUESTS=$MIXED_STEPS allocators
     echo "  round $round/$REPEATS done"
 done
 for round in $(seq "$SLOW_REPEATS"); do
-    if command -v heaptrack >/dev/null 2>&1; then
+    if ! skip heaptrack && command -v heaptrack >/dev/null 2>&1; then
         run heaptrack heaptrack -o "$OUT/heaptrack.$round" "$B/workload-system"
     fi
-    run dhat "$B/workload-dhat"
+    skip dhat || run dhat "$B/workload-dhat"
     echo "  slow round $round/$SLOW_REPEATS done"
 done
 
 LAB_REPEATS=${LAB_REPEATS:-5}
+skip lab && LAB_REPEATS=0
 echo "bench: lab throughput (tonic service + client over loopback, closed loop), $LAB_REPEATS rounds"
 LAB="$OUT/lab.jsonl"
 : > "$LAB"
@@ -70,6 +100,8 @@ for round in $(seq "$LAB_REPEATS"); do
 done
 
 PRELOAD_REPEATS=${PRELOAD_REPEATS:-5}
+LONG_REPEATS=${LONG_REPEATS:-3}
+if skip preload; then PRELOAD_REPEATS=0; LONG_REPEATS=0; fi
 echo "bench: leakscope run (LD_PRELOAD) on an unmodified program, $PRELOAD_REPEATS rounds"
 cargo build --release -q -p leakscope-preload -p leakscope-cli
 PRELOAD_OUT="$OUT/preload"
@@ -101,7 +133,6 @@ done
 # The same program running about ten times longer: what remains of the
 # fixed costs (start-up, writing the profile, the leak check) per unit of work.
 export BENCH_REQUESTS=${BENCH_LONG_REQUESTS:-200000}
-LONG_REPEATS=${LONG_REPEATS:-3}
 for round in $(seq "$LONG_REPEATS"); do
     timed plain-long "$B/workload-system"
     timed leakscope-run-sampled-long "$B/leakscope" run -q --mode sampled --out "$PRELOAD_OUT" -- "$B/workload-system"
@@ -135,25 +166,40 @@ BENCH_THREADS=1 BENCH_REQUESTS=5000 LEAKSCOPE_MODE=full "$B/workload-leakscope" 
 echo "bench: instructions per alloc+free pair (callgrind)"
 PAIRS="$OUT/pairs.txt"
 : > "$PAIRS"
-for cfg in system off sampled full; do
-    valgrind --tool=callgrind --toggle-collect='*measured_pairs*' --callgrind-out-file="$OUT/cgp.$cfg" \
-        "$B/hot-path-pairs" "$cfg" 1000000 > /dev/null 2> "$OUT/cgp.$cfg.log"
-    echo "$cfg $(grep -o 'Collected : [0-9]*' "$OUT/cgp.$cfg.log" | grep -o '[0-9]*')" >> "$PAIRS"
+for alloc in glibc jemalloc mimalloc; do
+    for cfg in alone off sampled full; do
+        valgrind --tool=callgrind --toggle-collect='*measured_pairs*' --callgrind-out-file="$OUT/cgp.$alloc.$cfg" \
+            "$B/hot-path-pairs" "$alloc" "$cfg" 1000000 > /dev/null 2> "$OUT/cgp.$alloc.$cfg.log"
+        echo "$alloc/$cfg $(grep -o 'Collected : [0-9]*' "$OUT/cgp.$alloc.$cfg.log" | grep -o '[0-9]*')" >> "$PAIRS"
+    done
+done
+# leakscope run's own per-call cost: the same pairs through the preload's
+# malloc and free (instructions inside the library and glibc), sampled.
+cargo build --release -q -p leakscope-preload
+for cfg in plain preload; do
+    if [ "$cfg" = preload ]; then pre="env LD_PRELOAD=$PWD/$B/libleakscope_preload.so LEAKSCOPE_MODE=sampled"; else pre=env; fi
+    $pre valgrind --tool=callgrind --toggle-collect='*measured_pairs*' --callgrind-out-file="$OUT/cgp.c.$cfg" \
+        "$B/hot-path-pairs" glibc alone 1000000 > /dev/null 2> "$OUT/cgp.c.$cfg.log"
+    echo "c/$cfg $(grep -o 'Collected : [0-9]*' "$OUT/cgp.c.$cfg.log" | grep -o '[0-9]*')" >> "$PAIRS"
 done
 
 echo "bench: heap snapshots (pause and analysis)"
 SNAPSHOTS="$OUT/snapshots.jsonl"
 : > "$SNAPSHOTS"
+SHAPES=("100 128" "1024 512" "1024 4096" "64 64 list" "64 64 dlist" "64 64 tree" "64 64 tasks")
+skip snapshots && SHAPES=()
 # Random pointers (throughput), then 1M-node lists, a tree and 1M tokio
 # tasks (linear analysis on the shapes real heaps have).
-for shape in "100 128" "1024 512" "1024 4096" "64 64 list" "64 64 dlist" "64 64 tree" "64 64 tasks"; do
+for shape in "${SHAPES[@]}"; do
     # shellcheck disable=SC2086
     "$B/snapshot-bench" $shape 2>/dev/null >> "$SNAPSHOTS"
     echo >> "$SNAPSHOTS"
 done
 
-echo "bench: criterion hot path"
-cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
+if ! skip criterion; then
+    echo "bench: criterion hot path"
+    cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
+fi
 
 python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" "$LAB" "$PRELOAD" > bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md"

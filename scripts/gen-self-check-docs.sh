@@ -4,7 +4,7 @@
 # what leakscope printed. Usage: scripts/gen-self-check-docs.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p leakscope-cli
+cargo build --release -q -p leakscope-cli -p leakscope-lab --bins
 L=target/release/leakscope
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
@@ -20,6 +20,10 @@ for scenario in $("$L" lab --list | awk '{print $1}'); do
     check "$scenario" --scenario "$scenario"
 done
 check request-field-held-sampled --scenario request-field-held --mode sampled
+echo "docs: hyper-body-slice-sampled"
+LEAKSCOPE_MODE=sampled LEAKSCOPE_RATE=65536 LEAKSCOPE_INTERVAL=0.5 LEAKSCOPE_DIR="$OUT/dir-hyper" \
+    target/release/hyper-service --leak body-slice --duration 4 > /dev/null
+"$L" report "$OUT/dir-hyper" > "$OUT/hyper-body-slice-sampled.txt"
 "$L" trend "$OUT/dir-request-field-held" -n 4 > "$OUT/trend-request-field-held.txt"
 
 awk -v dir="$OUT" '

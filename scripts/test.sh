@@ -55,7 +55,8 @@ if [ ! -d target/glibc/trixie ] || [ ! -d target/glibc/sid ]; then
     fetch_glibc
 fi
 
-# A Rust program nobody here wrote, for `leakscope run` (cached in target/).
+# A Rust program nobody here wrote, for `leakscope run` (cached in target/;
+# cargo-fuzz, below, is cached the same way).
 if [ ! -x target/tools/bin/rg ]; then
     echo "test.sh: installing ripgrep into target/tools (cargo install)"
     cargo install --locked --quiet ripgrep --version 14.1.1 --root target/tools
@@ -65,3 +66,44 @@ export PATH="$PWD/target/tools/bin:$PATH"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo test --workspace --release
+
+# Hardening, on the nightly toolchain (with its sanitizer runtimes), each
+# bounded: a short run of every fuzz target from the saved corpus (the
+# corpus itself is replayed by the ordinary tests above), then the
+# multi-threaded stress program (snapshots under churn, fork and thread
+# exit) under AddressSanitizer.
+if ! rustup toolchain list | grep -q '^nightly'; then
+    # A machine without nightly cannot fetch one (only package registries
+    # are reachable); the fuzz corpus was already replayed above.
+    echo "test.sh: SKIPPED fuzzing and AddressSanitizer: no nightly toolchain here" >&2
+    exit 0
+fi
+if [ ! -x target/tools/bin/cargo-fuzz ]; then
+    echo "test.sh: installing cargo-fuzz into target/tools (cargo install)"
+    cargo install --locked --quiet cargo-fuzz --version 0.13.2 --root target/tools
+fi
+(
+    cd fuzz
+    for target in pprof_decode snapshot_json dir_loader http_query; do
+        # New inputs go to target/, never into the repository's corpus.
+        mkdir -p "../target/fuzz-corpus/$target"
+        echo "test.sh: fuzzing $target for 12 s"
+        log="../target/fuzz-$target.log"
+        if ! cargo +nightly fuzz run --target-dir ../target/fuzz "$target" \
+            "../target/fuzz-corpus/$target" "corpus/$target" -- \
+            -max_total_time=12 -rss_limit_mb=1024 -close_fd_mask=2 >"$log" 2>&1; then
+            tail -n 40 "$log"
+            echo "test.sh: fuzz target $target failed (the input is in fuzz/artifacts/$target)" >&2
+            exit 1
+        fi
+        grep -E '^Done [0-9]+ runs' "$log"
+    done
+)
+echo "test.sh: the stress program under AddressSanitizer"
+(
+    cd sanitize
+    RUSTFLAGS="-Zsanitizer=address -Cllvm-args=-asan-globals=0 -Cllvm-args=-asan-stack=0 -Cforce-frame-pointers=yes" \
+        cargo +nightly build --locked --quiet --release --target "$(uname -m)-unknown-linux-gnu" --target-dir ../target/sanitize
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 timeout 300 \
+        "../target/sanitize/$(uname -m)-unknown-linux-gnu/release/leakscope-sanitize"
+)

@@ -2,11 +2,14 @@
 //!
 //! A real gRPC service and client (tonic over TCP on loopback, `bytes::Bytes`
 //! fields decoded zero-copy) that reproduce, one scenario at a time, the ways
-//! a service's memory grows (see `shared/scenarios.md`): handlers that keep
+//! a service's memory grows (see `docs/self-check.md`): handlers that keep
 //! parts of requests or responses, idle connections, oversized requests kept
 //! by a buffer pool, per-connection buffers kept across connections, a client
-//! rebuilt per call, zero-copy JSON values cached, and a steady service that
-//! does none of this. The lab is leakscope's ground truth: the self-check
+//! rebuilt per call, zero-copy JSON values cached, tasks that never complete,
+//! an unbounded channel outpaced by its producers, a map that only grows,
+//! and a steady service that does none of this (its caches are bounded).
+//! Beside it, `src/bin` holds two small services that are not the lab (axum,
+//! plain hyper) reproducing some of the same leaks in their own terms. The lab is leakscope's ground truth: the self-check
 //! must name each scenario from the evidence alone.
 //!
 //! The scenario name only chooses behaviour here; nothing in leakscope's
@@ -14,6 +17,7 @@
 
 pub mod client;
 pub mod components;
+pub mod http_load;
 pub mod load;
 pub mod scenario;
 pub mod server;
@@ -22,6 +26,10 @@ pub mod server;
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("lab");
+
+    /// The serialized `FileDescriptorSet` of `proto/lab.proto`.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/lab_descriptor.bin"));
 }
 
 pub use scenario::Scenario;
@@ -45,6 +53,9 @@ pub fn run(
     scenario: Scenario,
     duration: Duration,
 ) -> Result<RunSummary, Box<dyn std::error::Error>> {
+    // As a service registers its reflection descriptors: snapshots then name
+    // the message fields that pin buffers.
+    leakscope::register_descriptor_set(proto::FILE_DESCRIPTOR_SET)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lab-worker")

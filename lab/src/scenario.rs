@@ -13,11 +13,14 @@ pub enum Scenario {
     ClientPerCall,
     ResponseFieldHeldClient,
     JsonBorrowedStrings,
+    TaskLeak,
+    UnboundedChannel,
+    CacheWithoutBound,
     SteadyState,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::RequestFieldHeld,
         Scenario::ResponseFieldHeld,
         Scenario::IdleConnections,
@@ -26,6 +29,9 @@ impl Scenario {
         Scenario::ClientPerCall,
         Scenario::ResponseFieldHeldClient,
         Scenario::JsonBorrowedStrings,
+        Scenario::TaskLeak,
+        Scenario::UnboundedChannel,
+        Scenario::CacheWithoutBound,
         Scenario::SteadyState,
     ];
 
@@ -39,6 +45,9 @@ impl Scenario {
             Scenario::ClientPerCall => "client-per-call",
             Scenario::ResponseFieldHeldClient => "response-field-held-client",
             Scenario::JsonBorrowedStrings => "json-borrowed-strings",
+            Scenario::TaskLeak => "task-leak",
+            Scenario::UnboundedChannel => "unbounded-channel",
+            Scenario::CacheWithoutBound => "cache-without-bound",
             Scenario::SteadyState => "steady-state",
         }
     }
@@ -56,7 +65,10 @@ impl Scenario {
             Scenario::ClientPerCall => "the caller builds a new client (with its own caches) for each call and registers it",
             Scenario::ResponseFieldHeldClient => "the caller keeps a 1-byte slice of each reply",
             Scenario::JsonBorrowedStrings => "the handler caches zero-copy JSON values parsed from each request",
-            Scenario::SteadyState => "a correctly written service under the same load",
+            Scenario::TaskLeak => "each request spawns a follow-up task that waits for a shutdown signal (never sent), holding the request",
+            Scenario::UnboundedChannel => "each request queues an audit record on an unbounded channel whose writer is slower than the handlers",
+            Scenario::CacheWithoutBound => "the handler keeps a session for every user it sees in a map that is never pruned",
+            Scenario::SteadyState => "a correctly written service under the same load (its pool and session cache are bounded)",
         }
     }
 
@@ -68,6 +80,13 @@ impl Scenario {
             pool_is_capped: self == Scenario::SteadyState,
             scratch_per_connection: self == Scenario::CrossConnectionRetention,
             cache_json_values: self == Scenario::JsonBorrowedStrings,
+            defer_to_shutdown: self == Scenario::TaskLeak,
+            audit_unbounded: self == Scenario::UnboundedChannel,
+            sessions: match self {
+                Scenario::CacheWithoutBound => Sessions::Unbounded,
+                Scenario::SteadyState => Sessions::Bounded,
+                _ => Sessions::None,
+            },
         }
     }
 }
@@ -81,6 +100,18 @@ pub struct ServerBehaviour {
     pub pool_is_capped: bool,
     pub scratch_per_connection: bool,
     pub cache_json_values: bool,
+    pub defer_to_shutdown: bool,
+    pub audit_unbounded: bool,
+    pub sessions: Sessions,
+}
+
+/// Which session cache the handler keeps, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sessions {
+    #[default]
+    None,
+    Bounded,
+    Unbounded,
 }
 
 impl fmt::Display for Scenario {

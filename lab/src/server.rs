@@ -8,11 +8,12 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 use crate::components::{
-    buffer_pool, connection_scratch, profile_cache, reply_history, request_cache,
+    audit_log, buffer_pool, connection_scratch, pending_tasks, profile_cache, reply_history,
+    request_cache, session_cache,
 };
 use crate::proto::lab_server::{Lab, LabServer};
 use crate::proto::{EchoReply, EchoRequest, IngestReply, IngestRequest};
-use crate::scenario::ServerBehaviour;
+use crate::scenario::{ServerBehaviour, Sessions};
 
 pub struct LabService {
     behaviour: ServerBehaviour,
@@ -63,14 +64,27 @@ fn handle_echo(b: &ServerBehaviour, peer: Option<SocketAddr>, req: EchoRequest) 
             connection_scratch::stage(peer, &req.payload);
         }
     }
+    match b.sessions {
+        Sessions::None => {}
+        Sessions::Bounded => {
+            session_cache::RECENT_SESSIONS.touch(req.id, req.id);
+        }
+        Sessions::Unbounded => {
+            session_cache::SESSIONS.touch(req.id, req.id);
+        }
+    }
+    if b.audit_unbounded {
+        audit_log::record(req.id, peer, &req.payload);
+    }
     let reply = Bytes::from(req.payload.to_vec());
     if b.keep_replies {
         reply_history::record_reply(&reply);
     }
-    EchoReply {
-        id: req.id,
-        payload: reply,
+    let id = req.id;
+    if b.defer_to_shutdown {
+        pending_tasks::audit_on_shutdown(req);
     }
+    EchoReply { id, payload: reply }
 }
 
 #[inline(never)]

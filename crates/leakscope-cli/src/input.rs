@@ -1,31 +1,99 @@
-//! Reading profile files given on the command line.
+//! Reading profile files given on the command line, and directories of them.
+//!
+//! A single file named on the command line must be readable (or the command
+//! fails with one line). In a directory, what cannot be read is skipped with
+//! one warning line naming it, and the rest is analysed: a crashing service
+//! (the moment it most needs diagnosing) may leave an unfinished write
+//! behind, and a directory may hold unrelated files. Nothing here blocks:
+//! FIFOs and devices are recognised before they are read.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use leakscope_profile::atomic_file::is_temporary_name;
+use leakscope_profile::codec::Limits;
+use leakscope_profile::memory::Breakdown;
 use leakscope_profile::snapshot::SnapshotReport;
 use leakscope_profile::StackView;
 
+/// The largest profile file read (compressed; the codec bounds what it
+/// inflates to separately).
+const MAX_PROFILE_FILE: u64 = 64 << 20;
+/// The largest snapshot file read (real ones are around a megabyte).
+const MAX_SNAPSHOT_FILE: u64 = 64 << 20;
+
+/// Reads a regular file of at most `limit` bytes. Opens without blocking
+/// (a FIFO would otherwise wait for a writer forever) and refuses anything
+/// but a regular file.
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{}: not a regular file ({})", path.display(), kind(&meta));
+    }
+    if meta.len() > limit {
+        bail!(
+            "{}: {} bytes, more than the {} a leakscope file may have",
+            path.display(),
+            meta.len(),
+            limit
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        bail!("{}: grew past {} bytes while read", path.display(), limit);
+    }
+    Ok(bytes)
+}
+
+fn kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
 /// Reads and decodes a pprof file into readable stacks.
 pub fn load_profile(path: &Path) -> Result<StackView> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let profile =
-        leakscope_profile::decode(&bytes).with_context(|| format!("{}", path.display()))?;
+    let bytes = read_regular_file(path, MAX_PROFILE_FILE)?;
+    let profile = leakscope_profile::codec::decode_with(&bytes, &Limits::default())
+        .with_context(|| format!("{}", path.display()))?;
     Ok(StackView::new(&profile))
 }
 
 /// Resolves `--sample-index` against a profile.
 pub fn sample_index(view: &StackView, name: Option<&str>, path: &Path) -> Result<usize> {
     view.sample_index(name)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        .map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 /// Reads a snapshot file (`LEAKSCOPE_REFS_OUT`, `snapshot-*.json`).
 pub fn load_snapshot(path: &Path) -> Result<SnapshotReport> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_regular_file(path, MAX_SNAPSHOT_FILE)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
-        anyhow::anyhow!(
+        anyhow!(
             "{}: not a leakscope snapshot file (it is not text)",
             path.display()
         )
@@ -33,10 +101,30 @@ pub fn load_snapshot(path: &Path) -> Result<SnapshotReport> {
     SnapshotReport::from_json(text).with_context(|| format!("{}", path.display()))
 }
 
-/// The profiles and snapshots of one process, each in time order.
+/// The profiles, snapshots and memory breakdowns of one process, each in
+/// time order.
 pub struct Run {
     pub profiles: Vec<StackView>,
     pub snapshots: Vec<SnapshotReport>,
+    pub memory: Vec<Breakdown>,
+}
+
+/// A memory breakdown written beside a periodic profile
+/// (`memory-<pid>-<seq>.json`).
+fn is_memory_name(name: &str) -> bool {
+    name.starts_with("memory-") && name.ends_with(".json")
+}
+
+/// Reads a memory breakdown file.
+pub fn load_memory(path: &Path) -> Result<Breakdown> {
+    let bytes = read_regular_file(path, MAX_SNAPSHOT_FILE)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        anyhow!(
+            "{}: not a leakscope memory file (it is not text)",
+            path.display()
+        )
+    })?;
+    Breakdown::from_json(text).with_context(|| format!("{}", path.display()))
 }
 
 fn is_profile_name(name: &str) -> bool {
@@ -45,64 +133,183 @@ fn is_profile_name(name: &str) -> bool {
         .any(|ext| name.ends_with(ext))
 }
 
-/// The process a periodic file belongs to: `heap-<pid>-<seq>.pb.gz`.
+/// The process a file of leakscope's belongs to: `heap-<pid>-<seq>.pb.gz`,
+/// `snapshot-<pid>-<seq>.json`, or the exit outputs of `leakscope run`,
+/// `heap-<pid>.pb.gz` and `snapshot-<pid>.json`.
 fn pid_of(name: &str) -> Option<u32> {
     let rest = name
         .strip_prefix("heap-")
-        .or_else(|| name.strip_prefix("snapshot-"))?;
-    rest.split('-').next()?.parse().ok()
+        .or_else(|| name.strip_prefix("snapshot-"))
+        .or_else(|| name.strip_prefix("memory-"))?;
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    match rest[digits..].chars().next() {
+        Some('-' | '.') => rest[..digits].parse().ok(),
+        _ => None,
+    }
+}
+
+/// One file of a directory, and the process it belongs to (`None` for
+/// files saved by hand).
+struct Entry {
+    name: String,
+    path: PathBuf,
+    pid: Option<u32>,
 }
 
 /// Loads a directory of periodic output (`LEAKSCOPE_DIR`) or of saved heap
 /// profiles (any `*.pb.gz`, `*.pb`, `*.pprof`) and snapshots (`*.json`).
-/// When it holds several processes' files, the one with the most is read.
-pub fn load_run(dir: &Path) -> Result<Run> {
+///
+/// With files of several processes, `pid` chooses one; without it the
+/// command fails and lists the processes (never silently one). Files that
+/// cannot be read are skipped with a warning each.
+pub fn load_run(dir: &Path, pid: Option<u32>) -> Result<Run> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let mut files: Vec<(String, PathBuf)> = entries
-        .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(name, _)| is_profile_name(name) || name.ends_with(".json"))
-        .collect();
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temporary_name(&name) {
+            warn_skipped(
+                &entry.path(),
+                "an unfinished write (the process stopped while writing it)",
+            );
+            continue;
+        }
+        if is_profile_name(&name) || name.ends_with(".json") {
+            files.push(Entry {
+                pid: pid_of(&name),
+                path: entry.path(),
+                name,
+            });
+        }
+    }
     if files.is_empty() {
         bail!(
             "{}: no heap profiles (*.pb.gz) or snapshots (*.json)",
             dir.display()
         );
     }
-    let mut per_pid: BTreeMap<u32, usize> = BTreeMap::new();
-    for (name, _) in &files {
-        if let Some(pid) = pid_of(name) {
-            *per_pid.entry(pid).or_default() += 1;
-        }
-    }
-    if per_pid.len() > 1 {
-        let (&pid, _) = per_pid.iter().max_by_key(|(_, &n)| n).expect("not empty");
-        eprintln!(
-            "leakscope: {} holds files of {} processes; reading pid {pid}",
-            dir.display(),
-            per_pid.len()
-        );
-        files.retain(|(name, _)| pid_of(name).is_none_or(|p| p == pid));
-    }
-    files.sort_by_cached_key(|(name, _)| natural_key(name));
+    select_process(dir, &mut files, pid)?;
+    files.sort_by_cached_key(|e| natural_key(&e.name));
     let mut profiles = Vec::new();
     let mut snapshots = Vec::new();
-    for (name, path) in &files {
-        if is_profile_name(name) {
-            profiles.push(load_profile(path)?);
+    let mut memory = Vec::new();
+    for e in &files {
+        let loaded = if is_profile_name(&e.name) {
+            load_profile(&e.path).map(|p| profiles.push(p))
+        } else if is_memory_name(&e.name) {
+            load_memory(&e.path).map(|m| memory.push(m))
         } else {
-            snapshots.push(load_snapshot(path)?);
+            load_snapshot(&e.path).map(|s| snapshots.push(s))
+        };
+        if let Err(err) = loaded {
+            warn_skipped(&e.path, &reason(&err, &e.path));
         }
+    }
+    if profiles.is_empty() && snapshots.is_empty() {
+        bail!(
+            "{}: none of its {} profile and snapshot files could be read",
+            dir.display(),
+            files.len()
+        );
     }
     // The times inside decide; saved files without one keep their names'
     // order (heap.2 before heap.10).
     profiles.sort_by_key(|p| p.time_nanos);
     snapshots.sort_by_key(|s| s.time_unix_ms);
+    memory.sort_by_key(|m| m.time_unix_ms);
     Ok(Run {
         profiles,
         snapshots,
+        memory,
     })
+}
+
+fn warn_skipped(path: &Path, why: &str) {
+    eprintln!("leakscope: skipping {}: {why}", path.display());
+}
+
+/// An error's one line without the path it starts with (the warning names
+/// the file already).
+fn reason(err: &anyhow::Error, path: &Path) -> String {
+    let line = format!("{err:#}");
+    let shown = path.display().to_string();
+    line.strip_prefix(&shown)
+        .map(|rest| rest.trim_start_matches(':').trim_start().to_string())
+        .unwrap_or(line)
+}
+
+/// Keeps the files of one process: the one `pid` names, or the only one.
+fn select_process(dir: &Path, files: &mut Vec<Entry>, pid: Option<u32>) -> Result<()> {
+    let mut per_pid: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    for e in files.iter() {
+        if let Some(p) = e.pid {
+            let counts = per_pid.entry(p).or_default();
+            if is_profile_name(&e.name) {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+    }
+    match pid {
+        Some(p) => {
+            if !per_pid.contains_key(&p) {
+                bail!(
+                    "{}: no files of pid {p}; it holds {}",
+                    dir.display(),
+                    list_processes(files, &per_pid)
+                );
+            }
+            files.retain(|e| e.pid == Some(p));
+        }
+        None if per_pid.len() > 1 => bail!(
+            "{} holds files of {} processes; choose one with --pid: {}",
+            dir.display(),
+            per_pid.len(),
+            list_processes(files, &per_pid)
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+/// "1234 (/usr/bin/sleep: 12 profiles), 1240 (my-service: 3 profiles, 3
+/// snapshots)": each process with the program its profiles name.
+fn list_processes(files: &[Entry], per_pid: &BTreeMap<u32, (usize, usize)>) -> String {
+    if per_pid.is_empty() {
+        return "only files saved by hand (no pid in their names)".to_string();
+    }
+    let mut out = String::new();
+    for (i, (&pid, &(profiles, snapshots))) in per_pid.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let program = files
+            .iter()
+            .filter(|e| e.pid == Some(pid) && is_profile_name(&e.name))
+            .find_map(|e| program_of(&e.path));
+        let _ = write!(out, "{pid} (");
+        if let Some(program) = program {
+            let _ = write!(out, "{program}: ");
+        }
+        let _ = write!(out, "{profiles} profiles");
+        if snapshots > 0 {
+            let _ = write!(out, ", {snapshots} snapshots");
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// The main program a profile names (its first mapping's file).
+fn program_of(path: &Path) -> Option<String> {
+    let bytes = read_regular_file(path, MAX_PROFILE_FILE).ok()?;
+    let profile = leakscope_profile::codec::decode_with(&bytes, &Limits::default()).ok()?;
+    let mapping = profile.mapping.first()?;
+    let name = profile.string_table.get(mapping.filename as usize)?;
+    (!name.is_empty()).then(|| name.clone())
 }
 
 /// A sort key that orders the numbers inside names by value.
@@ -130,12 +337,24 @@ fn natural_key(name: &str) -> Vec<(String, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::natural_key;
+    use super::{natural_key, pid_of};
 
     #[test]
     fn numbers_in_names_sort_by_value() {
         let mut names = ["heap.10.pb.gz", "heap.2.pb.gz", "heap.1.pb.gz"];
         names.sort_by_key(|n| natural_key(n));
         assert_eq!(names, ["heap.1.pb.gz", "heap.2.pb.gz", "heap.10.pb.gz"]);
+    }
+
+    #[test]
+    fn pids_come_from_periodic_and_exit_names() {
+        assert_eq!(pid_of("heap-123-0004.pb.gz"), Some(123));
+        assert_eq!(pid_of("snapshot-123-0004.json"), Some(123));
+        assert_eq!(pid_of("heap-77.pb.gz"), Some(77));
+        assert_eq!(pid_of("snapshot-77.json"), Some(77));
+        assert_eq!(pid_of("memory-77-0003.json"), Some(77));
+        assert_eq!(pid_of("heap.3.pb.gz"), None);
+        assert_eq!(pid_of("heap-abc.pb.gz"), None);
+        assert_eq!(pid_of("heap-.pb.gz"), None);
     }
 }

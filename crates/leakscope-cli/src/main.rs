@@ -45,10 +45,18 @@ enum Command {
     /// Check an unmodified program (Rust, C, C++) through LD_PRELOAD: profiles, leak summary.
     Run(commands::run::Args),
     /// Run the lab (a tonic service and client) in a leak scenario and self-check it.
+    #[cfg(feature = "lab")]
     Lab(commands::lab::Args),
     /// (internal) the lab process itself.
+    #[cfg(feature = "lab")]
     #[command(hide = true)]
     LabRun(commands::lab::RunArgs),
+    /// Run the lab (not built into this leakscope: see --help of the install).
+    #[cfg(not(feature = "lab"))]
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// (internal) the workload the demo profiles.
     #[command(hide = true)]
     DemoWorkload(commands::demo::WorkloadArgs),
@@ -92,8 +100,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "lab")]
         Command::Lab(args) => commands::lab::run(args),
+        #[cfg(feature = "lab")]
         Command::LabRun(args) => commands::lab::run_child(args),
+        #[cfg(not(feature = "lab"))]
+        Command::Lab { .. } => Err(anyhow::anyhow!(
+            "this leakscope was built without the lab (feature `lab`); build it with the default features: cargo install --path crates/leakscope-cli"
+        )),
         Command::DemoWorkload(args) => commands::demo::workload(args),
     };
     match result {

@@ -2,6 +2,8 @@
 //! under leakscope, and the self-check names it from the evidence alone (the
 //! scenario name never reaches the analysis).
 
+#![cfg(feature = "lab")]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -51,10 +53,6 @@ impl Drop for LabDir {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.0).ok();
     }
-}
-
-fn self_check(scenario: &str) -> Value {
-    run_lab(scenario, "full").0
 }
 
 /// `leakscope ARGS...`, which must succeed; its stdout.
@@ -116,18 +114,12 @@ fn chromium_dom(page: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The top finding, checked to name `scenario`, with its chain and stack
-/// joined for assertions.
-fn top_finding(scenario: &str) -> (Value, String, String) {
-    top_finding_of(scenario, &self_check(scenario))
-}
-
 fn top_finding_of(scenario: &str, json: &Value) -> (Value, String, String) {
     assert_eq!(json["verdict"], "leak", "{scenario}: {json:#}");
     let top = json["findings"][0].clone();
     assert_eq!(top["scenario"], scenario, "{json:#}");
     let confidence = top["confidence"].as_f64().unwrap();
-    assert!((0.5..=1.0).contains(&confidence), "{top:#}");
+    assert!((0.3..=1.0).contains(&confidence), "{top:#}");
     assert!(!top["fix"].as_str().unwrap().is_empty());
     let join = |v: &Value| {
         v.as_array()
@@ -155,86 +147,175 @@ fn check_request_field_held(top: &Value, chain: &str, stack: &str) {
     );
 }
 
+/// Runs `scenario` in full and in sampled mode; both must name it first
+/// (sampled mode from growing stacks, so with less confidence; its heap
+/// walk then names the holder of the sampled blocks), and `report`
+/// and `trend` must agree on whether live memory grows. Returns the top
+/// findings (full, sampled) with their chains and stacks joined.
+fn both_modes(scenario: &str) -> [(Value, String, String); 2] {
+    ["full", "sampled"].map(|mode| {
+        let (json, dir) = run_lab(scenario, mode);
+        let trend = trend_of(&dir.0);
+        assert_eq!(
+            json["growth"]["state"], trend["total"]["state"],
+            "{scenario} ({mode}): report and trend disagree: {json:#} {trend:#}"
+        );
+        let top = top_finding_of(scenario, &json);
+        if mode == "sampled" {
+            assert!(top.0["confidence"].as_f64().unwrap() <= 0.6, "{:#}", top.0);
+        }
+        top
+    })
+}
+
 #[test]
 fn response_field_held() {
-    let (top, chain, stack) = top_finding("response-field-held");
-    assert!(chain.contains("REPLY_HISTORY"), "{top:#}");
+    let [(top, chain, stack), (_, sampled_chain, sampled)] = both_modes("response-field-held");
+    // Sampled mode: the holder from a walk of glibc's heap.
+    for c in [&chain, &sampled_chain] {
+        assert!(c.contains("REPLY_HISTORY"), "{top:#} {c}");
+    }
     assert!(
         stack.contains("leakscope_lab::server::handle_echo"),
         "{stack}"
+    );
+    assert!(
+        sampled.contains("leakscope_lab::server::handle_echo"),
+        "{sampled}"
     );
 }
 
 #[test]
 fn idle_connections() {
-    let (top, _, _) = top_finding("idle-connections");
-    let evidence = top["evidence"][0].as_str().unwrap();
-    let live: u64 = evidence.split_whitespace().next().unwrap().parse().unwrap();
-    assert!(live >= 20, "{evidence}");
+    let [(top, _, _), (sampled, _, _)] = both_modes("idle-connections");
+    for t in [&top, &sampled] {
+        let evidence = t["evidence"][0].as_str().unwrap();
+        let live: u64 = evidence.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(live >= 20, "{evidence}");
+    }
 }
 
 #[test]
 fn oversized_request() {
-    let (top, chain, _) = top_finding("oversized-request");
+    let [(top, chain, _), (sampled, _, stack)] = both_modes("oversized-request");
     assert!(
         chain.starts_with("static leakscope_lab::components::buffer_pool::POOL"),
         "{top:#}"
     );
+    assert!(stack.contains("BufferPool::take"), "{sampled:#}");
 }
 
 #[test]
 fn cross_connection_retention() {
-    let (top, chain, _) = top_finding("cross-connection-retention");
+    let [(top, chain, _), (_, _, stack)] = both_modes("cross-connection-retention");
     assert!(chain.contains("connection_scratch::SCRATCH"), "{top:#}");
+    assert!(stack.contains("connection_scratch::stage"), "{stack}");
 }
 
 #[test]
 fn client_per_call() {
-    let (top, chain, stack) = top_finding("client-per-call");
+    let [(top, chain, stack), (_, _, sampled)] = both_modes("client-per-call");
     assert!(chain.contains("CLIENT_REGISTRY"), "{top:#}");
-    assert!(stack.contains("LabClient::connect"), "{stack}");
+    assert!(stack.contains("LabClient"), "{stack}");
+    assert!(sampled.contains("LabClient"), "{sampled}");
 }
 
 #[test]
 fn response_field_held_client() {
-    let (top, chain, stack) = top_finding("response-field-held-client");
+    let [(top, chain, stack), (_, _, sampled)] = both_modes("response-field-held-client");
     assert!(
         chain.starts_with("static leakscope_lab::client::REPLY_CACHE"),
         "{top:#}"
     );
-    assert!(
-        stack.contains("tonic::client"),
-        "buffers come from the client's receive path: {stack}"
-    );
+    for s in [&stack, &sampled] {
+        assert!(
+            s.contains("tonic::client"),
+            "buffers come from the client's receive path: {s}"
+        );
+    }
 }
 
 #[test]
 fn json_borrowed_strings() {
-    let (top, chain, _) = top_finding("json-borrowed-strings");
+    let [(top, chain, _), (_, _, sampled)] = both_modes("json-borrowed-strings");
     assert!(
         chain.starts_with("static leakscope_lab::components::profile_cache::PROFILE_CACHE"),
         "{top:#}"
     );
+    assert!(sampled.contains("tonic::codec::decode"), "{sampled}");
 }
 
 #[test]
-fn steady_state_is_not_a_leak() {
-    let (json, dir) = run_lab("steady-state", "full");
-    assert_eq!(json["verdict"], "no_leak", "{json:#}");
-    assert_eq!(
-        json["findings"].as_array().map(Vec::len),
-        Some(0),
-        "{json:#}"
+fn task_leak() {
+    let [(top, chain, _), (sampled, _, _)] = both_modes("task-leak");
+    for t in [&top, &sampled] {
+        assert!(
+            t["evidence"]
+                .to_string()
+                .contains("spawned at leakscope_lab::components::pending_tasks::audit_on_shutdown"),
+            "the spawn site is named: {t:#}"
+        );
+    }
+    assert!(
+        chain.contains("Cell<T,S>::new"),
+        "held through task cells: {top:#}"
     );
-    let trend = trend_of(&dir.0);
-    assert_ne!(trend["total"]["state"], "growing", "{trend:#}");
-    let growing: Vec<&Value> = trend["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["state"] == "growing")
-        .collect();
-    assert!(growing.is_empty(), "{growing:#?}");
+}
+
+#[test]
+fn unbounded_channel() {
+    let [(top, chain, _), (sampled, _, _)] = both_modes("unbounded-channel");
+    for t in [&top, &sampled] {
+        assert!(
+            t["evidence"]
+                .to_string()
+                .contains("sent from leakscope_lab::components::audit_log::record"),
+            "the sender is named: {t:#}"
+        );
+    }
+    assert!(
+        chain.starts_with("static leakscope_lab::components::audit_log::SENDER"),
+        "the channel's holder: {top:#}"
+    );
+}
+
+#[test]
+fn cache_without_bound() {
+    let [(top, chain, stack), (_, sampled_chain, sampled)] = both_modes("cache-without-bound");
+    for c in [&chain, &sampled_chain] {
+        assert!(
+            c.starts_with("static leakscope_lab::components::session_cache::SESSIONS"),
+            "the collection's owner: {top:#} {c}"
+        );
+    }
+    for s in [&stack, &sampled] {
+        assert!(s.contains("SessionCache::touch"), "{s}");
+    }
+}
+
+/// A correct service, whose bounded session cache fills and levels off: no
+/// finding in either mode, and nothing grows.
+#[test]
+fn steady_state_is_not_a_leak() {
+    for mode in ["full", "sampled"] {
+        let (json, dir) = run_lab("steady-state", mode);
+        assert_eq!(json["verdict"], "no_leak", "{mode}: {json:#}");
+        assert_eq!(
+            json["findings"].as_array().map(Vec::len),
+            Some(0),
+            "{mode}: {json:#}"
+        );
+        let trend = trend_of(&dir.0);
+        assert_eq!(json["growth"]["state"], trend["total"]["state"]);
+        assert_ne!(trend["total"]["state"], "growing", "{mode}: {trend:#}");
+        let growing: Vec<&Value> = trend["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "growing")
+            .collect();
+        assert!(growing.is_empty(), "{mode}: {growing:#?}");
+    }
 }
 
 /// The self-check names the scenario; the trend names the static that
@@ -248,6 +329,7 @@ fn request_field_held() {
 
     let trend = trend_of(&dir.0);
     assert_eq!(trend["total"]["state"], "growing", "{trend:#}");
+    assert_eq!(json["growth"]["state"], trend["total"]["state"]);
     let first = &trend["series"][0];
     assert_eq!(first["state"], "growing", "{trend:#}");
     assert_eq!(first["kind"], "holder", "{trend:#}");
@@ -293,19 +375,26 @@ fn request_field_held() {
     assert!(dom.contains("REQUEST_CACHE"), "{dom}");
 }
 
-/// Sampled mode writes no snapshots: the self-check names the scenario from
-/// the growing decode-path stack alone, with a lower confidence.
+/// Sampled mode tracks only samples, so its snapshots walk glibc's heap
+/// instead of the live table: the self-check still names the static that
+/// holds the slices.
 #[test]
 fn request_field_held_in_sampled_mode() {
     let (json, dir) = run_lab("request-field-held", "sampled");
     let (top, _, stack) = top_finding_of("request-field-held", &json);
-    assert!(top["confidence"].as_f64().unwrap() < 0.6, "{top:#}");
     assert!(stack.contains("tonic::codec::decode"), "{stack}");
+    assert_eq!(json["growth"]["state"], trend_of(&dir.0)["total"]["state"]);
+    assert!(
+        top["chain"][0]
+            .as_str()
+            .is_some_and(|c| c.contains("REQUEST_CACHE")),
+        "{top:#}"
+    );
     assert!(
         std::fs::read_dir(&dir.0)
             .unwrap()
             .flatten()
-            .all(|e| !e.file_name().to_string_lossy().starts_with("snapshot-")),
-        "sampled mode takes no snapshots"
+            .any(|e| e.file_name().to_string_lossy().starts_with("snapshot-")),
+        "sampled mode takes snapshots by walking the heap"
     );
 }

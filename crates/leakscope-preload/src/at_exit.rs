@@ -8,6 +8,8 @@ use std::ffi::CStr;
 
 /// Runs once, right after the profiler is initialised.
 pub(crate) fn on_init() {
+    // Mode switches and snapshot children reach the hooks' own countdown.
+    leakscope::frontend::set_external_countdown(crate::countdown::countdown_ptr);
     // Every frame in this library is the allocator's own: trimmed by
     // address, so its (large) debug information is never read.
     leakscope::frontend::mark_own_code(crate::hooks::malloc as *const () as usize);

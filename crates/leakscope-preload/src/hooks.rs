@@ -1,23 +1,26 @@
 //! The exported C allocation functions. Each asks the collection core what
 //! to do with the block (untracked, exact, sampled), calls glibc, and records
 //! or forgets the block; the fast path of `malloc` is one thread-local
-//! subtraction, that of `free` a test of the address's low bits and of the
+//! subtraction, that of `free` a range test of the address and a test of the
 //! block's size in glibc's chunk header.
 //!
-//! Sampled blocks under 64 KiB are allocated 256-byte aligned, so `free`
-//! (which is not told the size) rules out most other small blocks by their
-//! address. Larger blocks keep glibc's layout (calloc's lazily zeroed pages
-//! stay untouched, no alignment waste) and `free` recognises them as
-//! candidates by the size glibc wrote before them.
+//! Sampled blocks under 64 KiB come from the collection core's sample heap
+//! (leakscope's own address range), so `free` (which is not told the size)
+//! knows them by address. Larger sampled blocks are glibc's (calloc's lazily
+//! zeroed pages stay untouched) and `free` recognises them as candidates by
+//! the size glibc wrote before them.
 
 use std::ffi::{c_int, c_void};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use leakscope::frontend::{
-    count_down, may_be_tracked, plan_alloc, plan_slow, record_alloc, restore_after_failed_realloc,
-    untrack, HeapKind, Plan, Settings, ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
+    alloc_sampled, free_sampled, in_checked_range, in_sample_heap, may_be_tracked, plan_slow_on,
+    record_alloc, restore_after_failed_realloc, sample_heap_usable_size, sampled_from_heap,
+    untrack, AllocSlowPath, HeapKind, Plan, Settings, ALWAYS_CHECKED_SIZE,
 };
+
+use crate::countdown::{count_down, countdown_cell};
 
 use crate::libc_direct::{
     __libc_calloc, __libc_free, __libc_malloc, __libc_memalign, __libc_realloc, MALLOC_ALIGN,
@@ -35,15 +38,23 @@ static SETTINGS: Settings = Settings::new()
 ///
 /// # Safety
 /// Calls into glibc; `align` must be a power of two.
-unsafe fn allocate(size: usize, align: usize, zeroed: bool, plan: Plan) -> *mut c_void {
+unsafe fn allocate(size: usize, align: usize, zeroed: bool, mut plan: Plan) -> *mut c_void {
+    if plan == Plan::Sampled && sampled_from_heap(size) {
+        // Small sampled blocks come from the sample heap: that is how `free`
+        // (which has no size) tells them from the rest.
+        let p = alloc_sampled(size, align.max(MALLOC_ALIGN));
+        if !p.is_null() {
+            if zeroed {
+                // SAFETY: the block has at least `size` writable bytes.
+                unsafe { std::ptr::write_bytes(p, 0, size) };
+            }
+            return p.cast();
+        }
+        plan = Plan::Untracked;
+    }
     // SAFETY: plain calls into glibc; a block of `size` bytes is writable.
     unsafe {
         let p = match plan {
-            // Small sampled blocks are 256-aligned: that is how `free` (which
-            // has no size) tells candidates from the rest.
-            Plan::Sampled if needs_sample_alignment(size) => {
-                __libc_memalign(align.max(SAMPLED_ALIGN), size)
-            }
             _ if align > MALLOC_ALIGN => __libc_memalign(align, size),
             _ if zeroed => return record(__libc_calloc(1, size), size, plan),
             _ => __libc_malloc(size),
@@ -55,15 +66,8 @@ unsafe fn allocate(size: usize, align: usize, zeroed: bool, plan: Plan) -> *mut 
     }
 }
 
-/// Whether a sampled block of `size` bytes must be 256-aligned for `free`
-/// to find it; larger blocks are found by their chunk size.
-fn needs_sample_alignment(size: usize) -> bool {
-    size < ALWAYS_CHECKED_SIZE
-}
-
-/// Records a fresh block. A block the tables could not take stays
-/// untracked: glibc frees it whatever its alignment, and `free` finding no
-/// record for it is the ordinary case.
+/// Records a fresh glibc block. A block the tables could not take stays
+/// untracked: `free` finding no record for it is the ordinary case.
 fn record(p: *mut c_void, size: usize, plan: Plan) -> *mut c_void {
     if !p.is_null() && plan != Plan::Untracked {
         record_alloc(p.cast(), size, plan);
@@ -99,28 +103,78 @@ unsafe fn chunk_size(p: *mut c_void) -> usize {
     unsafe { chunk_header(p) }.map_or(usize::MAX, |h| h & !7)
 }
 
-/// Forgets a block about to go back to glibc (or be reallocated).
+/// Must the free of `p` look further? Blocks of the sample heap, and in
+/// full mode every block, are in the checked range; outside it, glibc's
+/// chunk header (which its free reads next anyway) tells large blocks.
+///
+/// # Safety
+/// `p` is a live block from this allocator.
+#[inline(always)]
+unsafe fn needs_check(p: *mut c_void) -> bool {
+    // SAFETY: outside the checked range, `p` is a glibc block.
+    in_checked_range(p.cast()) || unsafe { chunk_size(p) } >= ALWAYS_CHECKED_SIZE
+}
+
+/// Forgets a glibc block about to go back to glibc (or be reallocated).
 ///
 /// # Safety
 /// `p` is a live block from glibc's allocator.
 unsafe fn forget(p: *mut c_void) -> Option<leakscope::frontend::TrackedBlock> {
-    // The address rules out most small blocks; the header (which glibc's
-    // free reads next anyway) is read only for the rest.
-    let candidate = may_be_tracked(p.cast(), 0)
-        // SAFETY: as the caller promises.
-        || (unsafe { chunk_size(p) } >= ALWAYS_CHECKED_SIZE
-            && may_be_tracked(p.cast(), ALWAYS_CHECKED_SIZE));
-    if candidate {
+    // SAFETY: as the caller promises.
+    if unsafe { needs_check(p) } && may_be_tracked(p.cast()) {
         untrack(p.cast())
     } else {
         None
     }
 }
 
+/// `free` of a block that needs a closer look.
+///
+/// # Safety
+/// `p` is a live block from this allocator.
+#[cold]
+#[inline(never)]
+unsafe fn free_checked(p: *mut c_void) {
+    if in_sample_heap(p.cast()) {
+        // SAFETY: a live block of the sample heap, freed once.
+        return unsafe { free_sampled(p.cast()) };
+    }
+    if may_be_tracked(p.cast()) {
+        untrack(p.cast());
+    }
+    // SAFETY: a glibc block, forgotten first.
+    unsafe { __libc_free(p) }
+}
+
+/// The plan for an allocation of `size` bytes whose countdown ran out
+/// (`count_down` returned false), if `slow` could be entered; otherwise a
+/// signal handler interrupted this thread's slow path (or the profiler
+/// itself allocates) and the allocation takes the plain path, untracked.
+fn plan_for(size: usize, slow: &Option<AllocSlowPath>) -> Plan {
+    if slow.is_some() {
+        plan_slow_on(size, &SETTINGS, countdown_cell())
+    } else {
+        Plan::Untracked
+    }
+}
+
+/// The plan for an allocation of `size` bytes, with the slow path's mark
+/// held (by the returned guard) if it is taken. Always inlined: the mark
+/// records the caller's frame, where captured stacks start.
+#[inline(always)]
+fn plan_alloc(size: usize) -> (Plan, Option<AllocSlowPath>) {
+    if count_down(size) {
+        return (Plan::Untracked, None);
+    }
+    let slow = AllocSlowPath::enter();
+    (plan_for(size, &slow), slow)
+}
+
 #[cold]
 #[inline(never)]
 unsafe fn malloc_slow(size: usize, zeroed: bool) -> *mut c_void {
-    let plan = plan_slow(size, &SETTINGS);
+    let slow = AllocSlowPath::enter();
+    let plan = plan_for(size, &slow);
     // SAFETY: forwarded to glibc with a valid alignment.
     unsafe { allocate(size, MALLOC_ALIGN, zeroed, plan) }
 }
@@ -162,10 +216,15 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
-    // SAFETY: `ptr` is a live glibc block (every block we hand out is one).
+    // SAFETY: `ptr` is a live block from this allocator; outside the
+    // checked range and below the checked size it is an untracked glibc
+    // block.
     unsafe {
-        forget(ptr);
-        __libc_free(ptr)
+        if needs_check(ptr) {
+            free_checked(ptr)
+        } else {
+            __libc_free(ptr)
+        }
     }
 }
 
@@ -187,30 +246,37 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: realloc(NULL, n) is malloc(n).
         return unsafe { malloc(size) };
     }
-    // SAFETY: `ptr` is a live glibc block.
-    let old = unsafe { forget(ptr) };
-    let mut plan = plan_alloc(size, &SETTINGS);
-    if plan == Plan::Sampled && needs_sample_alignment(size) {
-        // SAFETY: `ptr` is a live glibc block.
+    let in_heap = in_sample_heap(ptr.cast());
+    if in_heap && size == 0 {
+        // glibc's realloc(p, 0) frees and returns null.
+        // SAFETY: a live block of the sample heap, freed once.
+        unsafe { free_sampled(ptr.cast()) };
+        return null_mut();
+    }
+    let (mut plan, _slow) = plan_alloc(size);
+    if in_heap || (plan == Plan::Sampled && sampled_from_heap(size)) {
+        // One side lives in the sample heap: move by hand.
+        // SAFETY: `ptr` is a live block from this allocator.
         let readable = unsafe { usable_size(ptr) };
         if readable > 0 {
-            // The new block must be 256-aligned: move by hand.
-            // SAFETY: `ptr` is a live glibc block of `readable` bytes.
+            // SAFETY: `ptr` has `readable` bytes; the new block `size`; the
+            // old block is freed (and forgotten) only once the copy is made.
             unsafe {
                 let q = allocate(size, MALLOC_ALIGN, false, plan);
                 if q.is_null() {
-                    restore_after_failed_realloc(ptr.cast(), old);
                     return q;
                 }
                 std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), q.cast::<u8>(), readable.min(size));
-                __libc_free(ptr);
+                free(ptr);
                 return q;
             }
         }
-        // Its size cannot be known (a tagged pointer before glibc's function
-        // was found): no sample rather than a short copy.
+        // A glibc block whose size cannot be known (a tagged pointer before
+        // glibc's function was found): no sample rather than a short copy.
         plan = Plan::Untracked;
     }
+    // SAFETY: `ptr` is a live glibc block.
+    let old = unsafe { forget(ptr) };
     // SAFETY: `ptr` is a glibc block (glibc's realloc also takes memalign'd
     // ones; the result need only be malloc-aligned).
     let q = unsafe { __libc_realloc(ptr, size) };
@@ -243,7 +309,7 @@ pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, count: usize, size: usiz
 /// # Safety
 /// `align` must be a power of two.
 unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
-    let plan = plan_alloc(size, &SETTINGS);
+    let (plan, _slow) = plan_alloc(size);
     // SAFETY: forwarded with a power-of-two alignment.
     unsafe { allocate(size, align, false, plan) }
 }
@@ -353,13 +419,17 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     unsafe { usable_size(ptr) }
 }
 
-/// How many bytes of a block can be read and written: glibc's function,
-/// or, before the constructor found it, glibc's rule (the chunk's size less
-/// its header: 16 bytes for an mmapped chunk, else 8).
+/// How many bytes of a block can be read and written: its size class for a
+/// block of the sample heap, else glibc's function, or, before the
+/// constructor found it, glibc's rule (the chunk's size less its header: 16
+/// bytes for an mmapped chunk, else 8).
 ///
 /// # Safety
-/// `ptr` is a live glibc block.
+/// `ptr` is a live block from this allocator.
 unsafe fn usable_size(ptr: *mut c_void) -> usize {
+    if in_sample_heap(ptr.cast()) {
+        return sample_heap_usable_size(ptr.cast());
+    }
     let f = GLIBC_USABLE_SIZE.load(Ordering::Acquire);
     if f != 0 {
         // SAFETY: `f` is glibc's malloc_usable_size, whose C signature this

@@ -8,12 +8,12 @@
 //! ```
 //! (`leakscope run -- ./program` sets this up.)
 //!
-//! Every block comes from glibc's own entry points (`__libc_malloc`,
-//! `__libc_memalign`, ...), called directly: no `dlsym` bootstrap, and every
-//! block handed out is a genuine glibc chunk, so `malloc_usable_size` simply
-//! forwards to glibc's. Small sampled blocks are allocated 256-byte aligned,
-//! so `free` of most other small blocks returns after one test of the
-//! address's low bits.
+//! Blocks come from glibc's own entry points (`__libc_malloc`,
+//! `__libc_memalign`, ...), called directly: no `dlsym` bootstrap. The
+//! exception is sampled blocks under 64 KiB, which come from the collection
+//! core's sample heap (leakscope's own address range), so that `free` tells
+//! them from the rest by address; `malloc_usable_size` answers for them and
+//! forwards every other block to glibc's.
 //!
 //! The library's own Rust allocations (symbolising, building profiles,
 //! snapshots) go straight to glibc through [`LibcDirect`], so they never come
@@ -21,6 +21,7 @@
 //! an `extern "C"` function aborts.
 
 mod at_exit;
+mod countdown;
 mod hooks;
 mod libc_direct;
 

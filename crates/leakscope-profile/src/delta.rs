@@ -50,7 +50,10 @@ pub fn delta_profile(base: &StackView, new: &StackView) -> pb::Profile {
     let mut order: Vec<StackKey> = Vec::new();
     let mut add =
         |key: (Vec<Frame>, Vec<(String, String)>), values: Vec<i64>| match totals.get_mut(&key) {
-            Some(v) => v.iter_mut().zip(values).for_each(|(a, b)| *a += b),
+            Some(v) => v
+                .iter_mut()
+                .zip(values)
+                .for_each(|(a, b)| *a = a.saturating_add(b)),
             None => {
                 order.push(key.clone());
                 totals.insert(key, values);

@@ -17,7 +17,7 @@ pub struct DiffRow {
 
 impl DiffRow {
     pub fn delta(&self) -> i64 {
-        self.new - self.base
+        self.new.saturating_sub(self.base)
     }
 }
 
@@ -25,7 +25,8 @@ fn by_stack(view: &StackView, index: usize) -> HashMap<Vec<String>, i64> {
     let mut out: HashMap<Vec<String>, i64> = HashMap::new();
     for sample in &view.samples {
         let stack = view.function_names(sample).map(str::to_owned).collect();
-        *out.entry(stack).or_default() += sample.values[index];
+        let v = out.entry(stack).or_default();
+        *v = v.saturating_add(sample.values[index]);
     }
     out
 }
@@ -65,14 +66,22 @@ pub fn diff(
 /// (leaf first, at most `depth` frames).
 pub fn render_diff(rows: &[DiffRow], unit: &str, limit: usize, depth: usize) -> String {
     let mut out = String::new();
-    let growth: i64 = rows.iter().map(DiffRow::delta).filter(|d| *d > 0).sum();
-    let shrink: i64 = rows.iter().map(DiffRow::delta).filter(|d| *d < 0).sum();
+    let growth = rows
+        .iter()
+        .map(DiffRow::delta)
+        .filter(|d| *d > 0)
+        .fold(0i64, i64::saturating_add);
+    let shrink = rows
+        .iter()
+        .map(DiffRow::delta)
+        .filter(|d| *d < 0)
+        .fold(0i64, i64::saturating_add);
     let _ = writeln!(
         out,
         "Grew by {} over {} stacks; shrank by {}",
         format_value(growth, unit),
         rows.iter().filter(|r| r.delta() > 0).count(),
-        format_value(-shrink, unit)
+        format_value(shrink.saturating_neg(), unit)
     );
     let _ = writeln!(
         out,

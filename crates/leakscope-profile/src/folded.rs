@@ -8,24 +8,46 @@ use crate::view::StackView;
 /// One line per distinct stack with a non-zero value, root first. Frame names
 /// have `;` replaced, since it separates frames.
 pub fn folded(view: &StackView, index: usize) -> Vec<String> {
+    folded_within(view, index, usize::MAX).unwrap_or_default()
+}
+
+/// [`folded`], giving up (with the size it would reach) as soon as the lines
+/// would hold more than `max_bytes`: a profile of a few kilobytes can name
+/// long functions in deep stacks, and its folded text grows with depth
+/// times name length.
+pub fn folded_within(
+    view: &StackView,
+    index: usize,
+    max_bytes: usize,
+) -> Result<Vec<String>, usize> {
     let mut stacks: BTreeMap<String, i64> = BTreeMap::new();
+    let mut size = 0usize;
     for sample in &view.samples {
         let value = sample.values[index];
         if value == 0 {
             continue;
+        }
+        let line: usize = view
+            .function_names(sample)
+            .map(|n| n.len() + 1)
+            .fold(24, usize::saturating_add);
+        size = size.saturating_add(line);
+        if size > max_bytes {
+            return Err(size);
         }
         let mut names: Vec<String> = view
             .function_names(sample)
             .map(|n| n.replace(';', ":"))
             .collect();
         names.reverse();
-        *stacks.entry(names.join(";")).or_default() += value;
+        let total = stacks.entry(names.join(";")).or_default();
+        *total = total.saturating_add(value);
     }
-    stacks
+    Ok(stacks
         .into_iter()
         .filter(|(_, v)| *v > 0)
         .map(|(stack, v)| format!("{stack} {v}"))
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -44,6 +66,10 @@ mod tests {
         b.add_sample(&[la, lm], &[3], &[]);
         b.add_sample(&[la2, lm], &[4], &[]);
         b.add_sample(&[lm], &[0], &[]);
-        assert_eq!(folded(&StackView::new(&b.build()), 0), ["main;alloc:x 7"]);
+        let view = StackView::new(&b.build());
+        assert_eq!(folded(&view, 0), ["main;alloc:x 7"]);
+        // Two samples of two frames: 2 * (24 + 5 + 8) bytes counted.
+        assert_eq!(folded_within(&view, 0, 73), Err(74));
+        assert!(folded_within(&view, 0, 74).is_ok());
     }
 }

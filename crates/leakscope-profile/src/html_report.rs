@@ -100,6 +100,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
     live_chart(&mut out, input);
     growing(&mut out, input.trend);
     holders(&mut out, input.snapshots);
+    pinned(&mut out, input.snapshots);
     flame(&mut out, input.profiles);
     out.push_str("</body></html>\n");
     out
@@ -278,6 +279,46 @@ fn holders(out: &mut String, snapshots: &[SnapshotReport]) {
     let _ = writeln!(out, "</table></section>");
 }
 
+/// Buffers pinned by small slices in the snapshot with the most live
+/// memory, with the field of each buffer its slice is.
+fn pinned(out: &mut String, snapshots: &[SnapshotReport]) {
+    let Some(last) = snapshots.iter().max_by_key(|s| s.totals.live.bytes) else {
+        return;
+    };
+    if last.pinned.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<section id=\"pinned\"><h2>Buffers pinned by small slices</h2>\
+         <table><tr><th>buffers</th><th>bytes</th><th>slices</th><th>field the slices are</th>\
+         <th>held in</th></tr>"
+    );
+    for p in last.pinned.iter().take(10) {
+        let fields: Vec<String> = p
+            .fields
+            .iter()
+            .take(3)
+            .map(|f| format!("{} ({} buffers)", esc(&f.describe()), f.buffers))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"name field\">{}</td><td class=\"name\">{}</td></tr>",
+            p.buffers.blocks,
+            bytes(p.buffers.bytes as f64),
+            bytes(p.slice_bytes as f64),
+            if fields.is_empty() {
+                "not attributed".to_string()
+            } else {
+                fields.join("<br>")
+            },
+            esc(&p.holder.label())
+        );
+    }
+    let _ = writeln!(out, "</table></section>");
+}
+
 /// The flame graph of the profile with the most live memory among the last
 /// two (the last one may be taken after the load stopped), in an iframe so
 /// that its script and styles stay apart from the page's.
@@ -290,9 +331,17 @@ fn flame(out: &mut String, profiles: &[StackView]) {
     let Some((view, index, _)) = chosen.max_by_key(|c| c.2) else {
         return;
     };
-    let Ok(svg) = flame_graph_svg(view, index, "inuse_space: where live memory was allocated")
-    else {
-        return;
+    let svg = match flame_graph_svg(view, index, "inuse_space: where live memory was allocated") {
+        Ok(svg) => svg,
+        Err(e @ crate::flame::FlameError::TooLarge(_)) => {
+            let _ = writeln!(
+                out,
+                "<section id=\"flame\"><h2>Where live memory was allocated</h2><p>{}</p></section>",
+                esc(&e.to_string())
+            );
+            return;
+        }
+        Err(_) => return,
     };
     let svg = String::from_utf8_lossy(&svg);
     // The iframe's document is HTML: drop the XML prolog and doctype.

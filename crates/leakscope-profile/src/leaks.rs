@@ -96,7 +96,7 @@ impl LeakSummary {
                     out,
                     "{prefix}\n{prefix}{} ({}) in {} blocks {words}, allocated at",
                     leak.bytes,
-                    format_value(leak.bytes as i64, "bytes"),
+                    format_value(crate::units::clamp_i64(leak.bytes), "bytes"),
                     leak.blocks
                 );
                 for frame in leak.stack.iter().take(6) {

@@ -9,7 +9,8 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::Id;
-use crate::units::format_value;
+use crate::fields::PinnedField;
+use crate::units::{clamp_i64, format_value};
 use crate::{pb, ProfileBuilder};
 
 /// The `format` field of every snapshot file.
@@ -26,8 +27,8 @@ pub struct Amount {
 
 impl Amount {
     pub fn add(&mut self, bytes: u64) {
-        self.blocks += 1;
-        self.bytes += bytes;
+        self.blocks = self.blocks.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 }
 
@@ -112,6 +113,43 @@ pub struct Pinning {
     pub with_stacks: Option<Amount>,
     /// From a root to the holder.
     pub chain: Vec<Link>,
+    /// Which field of its buffer each buffer's (first) slice is, grouped:
+    /// most buffers first (see [`crate::fields`]). Structure only (tags,
+    /// paths, offsets), never the buffers' contents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<PinnedField>,
+}
+
+impl Pinning {
+    /// Adds another group's buffers (of the same holder, say: a decode
+    /// buffer's first allocation and its growth) to this one, fields merged
+    /// by field (most buffers first).
+    pub fn absorb(&mut self, other: &Pinning) {
+        self.buffers.blocks += other.buffers.blocks;
+        self.buffers.bytes += other.buffers.bytes;
+        self.slice_bytes += other.slice_bytes;
+        for f in &other.fields {
+            match self.fields.iter_mut().find(|g| g.field == f.field) {
+                Some(g) => {
+                    g.buffers += f.buffers;
+                    g.bytes += f.bytes;
+                    if g.seen_tags.len() < f.seen_tags.len() {
+                        g.seen_tags.resize(f.seen_tags.len(), Vec::new());
+                    }
+                    for (mine, theirs) in g.seen_tags.iter_mut().zip(&f.seen_tags) {
+                        mine.extend(theirs);
+                        mine.sort_unstable();
+                        mine.dedup();
+                    }
+                    if g.name.is_none() {
+                        g.name.clone_from(&f.name);
+                    }
+                }
+                None => self.fields.push(f.clone()),
+            }
+        }
+        self.fields.sort_by_key(|f| std::cmp::Reverse(f.buffers));
+    }
 }
 
 /// How a group of blocks stands, in Valgrind's vocabulary.
@@ -223,6 +261,9 @@ pub struct SnapshotReport {
     /// glibc's heap as the walk found it (heap walks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub glibc_heap: Option<GlibcHeap>,
+    /// Where the process's RSS went when the snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::memory::Breakdown>,
 }
 
 /// Where a snapshot's blocks came from.
@@ -360,10 +401,15 @@ impl SnapshotReport {
             1,
         );
         b.set_default_sample_type("inuse_space");
-        b.set_time_nanos(self.time_unix_ms as i64 * 1_000_000);
+        b.set_time_nanos(clamp_i64(self.time_unix_ms).saturating_mul(1_000_000));
         b.add_comment(
             "leakscope refs: stacks are reference chains (leaf: allocating function; root last)",
         );
+        if let Some(memory) = &self.memory {
+            for line in memory.render().lines() {
+                b.add_comment(line);
+            }
+        }
         let mut locations: HashMap<&str, Id> = HashMap::new();
         for path in &self.retention {
             let ids: Vec<Id> = path
@@ -380,7 +426,7 @@ impl SnapshotReport {
                 .collect();
             b.add_sample(
                 &ids,
-                &[path.amount.blocks as i64, path.amount.bytes as i64],
+                &[clamp_i64(path.amount.blocks), clamp_i64(path.amount.bytes)],
                 &[],
             );
         }
@@ -390,7 +436,7 @@ impl SnapshotReport {
     /// A text report: totals, top holders with chains, pinned buffers, leaks.
     pub fn render(&self, limit: usize) -> String {
         let mut out = String::new();
-        let b = |v: u64| format_value(v as i64, "bytes");
+        let b = |v: u64| format_value(clamp_i64(v), "bytes");
         let t = &self.totals;
         let _ = writeln!(
             out,
@@ -468,6 +514,15 @@ impl SnapshotReport {
                     b(p.slice_bytes),
                     p.holder.label()
                 );
+                for f in p.fields.iter().take(3) {
+                    let _ = writeln!(
+                        out,
+                        "     field: {} ({} of {} buffers)",
+                        f.describe(),
+                        f.buffers,
+                        p.buffers.blocks
+                    );
+                }
                 let _ = writeln!(out, "     chain: {}", chain_text(&p.chain));
             }
         }
@@ -488,6 +543,9 @@ impl SnapshotReport {
                     g.site.first().map_or("?", String::as_str)
                 );
             }
+        }
+        if let Some(memory) = &self.memory {
+            let _ = write!(out, "\n{}", memory.render());
         }
         out
     }
@@ -573,6 +631,7 @@ mod tests {
                 bytes: 2048,
             },
             glibc_heap: None,
+            memory: None,
         }
     }
 
@@ -598,6 +657,55 @@ mod tests {
             SnapshotReport::from_json(&newer.to_json()),
             Err(SnapshotFileError::Version(_))
         ));
+    }
+
+    #[test]
+    fn absorbing_a_group_merges_its_fields() {
+        use crate::fields::{Content, FieldExample, FieldRef, Framing, PinnedField};
+        let field = |tags: Vec<u32>, buffers: u64, seen: Vec<u32>| PinnedField {
+            field: FieldRef {
+                framing: Framing::Grpc,
+                content: Content::Protobuf,
+                tags,
+                wire_type: None,
+                json_path: None,
+                json_key: false,
+                http_part: None,
+            },
+            buffers,
+            bytes: buffers * 8192,
+            example: FieldExample::default(),
+            seen_tags: vec![seen],
+            name: None,
+        };
+        let node = sample().holders[0].node.clone();
+        let group = |fields: Vec<PinnedField>| Pinning {
+            holder: node.clone(),
+            buffer_site: vec![],
+            buffers: Amount {
+                blocks: fields.iter().map(|f| f.buffers).sum(),
+                bytes: fields.iter().map(|f| f.bytes).sum(),
+            },
+            slice_bytes: 10,
+            with_stacks: None,
+            chain: vec![],
+            fields,
+        };
+        let mut a = group(vec![field(vec![2], 3, vec![1, 2])]);
+        let b = group(vec![
+            field(vec![3], 1, vec![3]),
+            field(vec![2], 4, vec![2, 5]),
+        ]);
+        a.absorb(&b);
+        assert_eq!(a.buffers.blocks, 8);
+        assert_eq!(a.slice_bytes, 20);
+        assert_eq!(a.fields.len(), 2);
+        assert_eq!(
+            (a.fields[0].field.tags.as_slice(), a.fields[0].buffers),
+            (&[2][..], 7)
+        );
+        assert_eq!(a.fields[0].seen_tags, [vec![1, 2, 5]]);
+        assert_eq!(a.fields[1].buffers, 1);
     }
 
     #[test]

@@ -36,11 +36,13 @@ pub fn top(view: &StackView, index: usize, limit: usize) -> TopTable {
         }
         let mut names = view.function_names(sample);
         let Some(leaf) = names.next() else { continue };
-        *flat.entry(leaf).or_default() += value;
+        let f = flat.entry(leaf).or_default();
+        *f = f.saturating_add(value);
         let mut seen = HashSet::new();
         for name in std::iter::once(leaf).chain(names) {
             if seen.insert(name) {
-                *cum.entry(name).or_default() += value;
+                let c = cum.entry(name).or_default();
+                *c = c.saturating_add(value);
             }
         }
     }
@@ -70,7 +72,11 @@ impl TopTable {
     /// Renders the table as `go tool pprof -top` does.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let shown: i64 = self.rows.iter().map(|r| r.flat).sum();
+        let shown = self
+            .rows
+            .iter()
+            .map(|r| r.flat)
+            .fold(0i64, i64::saturating_add);
         let _ = writeln!(
             out,
             "Type: {}\nShowing nodes accounting for {}, {} of {} total",
@@ -84,9 +90,9 @@ impl TopTable {
             "{:>10} {:>7} {:>7} {:>10} {:>7}  function",
             "flat", "flat%", "sum%", "cum", "cum%"
         );
-        let mut sum = 0;
+        let mut sum = 0i64;
         for row in &self.rows {
-            sum += row.flat;
+            sum = sum.saturating_add(row.flat);
             let _ = writeln!(
                 out,
                 "{:>10} {:>7} {:>7} {:>10} {:>7}  {}",

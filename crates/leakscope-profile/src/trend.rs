@@ -1,12 +1,18 @@
 //! Growth over time, per series: the whole heap, each allocation stack (from
-//! periodic heap profiles) and each holder (from periodic snapshots).
+//! periodic heap profiles) and each holder (from periodic snapshots). This
+//! is the one growth model of leakscope: `leakscope trend` prints it, and the
+//! self-check (`diagnose`) reads its verdict on the whole heap and on each
+//! series instead of judging growth again.
 //!
-//! A series is judged after its warm-up (the first quarter of the run, when
-//! caches and pools fill) with robust statistics, so that one odd interval
-//! or the noise of sampling does not decide: the Theil–Sen slope (median of
-//! pairwise slopes) against time and against the application's progress
-//! counter, Kendall's tau for how consistently it rises, and the slopes of
-//! the two halves to tell growth that persists from memory that levels off.
+//! The points of a run are chosen once, by [`RunPoints`]: the first quarter
+//! is warm-up (caches and pools fill), and the last point is left out when
+//! there are more than three (a periodic run writes its last set at exit,
+//! after the load stopped). Each series is judged on the rest with robust
+//! statistics, so that one odd interval or the noise of sampling does not
+//! decide: the Theil–Sen slope (median of pairwise slopes) against time and
+//! against the application's progress counter, Kendall's tau for how
+//! consistently it rises, and the slopes of the two halves to tell growth
+//! that persists from memory that levels off.
 
 use std::collections::HashMap;
 
@@ -92,9 +98,51 @@ pub struct TrendReport {
     pub samples: usize,
     pub warmup: usize,
     pub seconds: f64,
+    /// Where the whole heap's series came from.
+    #[serde(default)]
+    pub source: TotalSource,
     pub total: SeriesTrend,
     /// Stacks and holders, growing ones first (steepest first).
     pub series: Vec<SeriesTrend>,
+}
+
+/// Which files the whole heap's series was read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TotalSource {
+    /// Live bytes of the heap snapshots.
+    Snapshots,
+    /// `inuse_space` of the heap profiles.
+    #[default]
+    Profiles,
+}
+
+/// Which points of a run describe the running service. The one place that
+/// says how long warm-up is and that the exit point is left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPoints {
+    /// Points written while the service ran.
+    pub running: usize,
+    /// The first of them that is past warm-up.
+    pub warmup: usize,
+}
+
+impl RunPoints {
+    /// For a run of `points` points in time order.
+    pub fn of(points: usize) -> RunPoints {
+        // The last set of a periodic run is written at exit, after the load
+        // stopped: it is not the running service.
+        let running = if points > 3 { points - 1 } else { points };
+        RunPoints {
+            running,
+            warmup: running / 4,
+        }
+    }
+
+    /// The running points past warm-up.
+    pub fn judged(self) -> std::ops::Range<usize> {
+        self.warmup..self.running
+    }
 }
 
 impl TrendReport {
@@ -105,15 +153,56 @@ impl TrendReport {
     }
 }
 
-/// Points in time shared by the series of one run.
+/// Points in time shared by the series of one run (the running points
+/// only: see [`RunPoints`]).
 struct Timeline {
     seconds: Vec<f64>,
     progress: Vec<Option<f64>>,
+    run: RunPoints,
 }
 
 impl Timeline {
+    /// The running points of `seconds` and `progress` (all points of the run).
+    fn new(mut seconds: Vec<f64>, mut progress: Vec<Option<f64>>) -> Timeline {
+        let run = RunPoints::of(seconds.len());
+        seconds.truncate(run.running);
+        progress.truncate(run.running);
+        Timeline {
+            seconds,
+            progress,
+            run,
+        }
+    }
+
     fn warmup(&self) -> usize {
-        self.seconds.len() / 4
+        self.run.warmup
+    }
+
+    fn len(&self) -> usize {
+        self.seconds.len()
+    }
+
+    /// The judged points at which a series was observed (`Some`), as a
+    /// timeline of their own (no further warm-up) with their values.
+    fn observed(&self, values: &[Option<f64>]) -> (Timeline, Vec<f64>) {
+        let mut line = Timeline {
+            seconds: Vec::new(),
+            progress: Vec::new(),
+            run: RunPoints {
+                running: 0,
+                warmup: 0,
+            },
+        };
+        let mut kept = Vec::new();
+        for i in self.warmup()..self.len() {
+            if let Some(v) = values.get(i).copied().flatten() {
+                line.seconds.push(self.seconds[i]);
+                line.progress.push(self.progress[i]);
+                kept.push(v);
+            }
+        }
+        line.run.running = kept.len();
+        (line, kept)
     }
 }
 
@@ -162,7 +251,7 @@ fn judge(
 ) -> (TrendState, f64, f64, f64, Option<f64>, f64) {
     let w = line.warmup();
     let t = &line.seconds[w..];
-    let v = &values[w..];
+    let v = &values[w..line.len()];
     let first = v.first().copied().unwrap_or(0.0);
     let last = v.last().copied().unwrap_or(0.0);
     if v.len() < 3 {
@@ -225,31 +314,44 @@ fn series(
     }
 }
 
-/// The smallest growth worth reporting for one stack or holder.
-const MIN_SERIES_GROWTH: f64 = 64.0 * 1024.0;
-/// ... and for the whole heap.
-const MIN_TOTAL_GROWTH: f64 = 256.0 * 1024.0;
-
-/// Frames that only say "an allocation happened", skipped when naming a
-/// stack.
-fn is_plumbing(frame: &str) -> bool {
-    frame.starts_with("alloc::")
-        || frame.starts_with("core::")
-        || frame.starts_with("<alloc::")
-        || frame.starts_with("__rust")
-        || frame.starts_with("leakscope::")
-        || frame.contains("::alloc::")
-        || frame == "malloc"
-        || frame == "realloc"
-        || frame == "calloc"
+/// Judges any series of a run with the same model: `seconds` and
+/// `progress` are the times and progress counts of every point of the run
+/// (exit point included; [`RunPoints`] decides which are judged) and
+/// `values` the series' bytes at each.
+pub fn judge_series(
+    kind: SeriesKind,
+    name: String,
+    detail: Vec<String>,
+    seconds: &[f64],
+    progress: &[Option<f64>],
+    values: &[f64],
+    min_growth: f64,
+) -> SeriesTrend {
+    let line = Timeline::new(seconds.to_vec(), progress.to_vec());
+    series(kind, name, detail, &line, values, min_growth)
 }
 
-/// A one-line name for a stack: its first meaningful frames.
+/// Growth of a sampled stack smaller than this many sampling periods is
+/// noise. Each sample of a block well under the period counts as about one
+/// period plus half the block, so two more samples (common in a bounded
+/// cache whose few hundred live blocks are sampled now and then) just pass
+/// two periods: three are needed.
+pub const SAMPLING_NOISE_PERIODS: f64 = 3.0;
+
+/// The smallest growth worth reporting for one stack or holder.
+pub const MIN_SERIES_GROWTH: f64 = 64.0 * 1024.0;
+/// ... and for the whole heap.
+pub const MIN_TOTAL_GROWTH: f64 = 256.0 * 1024.0;
+
+/// A one-line name for a stack: its first frames that are not allocation
+/// plumbing (the allocator, the standard library, container internals:
+/// see [`crate::frames`]).
 pub fn stack_name(frames: &[String]) -> String {
+    let table = crate::frames::global();
     let mut shown: Vec<&str> = frames
         .iter()
         .map(String::as_str)
-        .filter(|f| !is_plumbing(f))
+        .filter(|f| !table.classify(f).is_plumbing())
         .take(3)
         .collect();
     if shown.is_empty() {
@@ -261,13 +363,14 @@ pub fn stack_name(frames: &[String]) -> String {
 /// Trends of the allocation stacks of periodic heap profiles (in time
 /// order), by `inuse_space`.
 pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
-    let line = Timeline {
-        seconds: seconds_of(profiles.iter().map(|p| p.time_nanos as f64 / 1e9)),
-        progress: profiles
+    let line = Timeline::new(
+        seconds_of(profiles.iter().map(|p| p.time_nanos as f64 / 1e9)),
+        profiles
             .iter()
             .map(|p| p.progress().map(|v| v as f64))
             .collect(),
-    };
+    );
+    let profiles = &profiles[..line.len()];
     let n = profiles.len();
     let mut stacks: HashMap<Vec<String>, Vec<f64>> = HashMap::new();
     let mut totals = vec![0.0; n];
@@ -285,8 +388,8 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
         }
     }
     // Sampling noise: a stack's estimate moves in steps of about one
-    // sampling period.
-    let min_growth = MIN_SERIES_GROWTH.max(period);
+    // sampling period, so one more sample is not growth.
+    let min_growth = MIN_SERIES_GROWTH.max(SAMPLING_NOISE_PERIODS * period);
     let list = stacks
         .into_iter()
         .map(|(frames, values)| {
@@ -300,29 +403,43 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
             )
         })
         .collect();
-    report(&line, &totals, list)
+    report(&line, &totals, list, TotalSource::Profiles)
+}
+
+/// What identifies one holder from snapshot to snapshot: its name and the
+/// root its chain starts at.
+fn holder_key(h: &crate::snapshot::Holder) -> (String, String) {
+    let root = h.chain.first().map(|l| l.node.label()).unwrap_or_default();
+    (h.node.label(), root)
 }
 
 /// Trends of the holders of periodic snapshots (in time order), by retained
-/// bytes; holders of the same name and root are one series.
+/// bytes; holders of the same name and root are one series. A snapshot
+/// lists its largest holders only, and which node dominates a structure can
+/// change from one snapshot to the next (a stale word on a stack), so a
+/// holder missing from a snapshot is not known to be empty: each holder is
+/// judged on the snapshots that list it.
 pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
-    let line = Timeline {
-        seconds: seconds_of(snapshots.iter().map(|s| s.time_unix_ms as f64 / 1e3)),
-        progress: snapshots
+    let line = Timeline::new(
+        seconds_of(snapshots.iter().map(|s| s.time_unix_ms as f64 / 1e3)),
+        snapshots
             .iter()
             .map(|s| (s.progress > 0).then_some(s.progress as f64))
             .collect(),
-    };
+    );
+    let snapshots = &snapshots[..line.len()];
     let n = snapshots.len();
-    let mut holders: HashMap<(String, String), (Vec<String>, Vec<f64>)> = HashMap::new();
+    // Per holder: its chain's labels, and its bytes in each snapshot that
+    // lists it.
+    type Series = (Vec<String>, Vec<Option<f64>>);
+    let mut holders: HashMap<(String, String), Series> = HashMap::new();
     for (i, s) in snapshots.iter().enumerate() {
         for h in &s.holders {
-            let root = h.chain.first().map(|l| l.node.label()).unwrap_or_default();
             let e = holders
-                .entry((h.node.label(), root))
-                .or_insert_with(|| (Vec::new(), vec![0.0; n]));
+                .entry(holder_key(h))
+                .or_insert_with(|| (Vec::new(), vec![None; n]));
             e.0 = h.chain.iter().map(|l| l.node.label()).collect();
-            e.1[i] += h.retained.bytes as f64;
+            *e.1[i].get_or_insert(0.0) += h.retained.bytes as f64;
         }
     }
     let totals: Vec<f64> = snapshots
@@ -337,25 +454,33 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
             } else {
                 format!("{name} <- {root}")
             };
+            let (observed, values) = line.observed(&values);
             series(
                 SeriesKind::Holder,
                 name,
                 chain,
-                &line,
+                &observed,
                 &values,
                 MIN_SERIES_GROWTH,
             )
         })
         .collect();
-    report(&line, &totals, list)
+    report(&line, &totals, list, TotalSource::Snapshots)
 }
 
-/// Both: stacks from the profiles, holders from the snapshots; the total
-/// from whichever has more points.
+/// Both: stacks from the profiles, holders from the snapshots. The whole
+/// heap's series comes from the snapshots when there are at least three
+/// (their totals are exact), else from the profiles.
 pub fn trends(profiles: &[StackView], snapshots: &[SnapshotReport]) -> TrendReport {
     let by_stack = profile_trends(profiles);
     let by_holder = holder_trends(snapshots);
-    let (mut out, other) = if by_holder.samples > by_stack.samples {
+    // A heap walk's totals count every block, leakscope's own included
+    // where a stale word of the program points at them: the profiles'
+    // estimates judge the whole heap then, and the walks name holders.
+    let walked = snapshots
+        .iter()
+        .any(|s| s.blocks_from == crate::snapshot::BlocksFrom::HeapWalk);
+    let (mut out, other) = if (snapshots.len() >= 3 && !walked) || profiles.len() < 3 {
         (by_holder, by_stack)
     } else {
         (by_stack, by_holder)
@@ -393,10 +518,16 @@ fn sort(list: &mut [SeriesTrend]) {
     });
 }
 
-fn report(line: &Timeline, totals: &[f64], mut list: Vec<SeriesTrend>) -> TrendReport {
+fn report(
+    line: &Timeline,
+    totals: &[f64],
+    mut list: Vec<SeriesTrend>,
+    source: TotalSource,
+) -> TrendReport {
     sort(&mut list);
     let warmup = line.warmup();
     TrendReport {
+        source,
         samples: line.seconds.len() - warmup,
         warmup,
         seconds: line.seconds.last().copied().unwrap_or(0.0)
@@ -456,7 +587,10 @@ mod tests {
         assert!((leak.bytes_per_unit.unwrap() - 2_000.0).abs() < 0.01);
         assert_eq!(state_of(&r, "app::steady"), TrendState::Flat);
         assert_eq!(r.total.state, TrendState::Growing);
-        assert_eq!(r.warmup, 3);
+        // 12 points: the last (written at exit) is left out, then a quarter
+        // of the 11 is warm-up.
+        assert_eq!(r.warmup, 2);
+        assert_eq!(r.samples, 9);
     }
 
     #[test]
@@ -488,6 +622,80 @@ mod tests {
     fn freed_memory_is_shrinking() {
         let r = run(|t| vec![("app::drain", 5_000_000 - 300_000 * t)]);
         assert_eq!(state_of(&r, "app::drain"), TrendState::Shrinking);
+    }
+
+    /// A snapshot at `second` listing one holder retaining `bytes` (or none).
+    fn snapshot_with(second: u64, bytes: Option<u64>) -> SnapshotReport {
+        use crate::snapshot::{Amount, Holder, Link, Node, NodeKind, Totals};
+        let node = Node {
+            kind: NodeKind::Static,
+            name: "app::CACHE".into(),
+            site: Vec::new(),
+            size: None,
+        };
+        SnapshotReport {
+            format: crate::snapshot::FORMAT.into(),
+            version: crate::snapshot::VERSION,
+            pid: 1,
+            time_unix_ms: second * 1000,
+            progress: 0,
+            pause_ms: 0.0,
+            analysis_ms: 0.0,
+            threads: Vec::new(),
+            totals: Totals {
+                live: Amount {
+                    blocks: 10,
+                    bytes: 1 << 20,
+                },
+                ..Totals::default()
+            },
+            holders: bytes
+                .map(|b| Holder {
+                    node: node.clone(),
+                    retained: Amount {
+                        blocks: 1,
+                        bytes: b,
+                    },
+                    chain: vec![Link { node, offset: 0 }],
+                })
+                .into_iter()
+                .collect(),
+            pinned: Vec::new(),
+            groups: Vec::new(),
+            largest: Vec::new(),
+            dependency_crates: Vec::new(),
+            retention: Vec::new(),
+            blocks_from: Default::default(),
+            with_stacks: Amount {
+                blocks: 10,
+                bytes: 1 << 20,
+            },
+            glibc_heap: None,
+            memory: None,
+        }
+    }
+
+    #[test]
+    fn a_holder_missing_from_some_snapshots_is_judged_where_it_is_listed() {
+        // A bounded cache, full from the start, that some snapshots do not
+        // list (another node dominated it then).
+        let present = [
+            true, false, true, false, true, true, false, true, true, true,
+        ];
+        let snaps: Vec<SnapshotReport> = present
+            .iter()
+            .enumerate()
+            .map(|(t, &p)| snapshot_with(t as u64, p.then_some(370_000)))
+            .collect();
+        let r = holder_trends(&snaps);
+        assert_eq!(r.series[0].state, TrendState::Flat, "{r:#?}");
+        // One that really grows still does.
+        let snaps: Vec<SnapshotReport> = present
+            .iter()
+            .enumerate()
+            .map(|(t, &p)| snapshot_with(t as u64, p.then_some(300_000 * t as u64)))
+            .collect();
+        assert_eq!(holder_trends(&snaps).series[0].state, TrendState::Growing);
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub fn percent(part: i64, total: i64) -> String {
     format!("{:.2}%", part as f64 * 100.0 / total as f64)
 }
 
+/// A count or size from a file, as the signed value pprof stores: values
+/// past `i64::MAX` stay at `i64::MAX` instead of turning negative.
+pub fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +48,10 @@ mod tests {
         assert_eq!(format_value(42, "count"), "42");
         assert_eq!(percent(1, 4), "25.00%");
         assert_eq!(percent(1, 0), "0.00%");
+        assert_eq!(
+            format_value(clamp_i64(u64::MAX), "bytes"),
+            "8589934592.00GB"
+        );
+        assert_eq!(clamp_i64(5), 5);
     }
 }

@@ -156,9 +156,13 @@ impl StackView {
             .find_map(|c| c.strip_prefix(crate::PROGRESS_COMMENT)?.parse().ok())
     }
 
-    /// Sum of one value over all samples.
+    /// Sum of one value over all samples (saturating: a hostile profile's
+    /// values near `i64::MAX` must not wrap into negative totals).
     pub fn total(&self, index: usize) -> i64 {
-        self.samples.iter().map(|s| s.values[index]).sum()
+        self.samples
+            .iter()
+            .map(|s| s.values[index])
+            .fold(0, i64::saturating_add)
     }
 }
 

@@ -42,11 +42,15 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod collect;
+#[cfg(test)]
+mod collect_model_tests;
 mod config;
+pub mod descriptors;
 mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod labels;
+pub mod memory;
 pub mod outside;
 mod own_threads;
 mod profiler;
@@ -59,6 +63,12 @@ pub mod testing;
 
 pub use collect::{add_progress, mode, progress, rate, reattribute, set_mode, stats, Stats};
 pub use config::{Mode, DEFAULT_RATE};
+
+/// The `LEAKSCOPE_*` variables: one table, read and validated once.
+pub mod settings {
+    pub use crate::config::{rejected_variables, Variable, VARIABLES};
+}
+pub use descriptors::register_descriptor_set;
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use labels::{label, LabelGuard};
 pub use profiler::Profiler;
@@ -70,11 +80,12 @@ pub use snapshot::{
 /// The event interface for front ends other than [`Profiler`] (the
 /// `LD_PRELOAD` library). Application code does not need it.
 pub mod frontend {
-    pub use crate::collect::thread::UntrackedScope;
+    pub use crate::collect::thread::{AllocSlowPath, UntrackedScope};
     pub use crate::collect::{
-        count_down, initialize, may_be_tracked, plan_alloc, plan_slow, record_alloc,
-        restore_after_failed_realloc, sampled_layout, untrack, Plan, TrackedBlock,
-        ALWAYS_CHECKED_SIZE, SAMPLED_ALIGN,
+        alloc_sampled, count_down, free_sampled, in_checked_range, in_sample_heap, initialize,
+        may_be_tracked, needs_free_check, plan_alloc, plan_slow, plan_slow_on, record_alloc,
+        restore_after_failed_realloc, sample_heap_usable_size, sampled_from_heap,
+        set_external_countdown, untrack, Plan, TrackedBlock, ALWAYS_CHECKED_SIZE,
     };
     pub use crate::config::{HeapKind, Settings};
     pub use crate::export::at_exit::install as install_standard_outputs;

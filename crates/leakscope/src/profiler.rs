@@ -2,6 +2,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
+use crate::collect::thread::AllocSlowPath;
 use crate::collect::{self, Plan};
 use crate::config::{Mode, Settings};
 
@@ -19,9 +20,10 @@ use crate::config::{Mode, Settings};
 /// samples, 512 KiB by default). `LEAKSCOPE_OUT=path` (`%p` is the pid)
 /// writes a pprof heap profile when the process exits normally.
 ///
-/// Sampled blocks are allocated from the inner allocator with 256-byte
-/// alignment (see [`crate::frontend::SAMPLED_ALIGN`]); every other call
-/// reaches the inner allocator unchanged.
+/// Sampled blocks under 64 KiB come from leakscope's own sample heap (a
+/// reserved address range, so that `free` knows them by address whatever
+/// the inner allocator's size classes); every other call reaches the inner
+/// allocator unchanged, with the caller's layout.
 pub struct Profiler<A: GlobalAlloc = System> {
     inner: A,
     settings: Settings,
@@ -90,49 +92,24 @@ impl<A: GlobalAlloc> Profiler<A> {
     #[cold]
     #[inline(never)]
     unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let Some(_slow) = AllocSlowPath::enter() else {
+            // A signal handler interrupted this thread's slow path: plain.
+            // SAFETY: forwarded from our caller's contract.
+            return unsafe { self.inner_alloc(layout, zeroed) };
+        };
         let plan = collect::plan_slow(layout.size(), &self.settings);
         // SAFETY: forwarded from our caller's contract.
         unsafe { self.alloc_planned(layout, plan, zeroed) }
     }
 
-    /// Allocates a block as `plan` says, recording it if tracked.
+    /// The inner allocator, as asked.
     ///
     /// # Safety
-    /// As `GlobalAlloc::alloc`; `zeroed` selects `alloc_zeroed`.
-    unsafe fn alloc_planned(&self, layout: Layout, plan: Plan, zeroed: bool) -> *mut u8 {
-        if plan == Plan::Untracked {
-            // SAFETY: forwarded from our caller's contract.
-            return unsafe {
-                if zeroed {
-                    self.inner.alloc_zeroed(layout)
-                } else {
-                    self.inner.alloc(layout)
-                }
-            };
-        }
-        let actual = if plan == Plan::Sampled {
-            collect::sampled_layout(layout)
-        } else {
-            layout
-        };
-        // SAFETY: `actual` has the caller's size and an alignment at least as
-        // large, so it is a valid non-zero-size layout.
-        let ptr = unsafe {
-            if zeroed {
-                self.inner.alloc_zeroed(actual)
-            } else {
-                self.inner.alloc(actual)
-            }
-        };
-        if ptr.is_null() || collect::record_alloc(ptr, layout.size(), plan) {
-            return ptr;
-        }
-        // The sample could not be recorded, so nothing would remember its
-        // alignment at free time: trade it for a block allocated as asked.
-        // SAFETY: `ptr` came from `inner` with `actual`; the replacement uses
-        // the caller's own layout.
+    /// As `GlobalAlloc::alloc`.
+    #[inline(always)]
+    unsafe fn inner_alloc(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: forwarded from our caller's contract.
         unsafe {
-            self.inner.dealloc(ptr, actual);
             if zeroed {
                 self.inner.alloc_zeroed(layout)
             } else {
@@ -141,28 +118,112 @@ impl<A: GlobalAlloc> Profiler<A> {
         }
     }
 
+    /// Allocates a block as `plan` says, recording it if tracked.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::alloc`; `zeroed` selects `alloc_zeroed`.
+    unsafe fn alloc_planned(&self, layout: Layout, plan: Plan, zeroed: bool) -> *mut u8 {
+        if plan == Plan::Sampled && collect::sampled_from_heap(layout.size()) {
+            let p = collect::alloc_sampled(layout.size(), layout.align());
+            if !p.is_null() {
+                if zeroed {
+                    // SAFETY: the block has at least `layout.size()` bytes.
+                    unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
+                }
+                return p;
+            }
+            // No block of the sample heap: an untracked one, as asked.
+            // SAFETY: forwarded from our caller's contract.
+            return unsafe { self.inner_alloc(layout, zeroed) };
+        }
+        // SAFETY: forwarded from our caller's contract.
+        let ptr = unsafe { self.inner_alloc(layout, zeroed) };
+        if !ptr.is_null() {
+            collect::record_alloc(ptr, layout.size(), plan);
+        }
+        ptr
+    }
+
     /// Frees a block the profiler may have recorded.
     ///
     /// # Safety
     /// As `GlobalAlloc::dealloc`.
+    #[cold]
     #[inline(never)]
     unsafe fn dealloc_checked(&self, ptr: *mut u8, layout: Layout) {
-        let block = collect::untrack(ptr);
-        let actual = match block {
-            Some(b) if b.was_sampled() => collect::sampled_layout(layout),
-            _ => layout,
+        if collect::in_sample_heap(ptr) {
+            // SAFETY: a live block of the sample heap, freed once.
+            return unsafe { collect::free_sampled(ptr) };
+        }
+        if collect::may_be_tracked(ptr) {
+            collect::untrack(ptr);
+        }
+        // SAFETY: the block was allocated by `inner` with `layout`.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
+
+    /// Reallocates a block the profiler may have recorded, or whose new
+    /// size is to be sampled.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_checked(
+        &self,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        counted_untracked: bool,
+    ) -> *mut u8 {
+        // SAFETY: GlobalAlloc::realloc guarantees `new_size` with the old
+        // alignment forms a valid layout.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        let slow = AllocSlowPath::enter();
+        let plan = if counted_untracked || slow.is_none() {
+            Plan::Untracked
+        } else {
+            collect::plan_slow(new_size, &self.settings)
         };
-        // SAFETY: the block was allocated by `inner` with `actual`.
-        unsafe { self.inner.dealloc(ptr, actual) }
+        let in_heap = collect::in_sample_heap(ptr);
+        if in_heap || (plan == Plan::Sampled && collect::sampled_from_heap(new_size)) {
+            // One side lives in the sample heap: move by hand.
+            // SAFETY: `new_layout` is valid and non-zero-size.
+            let new = unsafe { self.alloc_planned(new_layout, plan, false) };
+            if new.is_null() {
+                return new;
+            }
+            // SAFETY: both blocks are live and distinct; the copy covers the
+            // smaller of the two sizes; the old block goes back where it
+            // came from, forgotten first.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            return new;
+        }
+        let old = if collect::needs_free_check(ptr, layout.size()) && collect::may_be_tracked(ptr) {
+            collect::untrack(ptr)
+        } else {
+            None
+        };
+        // SAFETY: forwarded from our caller's contract.
+        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if new.is_null() {
+            collect::restore_after_failed_realloc(ptr, old);
+        } else {
+            collect::record_alloc(new, new_size, plan);
+        }
+        new
     }
 }
 
-// SAFETY: blocks come from the inner allocator with the caller's layout, or,
-// for sampled blocks, the same size with a larger alignment (which satisfies
-// the caller's); every free and realloc hands the inner allocator the layout
-// the block was really allocated with (recorded as the entry's `sampled`
-// flag). Frees are reported before the inner free, so an address is never
-// recorded for two blocks at once.
+// SAFETY: blocks come from the inner allocator with the caller's layout,
+// or, for small sampled ones, from the sample heap (at least the size and
+// alignment asked); every free and realloc hands a block back where it came
+// from (the sample heap is told apart by address), and the inner allocator
+// always sees the layout it handed out. Frees are reported before the inner
+// free, so an address is never recorded for two blocks at once.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -188,59 +249,26 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if collect::may_be_tracked(ptr, layout.size()) {
+        if collect::needs_free_check(ptr, layout.size()) {
             // SAFETY: forwarded from our caller's contract.
             unsafe { self.dealloc_checked(ptr, layout) }
         } else {
-            // SAFETY: forwarded from our caller's contract; a small block
-            // whose address has low bits set was never allocated with the
-            // sampled layout.
+            // SAFETY: forwarded from our caller's contract; the block is
+            // not of the sample heap, so `inner` allocated it with `layout`.
             unsafe { self.inner.dealloc(ptr, layout) }
         }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = if collect::may_be_tracked(ptr, layout.size()) {
-            collect::untrack(ptr)
-        } else {
-            None
-        };
-        let old_sampled = old.is_some_and(|b| b.was_sampled());
-        let plan = collect::plan_alloc(new_size, &self.settings);
-        if plan != Plan::Sampled && !old_sampled {
+        let untracked = collect::count_down(new_size);
+        if untracked && !collect::needs_free_check(ptr, layout.size()) {
+            // Neither side is tracked: the inner allocator's own realloc.
             // SAFETY: forwarded from our caller's contract.
-            let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
-            if new.is_null() {
-                collect::restore_after_failed_realloc(ptr, old);
-            } else if plan == Plan::Exact {
-                collect::record_alloc(new, new_size, plan);
-            }
-            return new;
-        }
-        // One side has the sampled alignment, which the inner realloc would
-        // not preserve or expect: move the block by hand.
-        // SAFETY: GlobalAlloc::realloc guarantees `new_size` with the old
-        // alignment forms a valid layout.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        // SAFETY: `new_layout` is valid and non-zero-size (realloc contract).
-        let new = unsafe { self.alloc_planned(new_layout, plan, false) };
-        if new.is_null() {
-            collect::restore_after_failed_realloc(ptr, old);
-            return new;
-        }
-        let old_layout = if old_sampled {
-            collect::sampled_layout(layout)
+            unsafe { self.inner.realloc(ptr, layout, new_size) }
         } else {
-            layout
-        };
-        // SAFETY: both blocks are live and distinct; the copy covers the
-        // smaller of the two sizes; the old block goes back to `inner` with
-        // the layout it was allocated with.
-        unsafe {
-            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-            self.inner.dealloc(ptr, old_layout);
+            // SAFETY: forwarded from our caller's contract.
+            unsafe { self.realloc_checked(ptr, layout, new_size, untracked) }
         }
-        new
     }
 }

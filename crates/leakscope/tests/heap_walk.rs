@@ -139,6 +139,25 @@ fn assert_exact(snap: &Snapshot, what: &str) -> u64 {
     } else {
         assert_eq!(m.hblkhd, heap.mmapped.bytes, "{what}: mmapped bytes");
     }
+    // The snapshot's memory breakdown carries the walk's figures: glibc's
+    // own for the same heap, and parts that sum to RSS.
+    let memory = snap.report().memory.as_ref().expect("a memory breakdown");
+    let a = &memory.heap.allocator;
+    assert_eq!(
+        (
+            a.system_bytes,
+            a.free_in_bins + a.fast_bins + a.top_bytes,
+            a.mmapped.blocks
+        ),
+        (m.arena, m.fordblks, m.hblks),
+        "{what}: the breakdown's heap figures against mallinfo2"
+    );
+    assert!(
+        memory.sum_of_parts().abs_diff(memory.rss) * 50 <= memory.rss,
+        "{what}: parts {} against RSS {}",
+        memory.sum_of_parts(),
+        memory.rss
+    );
     // The main heap is walked end to end: its chunks add up to what glibc
     // got from the system for it.
     let main = &heap.arenas[0];
@@ -165,6 +184,9 @@ fn sizes_from_1_byte_to_64_mib() -> Vec<usize> {
 }
 
 fn one_thread_every_size_and_free_list() {
+    // The first snapshot builds leakscope's own lasting caches (symbols,
+    // frame classes; untracked blocks): let them exist before the baseline.
+    let _ = cross_check();
     let mut live = Planted::allocate(sizes_from_1_byte_to_64_mib());
     let baseline = assert_exact(&cross_check(), "fresh blocks");
     // 20 blocks per small size: freeing 15 fills the tcache (7 per size)
@@ -313,7 +335,7 @@ fn under_other_glibcs() -> bool {
             .arg("--library-path")
             .arg(&lib)
             .arg(std::env::current_exe().unwrap())
-            .env("LEAKSCOPE_HEAP_WALK_INNER", "1")
+            .env("HEAP_WALK_TEST_INNER", "1")
             .output()
             .expect("run under another glibc's loader");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -350,7 +372,7 @@ fn under_other_glibcs() -> bool {
 
 fn main() {
     watchdog(300);
-    let inner = std::env::var_os("LEAKSCOPE_HEAP_WALK_INNER").is_some();
+    let inner = std::env::var_os("HEAP_WALK_TEST_INNER").is_some();
     if inner {
         // SAFETY: gnu_get_libc_version returns a static string.
         let v = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };

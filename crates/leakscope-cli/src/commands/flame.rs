@@ -32,5 +32,6 @@ pub fn run(args: Args) -> Result<()> {
 /// Renders one sample type of a profile as an inferno flame graph.
 pub fn write_flame_graph(view: &StackView, index: usize, title: &str, output: &Path) -> Result<()> {
     let svg = leakscope_profile::flame::flame_graph_svg(view, index, title)?;
-    std::fs::write(output, svg).with_context(|| format!("cannot write {}", output.display()))
+    leakscope_profile::atomic_file::write_atomic(output, &svg)
+        .with_context(|| format!("cannot write {}", output.display()))
 }

@@ -64,6 +64,7 @@ fn parse_scenario(s: &str) -> Result<Scenario, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    super::use_frames(None)?;
     if args.list {
         for s in Scenario::ALL {
             println!("{:<28} {}", s.name(), s.description());
@@ -152,7 +153,7 @@ pub fn run(args: Args) -> Result<()> {
         Format::Text
     };
     let title = format!("leakscope self-check: lab scenario {}", args.scenario);
-    self_check(&dir, format, args.html.as_deref(), &title)
+    self_check(&dir, None, format, args.html.as_deref(), &title)
 }
 
 /// The profiled half: runs the lab in this process.

@@ -1,6 +1,8 @@
 pub mod demo;
+pub mod descriptors;
 pub mod diff;
 pub mod flame;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod refs;
 pub mod report;
@@ -27,4 +29,16 @@ impl SampleIndex {
             SampleIndex::AllocObjects => "alloc_objects",
         }
     }
+}
+
+/// Installs the frame classes the analysis uses: the built-in table plus
+/// `file` (`--frames`), else plus the file `LEAKSCOPE_FRAMES` names.
+pub fn use_frames(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use leakscope_profile::frames::FrameTable;
+    let table = match file {
+        Some(path) => FrameTable::with_file(path)?,
+        None => FrameTable::from_env()?,
+    };
+    leakscope_profile::frames::install_global(table);
+    Ok(())
 }

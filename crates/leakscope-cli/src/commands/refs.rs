@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use crate::commands::descriptors::{name_fields, DescriptorArgs};
 use crate::input::load_snapshot;
 
 #[derive(clap::Args)]
@@ -20,13 +21,20 @@ pub struct Args {
     /// Also write the holder-chain profile (pprof) here.
     #[arg(long, value_name = "OUT.pb.gz")]
     pub pprof: Option<PathBuf>,
+    #[command(flatten)]
+    pub descriptors: DescriptorArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let report = load_snapshot(&args.file)?;
+    let schema = args.descriptors.schema()?;
+    let mut report = load_snapshot(&args.file)?;
+    name_fields(std::slice::from_mut(&mut report), schema.as_ref());
     if let Some(out) = &args.pprof {
-        std::fs::write(out, leakscope_profile::encode_gzip(&report.refs_profile()))
-            .with_context(|| format!("cannot write {}", out.display()))?;
+        leakscope_profile::atomic_file::write_atomic(
+            out,
+            &leakscope_profile::encode_gzip(&report.refs_profile()),
+        )
+        .with_context(|| format!("cannot write {}", out.display()))?;
     }
     if args.json {
         println!("{}", report.to_json());

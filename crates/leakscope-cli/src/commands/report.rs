@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use leakscope_profile::diagnose::{self, SelfCheck};
+use leakscope_profile::fields::Schema;
 use leakscope_profile::{html_report, trend};
+
+use crate::commands::descriptors::{name_fields, DescriptorArgs};
 
 use crate::input::{load_run, Run};
 
@@ -19,34 +22,71 @@ pub enum Format {
 pub struct Args {
     /// A directory written with LEAKSCOPE_DIR (heap-*.pb.gz, snapshot-*.json).
     pub dir: PathBuf,
+    /// The process to check when the directory holds several processes' files.
+    #[arg(long)]
+    pub pid: Option<u32>,
     #[arg(long)]
     pub json: bool,
     /// Also write the self-check as a self-contained HTML page (findings,
     /// live-memory chart, what grows, holders, flame graph).
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub descriptors: DescriptorArgs,
+    /// Frame classes for your own framework (`CLASS PATTERN` lines, added
+    /// to the built-in table; default: the file LEAKSCOPE_FRAMES names).
+    #[arg(long, value_name = "FILE")]
+    pub frames: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    super::use_frames(args.frames.as_deref())?;
     let format = if args.json {
         Format::Json
     } else {
         Format::Text
     };
     let title = format!("leakscope self-check: {}", args.dir.display());
-    self_check(&args.dir, format, args.html.as_deref(), &title)
+    let schema = args.descriptors.schema()?;
+    self_check_named(
+        &args.dir,
+        args.pid,
+        format,
+        args.html.as_deref(),
+        &title,
+        schema.as_ref(),
+    )
 }
 
-/// Loads a run and runs the self-check on it.
-pub fn analyse(dir: &Path) -> Result<(SelfCheck, Run)> {
-    let run = load_run(dir)?;
+/// Loads a run and runs the self-check on it, naming pinned buffers'
+/// fields with `schema` when given.
+pub fn analyse(dir: &Path, pid: Option<u32>, schema: Option<&Schema>) -> Result<(SelfCheck, Run)> {
+    let mut run = load_run(dir, pid)?;
+    name_fields(&mut run.snapshots, schema);
     let check = diagnose::self_check(&run.snapshots, &run.profiles);
     Ok((check, run))
 }
 
 /// Prints the self-check of a directory, and writes it as HTML if asked.
-pub fn self_check(dir: &Path, format: Format, html: Option<&Path>, title: &str) -> Result<()> {
-    let (check, run) = analyse(dir)?;
+pub fn self_check(
+    dir: &Path,
+    pid: Option<u32>,
+    format: Format,
+    html: Option<&Path>,
+    title: &str,
+) -> Result<()> {
+    self_check_named(dir, pid, format, html, title, None)
+}
+
+fn self_check_named(
+    dir: &Path,
+    pid: Option<u32>,
+    format: Format,
+    html: Option<&Path>,
+    title: &str,
+    schema: Option<&Schema>,
+) -> Result<()> {
+    let (check, run) = analyse(dir, pid, schema)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&check)?),
         Format::Text => print!("{}", render_text(&check)),
@@ -60,7 +100,8 @@ pub fn self_check(dir: &Path, format: Format, html: Option<&Path>, title: &str) 
             snapshots: &run.snapshots,
             profiles: &run.profiles,
         });
-        std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        leakscope_profile::atomic_file::write_atomic(path, page.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         if format == Format::Text {
             println!("\nHTML report: {}", path.display());
         }

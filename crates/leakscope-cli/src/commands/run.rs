@@ -45,6 +45,11 @@ pub struct Args {
     /// Do not print the leak summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Print where the program's RSS went at exit: heap blocks in use,
+    /// freed memory the allocator keeps (per arena), thread stacks, code
+    /// and data, other mappings, leakscope's own.
+    #[arg(long)]
+    pub memory: bool,
     /// The program and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -101,6 +106,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let program = &args.command[0];
     let mut command = Command::new(program);
+    // This process warned about them already (its own allocator read the
+    // same environment); the program would warn again.
+    for rejected in leakscope::settings::rejected_variables() {
+        command.env_remove(rejected);
+    }
     command
         .args(&args.command[1..])
         .env("LD_PRELOAD", preload)
@@ -126,6 +136,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(addr) = &args.http {
         let addr = leakscope::http::listen_addr(addr)
             .with_context(|| format!("--http {addr}: not an address to listen on"))?;
+        let token = std::env::var_os("LEAKSCOPE_HTTP_TOKEN").is_some_and(|t| !t.is_empty());
+        let allowed =
+            std::env::var_os("LEAKSCOPE_HTTP_ALLOW_REMOTE_WITHOUT_TOKEN").is_some_and(|v| v == "1");
+        if !addr.ip().is_loopback() && !token && !allowed {
+            bail!(
+                "--http {addr} is beyond loopback: set LEAKSCOPE_HTTP_TOKEN (requests then need \
+                 it) or LEAKSCOPE_HTTP_ALLOW_REMOTE_WITHOUT_TOKEN=1"
+            );
+        }
         command.env("LEAKSCOPE_HTTP", addr.to_string());
     }
     let mut child = command
@@ -141,14 +160,31 @@ pub fn run(args: Args) -> Result<ExitCode> {
     {
         let snapshot = out.join(format!("snapshot-{pid}.json"));
         if snapshot.is_file() {
-            let summary = LeakSummary::from_snapshot(&load_snapshot(&snapshot)?);
+            let snapshot = load_snapshot(&snapshot)?;
+            if args.memory {
+                match &snapshot.memory {
+                    Some(memory) => {
+                        for line in memory.render().lines() {
+                            eprintln!("leakscope: {line}");
+                        }
+                    }
+                    None => eprintln!(
+                        "leakscope: no memory breakdown: the snapshot at exit could not read \
+                         /proc/self/smaps"
+                    ),
+                }
+            }
+            let summary = LeakSummary::from_snapshot(&snapshot);
             if !args.quiet {
                 eprint!("{}", summary.render("leakscope: ", 3));
                 eprintln!("leakscope: profiles and snapshots in {}", out.display());
             }
             if let Some(path) = &args.report {
-                std::fs::write(path, serde_json::to_string_pretty(&summary)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                leakscope_profile::atomic_file::write_atomic(
+                    path,
+                    serde_json::to_string_pretty(&summary)?.as_bytes(),
+                )
+                .with_context(|| format!("cannot write {}", path.display()))?;
             }
         } else if !args.quiet {
             eprintln!(

@@ -15,6 +15,9 @@ pub struct Args {
     /// A directory of heap profiles (LEAKSCOPE_DIR, or saved /debug/pprof/heap
     /// files) and, optionally, snapshots.
     pub dir: PathBuf,
+    /// The process to follow when the directory holds several processes' files.
+    #[arg(long)]
+    pub pid: Option<u32>,
     /// How many series to list.
     #[arg(short = 'n', long, default_value_t = 10)]
     pub nodes: usize,
@@ -23,15 +26,23 @@ pub struct Args {
     pub all: bool,
     #[arg(long)]
     pub json: bool,
+    /// Frame classes for your own framework (`CLASS PATTERN` lines, added
+    /// to the built-in table; default: the file LEAKSCOPE_FRAMES names).
+    #[arg(long, value_name = "FILE")]
+    pub frames: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let run = load_run(&args.dir)?;
+    super::use_frames(args.frames.as_deref())?;
+    let run = load_run(&args.dir, args.pid)?;
     let report = trend::trends(&run.profiles, &run.snapshots);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render(&report, args.nodes, args.all));
+        if let [first, .., last] = run.memory.as_slice() {
+            print!("{}", leakscope_profile::memory::render_growth(first, last));
+        }
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ pub const MAX_FRAMES: usize = 128;
 
 /// Reads the frame pointer of the calling function.
 #[inline(always)]
-fn frame_pointer() -> usize {
+pub(crate) fn frame_pointer() -> usize {
     let fp: usize;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: reading a register has no side effects.
@@ -213,6 +213,14 @@ pub(crate) fn capture(out: &mut StackBuf) {
     if !super::unwind::backtrace(&mut dwarf) {
         return;
     }
+    // The walk may have started at the front end's frame: drop what
+    // libunwind found below it, so the two are compared like for like.
+    if let Some(&first) = out.as_slice().first() {
+        if let Some(i) = dwarf.as_slice().iter().position(|&r| r == first) {
+            dwarf.frames.copy_within(i..dwarf.len, 0);
+            dwarf.len -= i;
+        }
+    }
     const FEW: usize = 3;
     if dwarf.len <= out.len + FEW {
         thread::with(|t| t.fp_outer_edge.set(last));
@@ -226,13 +234,21 @@ pub(crate) fn capture(out: &mut StackBuf) {
 pub(crate) fn walk_frame_pointers(out: &mut StackBuf) -> WalkEnd {
     let mut fp = frame_pointer();
     let here = &fp as *const usize as usize;
-    let Some((low, high)) = thread::with(stack_bounds) else {
+    let Some((low, high, user_frame)) =
+        thread::with(|t| stack_bounds(t).map(|(low, high)| (low, high, t.user_frame.get())))
+    else {
         return WalkEnd::Broken { last: 0 };
     };
     // On an alternate signal stack or a user-space coroutine stack we cannot
     // tell which addresses are mapped; record nothing rather than guess.
     if here < low || here >= high - 16 {
         return WalkEnd::Broken { last: 0 };
+    }
+    // Inside a front end's slow path, start at its frame: the frames below
+    // it are the profiler's own (a live frame above this one, so it passes
+    // the checks below like any other record).
+    if user_frame > fp && user_frame < high - 16 {
+        fp = user_frame;
     }
     // A frame record (two words: the caller's frame pointer, then the return
     // address) must lie in [here, high - 16], aligned: one unsigned compare

@@ -3,22 +3,26 @@
 //! Every front end (the [`crate::Profiler`] global allocator; the `LD_PRELOAD`
 //! library) reports events through a few calls: [`plan_alloc`] before an
 //! allocation (what to do with it), [`record_alloc`] after a tracked one,
-//! [`may_be_tracked`] and [`untrack`] before a free or realloc. The fast
-//! paths are a thread-local subtraction (alloc) and one test of address bits
-//! (free); anything more goes through a `#[cold]` slow path that holds a
-//! [`thread::ReentryGuard`], so allocations made by code the profiler calls
-//! are never profiled and never recurse.
+//! [`needs_free_check`] before a free or realloc, then [`free_sampled`] for
+//! blocks of the sample heap and [`may_be_tracked`] / [`untrack`] for the
+//! rest. The fast paths are a thread-local subtraction (alloc) and one
+//! range test of the address plus a size test (free); anything more goes
+//! through a `#[cold]` slow path that holds a [`thread::ReentryGuard`], so
+//! allocations made by code the profiler calls are never profiled and never
+//! recurse.
 //!
 //! ```text
 //!   plan_alloc ──► countdown (per thread) ──► sampler / mode
-//!                       │ Sampled (256-aligned block) or Exact (full mode)
+//!                       │ Sampled: small blocks from sample_heap (alloc_sampled),
+//!                       │ large ones from the inner allocator; Exact (full mode)
 //!                       ▼
 //!   record_alloc ──► backtrace::capture (frame pointers / libunwind)
 //!                       ▼
 //!                  stack_table::intern ──► SiteId; per-thread alloc counters
 //!                       ▼
 //!                  live_table::insert (address → size, site, flags)
-//!   may_be_tracked (address bits) ──► untrack ──► filter ──► live_table::remove
+//!   needs_free_check (address range, size) ──► sample heap: free_sampled
+//!                                          └─► untrack ──► filter ──► live_table::remove
 //! ```
 //!
 //! Nothing here allocates through the global allocator: tables live in
@@ -29,6 +33,7 @@ pub(crate) mod filter;
 pub(crate) mod fork;
 pub(crate) mod live_table;
 pub(crate) mod raw_mem;
+pub(crate) mod sample_heap;
 pub(crate) mod sampler;
 pub(crate) mod spinlock;
 pub(crate) mod stack_table;
@@ -36,6 +41,7 @@ pub mod thread;
 pub(crate) mod thread_counters;
 pub(crate) mod unwind;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::config::{Mode, Settings};
@@ -111,28 +117,58 @@ pub enum Plan {
     Untracked,
     /// Recorded exactly (full mode): allocate as asked.
     Exact,
-    /// Recorded as a sample: allocate with at least [`SAMPLED_ALIGN`]
-    /// alignment, which is how `free` recognises candidates cheaply.
+    /// Recorded as a sample: below [`ALWAYS_CHECKED_SIZE`], take the block
+    /// from [`alloc_sampled`] (the sample heap, which is how `free`
+    /// recognises it by address); larger ones come from the inner allocator
+    /// as asked.
     Sampled,
 }
 
-/// Alignment of every small block tracked by sampling. A small block whose
-/// address has any of the low bits set cannot be a sample, so `free` of the
-/// other 15 in 16 small blocks returns after one test ([`may_be_tracked`]).
-/// The cost is at most 255 bytes of padding per *sampled* block (one per 512
-/// KiB allocated by default).
-pub const SAMPLED_ALIGN: usize = 256;
-
 /// Blocks of this size and more are always checked at free (the check is
-/// nothing next to freeing them), and when sampled keep the caller's layout:
-/// over-aligning them would cost memalign's waste and, for zeroed blocks,
-/// calloc's lazily zeroed fresh pages.
-pub const ALWAYS_CHECKED_SIZE: usize = 64 << 10;
+/// nothing next to freeing them), and when sampled come from the inner
+/// allocator with the caller's layout: the allocator's own way with large
+/// blocks (and calloc's lazily zeroed fresh pages) stays.
+pub const ALWAYS_CHECKED_SIZE: usize = sample_heap::MAX_SIZE;
 
-/// Low address bits that rule a block out as tracked: `SAMPLED_ALIGN - 1`,
-/// or 0 (check every free) once full mode has been on, since full mode
-/// tracks blocks at any address.
-static FREE_MASK: AtomicUsize = AtomicUsize::new(SAMPLED_ALIGN - 1);
+/// The addresses whose frees must look further: `[start, start + len)`.
+/// Nothing (0, 0) until the first sampled small block; then the sample
+/// heap's range; everything (0, `usize::MAX`) once full mode has been on,
+/// since full mode tracks blocks at any address. Written only under
+/// `MODE_SWITCH`; both words on one cache line, read without ordering (a
+/// reader that sees an old value checks more, never less: see
+/// [`cover_sample_heap`] and [`set_mode`]).
+#[repr(align(64))]
+struct FreeCheck {
+    start: AtomicUsize,
+    len: AtomicUsize,
+}
+
+static FREE_CHECK: FreeCheck = FreeCheck {
+    start: AtomicUsize::new(0),
+    len: AtomicUsize::new(0),
+};
+
+/// Makes every free look (full mode tracks blocks at any address). Caller
+/// holds `MODE_SWITCH` or is initialising.
+fn check_every_free() {
+    FREE_CHECK.start.store(0, Ordering::Release);
+    FREE_CHECK.len.store(usize::MAX, Ordering::Release);
+}
+
+/// After the sample heap handed out its first block: frees in its range
+/// must look. Done before the block is returned, so any thread that is
+/// handed the block sees the range.
+#[cold]
+fn cover_sample_heap() {
+    let Some((base, len)) = sample_heap::range() else {
+        return;
+    };
+    let _switch = MODE_SWITCH.lock();
+    if FREE_CHECK.len.load(Ordering::Relaxed) == 0 {
+        FREE_CHECK.start.store(base, Ordering::Release);
+        FREE_CHECK.len.store(len, Ordering::Release);
+    }
+}
 
 /// Bytes an `off`-mode thread allocates between looks at the mode, so that a
 /// switch with [`set_mode`] reaches threads that are not sampling.
@@ -167,6 +203,15 @@ pub fn count_down(size: usize) -> bool {
 #[cold]
 #[inline(never)]
 pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
+    thread::with(|t| plan_slow_on(size, settings, &t.bytes_until_sample))
+}
+
+/// [`plan_slow`] for a front end that keeps the thread's countdown itself
+/// (the preload, in initial-exec TLS): `countdown` is this thread's, with
+/// `size` already subtracted, and is re-armed here.
+#[cold]
+#[inline(never)]
+pub fn plan_slow_on(size: usize, settings: &Settings, countdown: &Cell<i64>) -> Plan {
     let mut mode = MODE.load(Ordering::Acquire);
     if mode == UNINIT {
         initialize(settings);
@@ -178,7 +223,7 @@ pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
             SAMPLED => {
                 // Re-arm the countdown even when not tracking, or every later
                 // allocation of this thread would come back here.
-                let sampled = sampler::crossed(t, size, RATE.load(Ordering::Relaxed));
+                let sampled = sampler::crossed(t, countdown, size, RATE.load(Ordering::Relaxed));
                 if sampled && may_track {
                     Plan::Sampled
                 } else {
@@ -186,7 +231,7 @@ pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
                 }
             }
             FULL => {
-                t.bytes_until_sample.set(-1);
+                countdown.set(-1);
                 if may_track {
                     Plan::Exact
                 } else {
@@ -194,61 +239,157 @@ pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
                 }
             }
             OFF => {
-                t.bytes_until_sample.set(OFF_RECHECK_BYTES);
+                countdown.set(OFF_RECHECK_BYTES);
                 Plan::Untracked
             }
             SNAPSHOT_CHILD => die_in_snapshot_child("allocation"),
             // Another thread is initialising: stay on the slow path until it
             // is done, and leave this allocation untracked.
             _ => {
-                t.bytes_until_sample.set(-1);
+                countdown.set(-1);
                 Plan::Untracked
             }
         }
     })
 }
 
-/// The layout a [`Plan::Sampled`] block is allocated with.
-pub fn sampled_layout(layout: std::alloc::Layout) -> std::alloc::Layout {
-    if layout.size() >= ALWAYS_CHECKED_SIZE {
-        layout
+/// Whether a [`Plan::Sampled`] block of `size` bytes comes from the sample
+/// heap ([`alloc_sampled`]) rather than the inner allocator.
+#[inline]
+pub fn sampled_from_heap(size: usize) -> bool {
+    size < ALWAYS_CHECKED_SIZE
+}
+
+/// A block of the sample heap for a [`Plan::Sampled`] allocation of `size`
+/// (< [`ALWAYS_CHECKED_SIZE`]) bytes aligned to `align`, recorded; its
+/// contents are unspecified. Null if none can be had (an alignment above 64
+/// KiB, memory refused, or this thread is already inside the profiler): the
+/// front end then allocates from the inner allocator, untracked.
+#[inline(never)]
+pub fn alloc_sampled(size: usize, align: usize) -> *mut u8 {
+    let Some(_guard) = ReentryGuard::enter() else {
+        return std::ptr::null_mut();
+    };
+    let p = sample_heap::alloc(size, align);
+    if p.is_null() {
+        return p;
+    }
+    if FREE_CHECK.len.load(Ordering::Relaxed) == 0 {
+        cover_sample_heap();
+    }
+    if record_guarded(p, size, Some(RATE.load(Ordering::Relaxed))) {
+        p
     } else {
-        layout.align_to(SAMPLED_ALIGN).unwrap_or(layout)
+        // SAFETY: the block was just taken from the heap and never handed out.
+        unsafe { sample_heap::free(p as usize) };
+        std::ptr::null_mut()
     }
 }
 
-/// Records a block allocated under a [`Plan::Exact`] or [`Plan::Sampled`]
-/// plan (`ptr` non-null). Returns false if a sampled block could not be
-/// recorded (table memory refused): the front end must then replace it by a
-/// block allocated as asked, since nothing will remember its alignment.
+/// Records a block allocated by the inner allocator under a [`Plan::Exact`]
+/// or (large) [`Plan::Sampled`] plan (`ptr` non-null). Returns false if it
+/// could not be recorded (table memory refused); it then stays untracked,
+/// which is harmless since its layout is the caller's.
 #[inline]
 pub fn record_alloc(ptr: *mut u8, size: usize, plan: Plan) -> bool {
     match plan {
         Plan::Untracked => true,
-        Plan::Exact => {
-            record_slow(ptr, size, None);
-            true
-        }
+        Plan::Exact => record_slow(ptr, size, None),
         Plan::Sampled => record_slow(ptr, size, Some(RATE.load(Ordering::Relaxed))),
     }
 }
 
-/// Could the block of `size` bytes at `ptr` be tracked? False means
-/// certainly not. For a small block that was not sampled this takes a load
-/// and a test of the address's low bits; for the few that pass (aligned by
-/// chance, or large), a lookup in the free filter.
+/// Must the free of the block of `size` bytes at `ptr` look further? False
+/// means it was certainly never tracked: hand it straight to the inner
+/// allocator. True for blocks of the sample heap (see [`in_sample_heap`]),
+/// blocks of [`ALWAYS_CHECKED_SIZE`] and more, and, once full mode has been
+/// on, every block. Two loads from one line the profiler rarely writes, a
+/// subtraction and two compares, whatever allocator is wrapped.
 #[inline(always)]
-pub fn may_be_tracked(ptr: *mut u8, size: usize) -> bool {
-    (ptr as usize & FREE_MASK.load(Ordering::Relaxed) == 0 || size >= ALWAYS_CHECKED_SIZE)
-        && (MODE.load(Ordering::Acquire) >= FULL || FILTER.may_contain(ptr as usize))
+pub fn needs_free_check(ptr: *mut u8, size: usize) -> bool {
+    size >= ALWAYS_CHECKED_SIZE || in_checked_range(ptr)
+}
+
+/// The address part of [`needs_free_check`], for front ends that learn the
+/// size only later (the preload reads it from glibc's chunk header, which
+/// blocks of the sample heap do not have).
+#[inline(always)]
+pub fn in_checked_range(ptr: *mut u8) -> bool {
+    (ptr as usize).wrapping_sub(FREE_CHECK.start.load(Ordering::Relaxed))
+        < FREE_CHECK.len.load(Ordering::Relaxed)
+}
+
+/// Is `ptr` a block of the sample heap (allocated by [`alloc_sampled`])?
+/// Such blocks are freed with [`free_sampled`], never by the inner
+/// allocator.
+#[inline]
+pub fn in_sample_heap(ptr: *mut u8) -> bool {
+    sample_heap::contains(ptr as usize)
+}
+
+/// How many bytes of a block of the sample heap can be used (its size
+/// class, at least the size asked for).
+pub fn sample_heap_usable_size(ptr: *mut u8) -> usize {
+    sample_heap::usable_size(ptr as usize)
+}
+
+/// Forgets a block of the sample heap and gives it back. Never waits for a
+/// lock its own thread may hold.
+///
+/// # Safety
+/// `ptr` is a live block of the sample heap ([`in_sample_heap`]), not used
+/// afterwards.
+#[inline(never)]
+pub unsafe fn free_sampled(ptr: *mut u8) {
+    free_slow(ptr);
+    // SAFETY: forwarded from the caller; the entry is gone first, so the
+    // address is never recorded for two blocks at once.
+    unsafe { sample_heap::free(ptr as usize) }
+}
+
+/// Could the block at `ptr` (not of the sample heap) be tracked? False
+/// means certainly not. Call after [`needs_free_check`] said true: a
+/// lookup in the free filter outside full mode.
+#[inline]
+pub fn may_be_tracked(ptr: *mut u8) -> bool {
+    MODE.load(Ordering::Acquire) >= FULL || FILTER.may_contain(ptr as usize)
+}
+
+/// A front end's own countdown of the calling thread (see
+/// [`set_external_countdown`]), as a function address; 0 for none.
+static EXTERNAL_COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the core where a front end keeps each thread's countdown (the
+/// preload keeps it in initial-exec TLS, read without `__tls_get_addr`), so
+/// that a mode switch and a snapshot child send the calling thread's next
+/// allocation to the slow path there too. `countdown` returns the calling
+/// thread's countdown.
+pub fn set_external_countdown(countdown: fn() -> *mut i64) {
+    EXTERNAL_COUNTDOWN.store(countdown as usize, Ordering::Release);
+}
+
+/// Sends the calling thread's next allocation to the slow path, through
+/// every countdown it has.
+fn park_countdowns() {
+    thread::with(|t| t.bytes_until_sample.set(-1));
+    let f = EXTERNAL_COUNTDOWN.load(Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: only `set_external_countdown` stores here, a `fn() -> *mut
+        // i64`; the pointer it returns is the calling thread's countdown,
+        // valid and used by this thread alone.
+        unsafe {
+            let countdown: fn() -> *mut i64 = std::mem::transmute(f);
+            *countdown() = -1;
+        }
+    }
 }
 
 /// Turns this process into a snapshot child: from now on any allocation or
 /// free aborts (see [`SNAPSHOT_CHILD`]).
 pub(crate) fn enter_snapshot_child() {
-    FREE_MASK.store(0, Ordering::Release);
+    check_every_free();
     MODE.store(SNAPSHOT_CHILD, Ordering::Release);
-    thread::with(|t| t.bytes_until_sample.set(-1));
+    park_countdowns();
 }
 
 #[cold]
@@ -275,14 +416,6 @@ pub fn untrack(ptr: *mut u8) -> Option<TrackedBlock> {
 /// What the profiler knew about a block being freed or reallocated.
 #[derive(Debug, Clone, Copy)]
 pub struct TrackedBlock(LiveEntry);
-
-impl TrackedBlock {
-    /// Whether the block was allocated under [`Plan::Sampled`] (and so with
-    /// [`sampled_layout`]).
-    pub fn was_sampled(&self) -> bool {
-        self.0.sampled
-    }
-}
 
 /// A realloc failed, so the old block is still live: record it again.
 #[cold]
@@ -321,7 +454,7 @@ pub fn initialize(settings: &Settings) -> bool {
     {
         return MODE.load(Ordering::Acquire) > INITIALIZING;
     }
-    {
+    let stood_down = {
         let _guard = ReentryGuard::enter();
         let resolved = settings.resolve();
         RATE.store(resolved.rate, Ordering::Relaxed);
@@ -331,11 +464,12 @@ pub fn initialize(settings: &Settings) -> bool {
         thread_counters::install();
         fork::install_handlers();
         if resolved.mode == Mode::Full {
-            FREE_MASK.store(0, Ordering::Release);
+            check_every_free();
         }
         MODE.store(encode(resolved.mode), Ordering::Release);
-    }
-    if let Some(hook) = settings.on_init {
+        resolved.stood_down
+    };
+    if let Some(hook) = settings.on_init.filter(|_| !stood_down) {
         hook();
     }
     true
@@ -354,10 +488,10 @@ pub fn set_mode(mode: Mode) {
     if new == FULL {
         // Full mode tracks blocks at any address: from now on every free
         // must look. Published before the mode, so that any thread that sees
-        // full mode also sees the mask.
-        FREE_MASK.store(0, Ordering::Release);
+        // full mode also sees the range.
+        check_every_free();
     }
-    thread::with(|t| t.bytes_until_sample.set(-1));
+    park_countdowns();
     if MODE.load(Ordering::Acquire) == FULL && new != FULL {
         // Blocks tracked in full mode skipped the free filter (full mode
         // looks every free up). Enter them now, with every shard locked so no
@@ -384,6 +518,11 @@ fn record_slow(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
     let Some(_guard) = ReentryGuard::enter() else {
         return false;
     };
+    record_guarded(ptr, size, sampled_at)
+}
+
+/// [`record_slow`] for a caller that holds the re-entry guard.
+fn record_guarded(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
     let mut stack = backtrace::StackBuf::new();
     backtrace::capture(&mut stack);
     let labels = thread::with(|t| t.labels.get());
@@ -411,11 +550,12 @@ fn record_slow(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
     let inserted = LIVE.insert(addr, || {
         // Decided under the shard lock: a switch out of full mode holds every
         // shard lock while it adds full-mode entries to the filter.
+        // Blocks of the sample heap are known by address: no filter.
         let e = LiveEntry {
             size: size as u64,
             site,
             sampled: sampled_at.is_some(),
-            in_filter: MODE.load(Ordering::Acquire) != FULL,
+            in_filter: MODE.load(Ordering::Acquire) != FULL && !sample_heap::contains(addr),
         };
         stored = Some(e);
         e
@@ -518,7 +658,10 @@ pub(crate) fn scope_end(saved: ScopeState) -> i64 {
 /// profiler does not track.
 #[inline(never)]
 pub fn reattribute(ptr: *const u8) {
-    if MODE.load(Ordering::Acquire) != FULL && !FILTER.may_contain(ptr as usize) {
+    if MODE.load(Ordering::Acquire) != FULL
+        && !FILTER.may_contain(ptr as usize)
+        && !sample_heap::contains(ptr as usize)
+    {
         return;
     }
     let Some(_guard) = ReentryGuard::enter() else {
@@ -560,12 +703,14 @@ pub fn stats() -> Stats {
 }
 
 /// Takes every profiler lock (fork's prepare handler), in the one global
-/// order: mode switch, free counter blocks, stack table, live-table shards.
+/// order: mode switch, free counter blocks, stack table, live-table shards,
+/// sample heap.
 pub(crate) fn lock_all() {
     MODE_SWITCH.raw_lock();
     thread_counters::lock_for_fork();
     STACKS.lock_for_fork();
     LIVE.lock_for_fork();
+    sample_heap::lock_for_fork();
 }
 
 /// Takes the locks a heap snapshot needs (mode switch, stack table, live
@@ -600,6 +745,7 @@ pub(crate) unsafe fn unlock_after_snapshot() {
 pub(crate) unsafe fn unlock_all() {
     // SAFETY: forwarded from the caller.
     unsafe {
+        sample_heap::unlock_after_fork();
         LIVE.unlock_after_fork();
         STACKS.unlock_after_fork();
         thread_counters::unlock_after_fork();

@@ -12,6 +12,7 @@
 //! by memorylessness this is still a Poisson process, so whether one block is
 //! sampled is independent of every other block.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::thread::ThreadState;
@@ -93,17 +94,18 @@ fn next_gap(t: &ThreadState, rate: u64) -> i64 {
 /// at -1. Then no sample point was crossed; the first gap is drawn here and
 /// the block is sampled only if it falls inside it.
 ///
-/// `t.bytes_until_sample` already has `size` subtracted.
-pub(crate) fn crossed(t: &ThreadState, size: usize, rate: u64) -> bool {
-    let before = t.bytes_until_sample.get().wrapping_add(size as i64);
+/// `countdown` (the thread's countdown, `t.bytes_until_sample` or a front
+/// end's own) already has `size` subtracted.
+pub(crate) fn crossed(t: &ThreadState, countdown: &Cell<i64>, size: usize, rate: u64) -> bool {
+    let before = countdown.get().wrapping_add(size as i64);
     if t.rng.get() == 0 || before < 0 {
         let gap = next_gap(t, rate);
         if gap >= size as i64 {
-            t.bytes_until_sample.set(gap - size as i64);
+            countdown.set(gap - size as i64);
             return false;
         }
     }
-    t.bytes_until_sample.set(next_gap(t, rate));
+    countdown.set(next_gap(t, rate));
     true
 }
 
@@ -140,7 +142,7 @@ mod tests {
         for _ in 0..n {
             let left = t.bytes_until_sample.get() - size as i64;
             t.bytes_until_sample.set(left);
-            if left < 0 && crossed(&t, size, rate) {
+            if left < 0 && crossed(&t, &t.bytes_until_sample, size, rate) {
                 hits += 1;
             }
         }

@@ -9,6 +9,13 @@ pub(crate) struct ThreadState {
     /// Set while this thread runs profiler code; allocations made meanwhile
     /// (by libc or by symbolisation) pass through untracked.
     pub(crate) in_profiler: Cell<bool>,
+    /// Set while a front end's allocation slow path runs (see
+    /// [`AllocSlowPath`]).
+    pub(crate) in_alloc_slow_path: Cell<bool>,
+    /// The frame record of the front end's slow-path function while one
+    /// runs (0 otherwise): stacks are walked from there, so the profiler's
+    /// own frames are neither walked nor interned.
+    pub(crate) user_frame: Cell<usize>,
     /// Depth of [`UntrackedScope`]s: profiler API calls (building a profile,
     /// symbolising) whose own allocations must not show up in profiles.
     pub(crate) untracked_depth: Cell<u32>,
@@ -44,6 +51,8 @@ impl ThreadState {
     pub(crate) const fn new() -> Self {
         ThreadState {
             in_profiler: Cell::new(false),
+            in_alloc_slow_path: Cell::new(false),
+            user_frame: Cell::new(0),
             untracked_depth: Cell::new(0),
             bytes_until_sample: Cell::new(-1),
             rng: Cell::new(0),
@@ -115,6 +124,48 @@ impl Drop for ReentryGuard {
     #[inline]
     fn drop(&mut self) {
         with(|t| t.in_profiler.set(false));
+    }
+}
+
+/// Held by a front end for the whole of an allocation's slow path (plan,
+/// the inner allocator's call, record). `enter` refuses when this thread is
+/// already inside one: the allocation then comes from a signal handler that
+/// interrupted the slow path (or from code the profiler calls), and must
+/// take the plain path, the inner allocator as asked, untracked, touching
+/// no sampler state, lock or libc function that the interrupted code may be
+/// in the middle of. The fast path needs no such mark: a countdown
+/// interrupted between its load and store only loses a few bytes of count.
+pub struct AllocSlowPath {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl AllocSlowPath {
+    /// Always inlined: the calling function's frame is where stacks
+    /// captured meanwhile start, so it must be the front end's slow-path
+    /// function itself, alive until the guard drops.
+    #[inline(always)]
+    pub fn enter() -> Option<AllocSlowPath> {
+        let frame = super::backtrace::frame_pointer();
+        with(|t| {
+            if t.in_alloc_slow_path.replace(true) {
+                None
+            } else {
+                t.user_frame.set(frame);
+                Some(AllocSlowPath {
+                    _not_send: std::marker::PhantomData,
+                })
+            }
+        })
+    }
+}
+
+impl Drop for AllocSlowPath {
+    #[inline]
+    fn drop(&mut self) {
+        with(|t| {
+            t.user_frame.set(0);
+            t.in_alloc_slow_path.set(false)
+        });
     }
 }
 

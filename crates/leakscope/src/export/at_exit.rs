@@ -9,16 +9,8 @@ extern "C" fn write_at_exit() {
 }
 
 fn write_outputs() {
-    if let Some(template) = OUT_PATH.get() {
-        let path = expand_path(template);
-        if let Err(e) = super::heap_profile().write_pprof(&path) {
-            eprintln!("leakscope: could not write the heap profile to {path}: {e}");
-        }
-    }
-    if PERIODIC_DIR.get().is_some() {
-        // The last of the periodic outputs: the state at exit.
-        super::periodic::write_next();
-    }
+    // The snapshot first: its memory breakdown is read before anything is
+    // symbolised, so the symboliser's memory is not counted as the program's.
     if let Some(template) = REFS_OUT_PATH.get() {
         let path = expand_path(template);
         let written = crate::snapshot::snapshot()
@@ -34,6 +26,16 @@ fn write_outputs() {
         if let Err(e) = written {
             eprintln!("leakscope: could not write the heap snapshot to {path}: {e}");
         }
+    }
+    if let Some(template) = OUT_PATH.get() {
+        let path = expand_path(template);
+        if let Err(e) = super::heap_profile().write_pprof(&path) {
+            eprintln!("leakscope: could not write the heap profile to {path}: {e}");
+        }
+    }
+    if PERIODIC_DIR.get().is_some() {
+        // The last of the periodic outputs: the state at exit.
+        super::periodic::write_next();
     }
 }
 

@@ -13,6 +13,8 @@ use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
+pub(crate) use leakscope_profile::atomic_file::write_atomic;
+
 use crate::collect::sampler::weight;
 use crate::collect::stack_table::load_f64;
 use crate::collect::thread::UntrackedScope;
@@ -43,6 +45,9 @@ pub struct HeapProfile {
     time: SystemTime,
     sites: Vec<SiteFigures>,
 }
+
+/// Sites that may appear while the live table is read for a profile.
+const NEW_SITES_ROOM: usize = 4096;
 
 /// Reads the current heap profile of this process.
 pub fn heap_profile() -> HeapProfile {
@@ -78,10 +83,28 @@ pub fn heap_profile() -> HeapProfile {
         sites[id].alloc_objects += objects;
         sites[id].alloc_space += bytes;
     }
+    // The closure below runs under a live-table shard lock: nothing in it may
+    // free or move a block (in full mode a free looks the block up in the
+    // table, and could need the very shard held: a self-deadlock). Room for
+    // sites created meanwhile is made first; a block of a site beyond it is
+    // left for the next profile.
+    // Sites are read after (reading one allocates and frees).
+    let known = sites.len();
+    sites.reserve(NEW_SITES_ROOM);
     LIVE.for_each(|_, entry| {
-        // A site created after the loop above: read it now.
+        // A site created after the loop above: a place for it now.
         while sites.len() <= entry.site as usize {
-            sites.push(read_site(sites.len() as u32));
+            if sites.len() == sites.capacity() {
+                return;
+            }
+            sites.push(SiteFigures {
+                frames: Vec::new(),
+                labels: Vec::new(),
+                alloc_objects: 0.0,
+                alloc_space: 0.0,
+                inuse_objects: 0.0,
+                inuse_space: 0.0,
+            });
         }
         let w = if entry.sampled {
             weight(entry.size, rate)
@@ -92,6 +115,14 @@ pub fn heap_profile() -> HeapProfile {
         site.inuse_objects += w;
         site.inuse_space += w * entry.size as f64;
     });
+    for (id, site) in sites.iter_mut().enumerate().skip(known) {
+        let read = read_site(id as u32);
+        *site = SiteFigures {
+            inuse_objects: site.inuse_objects,
+            inuse_space: site.inuse_space,
+            ..read
+        };
+    }
     // Blocks allocated before a site's counters were read can be live with
     // no allocation counted yet; a profile must never show more in use than
     // allocated.
@@ -143,9 +174,10 @@ impl HeapProfile {
         leakscope_profile::encode_gzip(&self.to_pprof())
     }
 
-    /// Writes the gzipped pprof encoding to `path`.
+    /// Writes the gzipped pprof encoding to `path`, atomically (a crash
+    /// leaves the old file or none, never a truncated one).
     pub fn write_pprof(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let _scope = UntrackedScope::enter();
-        std::fs::write(path, self.encode_pprof())
+        write_atomic(path, &self.encode_pprof())
     }
 }

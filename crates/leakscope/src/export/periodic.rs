@@ -1,20 +1,27 @@
 //! `LEAKSCOPE_INTERVAL=SECS` with `LEAKSCOPE_DIR=DIR`: a heap profile (and,
 //! in full mode, a heap snapshot) every interval, for any program using the
 //! allocator, so that growth can be followed over time (`leakscope trend`,
-//! `leakscope report`). Files: `DIR/heap-<pid>-<seq>.pb.gz` and
-//! `DIR/snapshot-<pid>-<seq>.json`; the last set is written at exit.
+//! `leakscope report`). Files: `DIR/heap-<pid>-<seq>.pb.gz`,
+//! `DIR/memory-<pid>-<seq>.json` (where RSS goes, without a heap walk) and
+//! `DIR/snapshot-<pid>-<seq>.json`; the last set is written at exit. Each
+//! file is written atomically (temporary, fsync, rename): a process killed
+//! mid-write leaves complete files and at most one hidden temporary.
 //!
 //! The writer is a plain `pthread` started at initialisation (which happens
 //! inside the first allocation, possibly before `main`): it sleeps first, so
 //! it only runs Rust code once the program is up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::collect::thread::UntrackedScope;
 use crate::config::{PERIODIC_DIR, PERIODIC_INTERVAL_MS};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the last attempt to create the directory failed (so that the
+/// failure is reported once, not every interval).
+static DIR_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Writes the next profile (and snapshot) into the directory; both read
 /// the binaries' debug information once.
@@ -28,10 +35,25 @@ fn write_set() {
         return;
     };
     let dir = crate::config::expand_path(dir);
-    let _ = std::fs::create_dir_all(&dir);
+    if !ensure_dir(&dir) {
+        return;
+    }
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     let profile = super::heap_profile();
+    // Before the profile is symbolised (whose debug information would
+    // count as leakscope's heap): where RSS goes, without a walk.
+    match crate::memory::breakdown_with_profile(&profile) {
+        Ok(memory) => {
+            if let Err(e) = super::write_atomic(
+                format!("{dir}/memory-{pid}-{seq:04}.json"),
+                memory.to_json().as_bytes(),
+            ) {
+                eprintln!("leakscope: cannot write a periodic memory breakdown into {dir}: {e}");
+            }
+        }
+        Err(e) => eprintln!("leakscope: cannot read this process's memory map: {e}"),
+    }
     if let Err(e) = profile.write_pprof(format!("{dir}/heap-{pid}-{seq:04}.pb.gz")) {
         eprintln!("leakscope: cannot write a periodic profile into {dir}: {e}");
     }
@@ -47,9 +69,34 @@ fn write_set() {
     }
 }
 
+/// Creates the directory if needed. A failure is reported once (with the
+/// system's reason), until the directory can be created again.
+fn ensure_dir(dir: &str) -> bool {
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => {
+            DIR_FAILED.store(false, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            if !DIR_FAILED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "leakscope: cannot create LEAKSCOPE_DIR {dir}: {e}; no periodic profiles \
+                     until it can be created"
+                );
+            }
+            false
+        }
+    }
+}
+
 extern "C" fn writer_loop(_: *mut libc::c_void) -> *mut libc::c_void {
     crate::own_threads::register_current();
     let interval = Duration::from_millis(PERIODIC_INTERVAL_MS.load(Ordering::Relaxed));
+    if let Some(dir) = PERIODIC_DIR.get() {
+        // Says at once, not an interval later, if the directory is unusable.
+        let _scope = UntrackedScope::enter();
+        ensure_dir(&crate::config::expand_path(dir));
+    }
     loop {
         std::thread::sleep(interval);
         write_next();

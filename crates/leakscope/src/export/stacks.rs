@@ -143,22 +143,13 @@ impl Symbols {
 /// vendored code) or to the Rust distribution, rather than to the
 /// application being profiled.
 pub(crate) fn is_dependency_file(file: &str) -> bool {
-    file.contains("/.cargo/registry/")
-        || file.contains("/.cargo/git/")
-        || file.contains("/vendor/")
-        || file.starts_with("/rustc/")
-        || file.starts_with("/rust/deps/")
-        || file.contains("/lib/rustlib/")
+    leakscope_profile::frames::is_dependency_file(file)
 }
 
 /// The crate a (demangled) function name belongs to: its first path
 /// segment, looking through `<impl ...>` brackets.
 pub(crate) fn crate_of(name: &str) -> &str {
-    let n = name
-        .trim_start_matches(['<', '&', '*'])
-        .trim_start_matches("mut ")
-        .trim_start_matches("dyn ");
-    n.split([':', '<', ' ', '>']).next().unwrap_or("")
+    leakscope_profile::frames::crate_of(name)
 }
 
 impl Symbols {

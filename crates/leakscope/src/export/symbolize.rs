@@ -4,6 +4,7 @@
 use blazesym::symbolize::{source, Input, Symbolized, Symbolizer};
 use blazesym::Pid;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One (possibly inlined) frame at an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,20 +61,110 @@ pub(crate) fn symbolize_in_process(addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     if addrs.is_empty() {
         return Vec::new();
     }
+    let run = |symbolizer: &Symbolizer| symbolize_with(symbolizer, addrs);
+    let shared = SHARED.try_with(|s| s.borrow().as_ref().map(&run));
+    match shared {
+        Ok(Some(frames)) => frames,
+        Ok(None) if SERVICE_ENABLED.load(Ordering::Acquire) => {
+            service::symbolize(addrs).unwrap_or_else(|| run(&new_symbolizer()))
+        }
+        _ => run(&new_symbolizer()),
+    }
+}
+
+/// One batch through one symbolizer.
+fn symbolize_with(symbolizer: &Symbolizer, addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     let mut process = source::Process::new(Pid::Slf);
     process.perf_map = false;
     // /proc/self/map_files may need privileges; the symbolic paths in
     // /proc/self/maps work for our own process.
     process.map_files = false;
     let src = source::Source::Process(process);
-    let run = |symbolizer: &Symbolizer| match symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
+    match symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
         Ok(results) => results.into_iter().map(frames_of).collect(),
         Err(_) => vec![Vec::new(); addrs.len()],
-    };
-    let shared = SHARED.try_with(|s| s.borrow().as_ref().map(run));
-    match shared {
-        Ok(Some(frames)) => frames,
-        _ => run(&new_symbolizer()),
+    }
+}
+
+/// Whether batches outside a [`with_shared_symbolizer`] scope go to the one
+/// symbolizer thread (the endpoint turns it on).
+static SERVICE_ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Routes every later batch not covered by [`with_shared_symbolizer`]
+/// through one process-wide symbolizer (see [`service`]).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn use_shared_service() {
+    SERVICE_ENABLED.store(true, Ordering::Release);
+}
+
+/// One symbolizer for the whole process, on a thread of its own (blazesym's
+/// `Symbolizer` cannot move between threads): concurrent requests of the
+/// endpoint share its parsed debug information instead of each parsing
+/// every binary again (about 50 MB each for a Rust service), so memory is
+/// bounded by one parse whatever the number of requests. It is dropped
+/// after [`KEEP`] without work, so a service does not keep the parsed
+/// debug information between bursts.
+mod service {
+    use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    use super::{new_symbolizer, symbolize_with, SymFrame};
+    use blazesym::symbolize::Symbolizer;
+
+    /// How long the symbolizer outlives its last batch.
+    pub(super) const KEEP: Duration = Duration::from_secs(10);
+
+    struct Job {
+        addrs: Vec<u64>,
+        reply: SyncSender<Vec<Vec<SymFrame>>>,
+    }
+
+    static QUEUE: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+
+    /// Symbolises on the shared thread; `None` if it cannot be reached.
+    pub(super) fn symbolize(addrs: &[u64]) -> Option<Vec<Vec<SymFrame>>> {
+        let queue = QUEUE.get_or_init(start).as_ref()?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job {
+            addrs: addrs.to_vec(),
+            reply,
+        };
+        queue.lock().ok()?.send(job).ok()?;
+        answer.recv().ok()
+    }
+
+    fn start() -> Option<Mutex<mpsc::Sender<Job>>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("leakscope-symbolizer".into())
+            .spawn(move || serve(rx))
+            .ok()?;
+        Some(Mutex::new(tx))
+    }
+
+    fn serve(jobs: Receiver<Job>) {
+        let _scope = crate::collect::thread::UntrackedScope::enter();
+        let mut symbolizer: Option<Symbolizer> = None;
+        loop {
+            let job = if symbolizer.is_some() {
+                match jobs.recv_timeout(KEEP) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        symbolizer = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            };
+            let s = symbolizer.get_or_insert_with(new_symbolizer);
+            let _ = job.reply.send(symbolize_with(s, &job.addrs));
+        }
     }
 }
 
@@ -111,20 +202,10 @@ fn frames_of(result: Symbolized<'_>) -> Vec<SymFrame> {
 }
 
 /// Frames of the allocation machinery itself: the profiler and the global
-/// allocator shims. Always dropped from the leaf end of a stack.
+/// allocator shims (the `allocator` class of [`leakscope_profile::frames`]).
+/// Always dropped from the leaf end of a stack.
 pub(crate) fn is_allocator_plumbing(name: &str) -> bool {
-    const PREFIXES: [&str; 9] = [
-        "leakscope::collect::",
-        "<leakscope::profiler::Profiler",
-        "leakscope::profiler::",
-        "leakscope_preload::",
-        "__rust_alloc",
-        "__rust_realloc",
-        "__rustc::",
-        "__rdl_",
-        "__rg_",
-    ];
-    PREFIXES.iter().any(|p| name.starts_with(p))
+    leakscope_profile::frames::global().is_allocator(name)
 }
 
 /// Frames of Rust's standard library (`core`, `alloc`, `std`, and the crates
@@ -136,47 +217,18 @@ pub(crate) fn is_allocator_plumbing(name: &str) -> bool {
 ///
 /// The source file decides: the Rust distribution's sources are remapped to
 /// `/rustc/<commit>/library/...` and `/rust/deps/...` in its debug info.
-/// Without a file, the name decides (see [`is_standard_library_name`]).
+/// Without a file, the name decides (see [`is_standard_library_name`]). Both
+/// lists live in [`leakscope_profile::frames`].
 pub(crate) fn is_standard_library(frame: &SymFrame) -> bool {
-    let file = &frame.file;
-    if file.is_empty() {
+    if frame.file.is_empty() {
         return is_standard_library_name(&frame.name);
     }
-    file.starts_with("/rustc/")
-        || file.starts_with("/rust/deps/")
-        || file.contains("/lib/rustlib/src/rust/library/")
+    leakscope_profile::frames::is_std_file(&frame.file)
 }
 
-/// Name-based fallback of [`is_standard_library`]. A trait method counts as
-/// the standard library's when the type it is implemented for is
-/// (`<Vec<T> as Clone>::clone`) or is a primitive
-/// (`<u8 as SpecFromElem>::from_elem`); `<myapp::Foo as Clone>::clone` is the
-/// application's.
+/// Name-based fallback of [`is_standard_library`].
 pub(crate) fn is_standard_library_name(name: &str) -> bool {
-    const STD_CRATES: [&str; 4] = ["core", "alloc", "std", "hashbrown"];
-    let mut head = name;
-    loop {
-        let trimmed = head
-            .trim_start_matches(['<', '&', '[', '(', '*'])
-            .trim_start_matches("mut ")
-            .trim_start_matches("const ")
-            .trim_start_matches("dyn ");
-        if trimmed.len() == head.len() {
-            break;
-        }
-        head = trimmed;
-    }
-    let first_path_end = head.find("::").unwrap_or(head.len());
-    let self_part = &head[..first_path_end];
-    // `u8 as alloc`, `T as core`, `str as alloc`: the self type has no path.
-    let krate = match self_part.split_once(" as ") {
-        Some((self_type, trait_start)) if !self_type.contains("::") => {
-            trait_start.trim_start_matches('<')
-        }
-        _ => self_part,
-    };
-    let krate = krate.split(['<', ' ', ']', ';', '>']).next().unwrap_or("");
-    STD_CRATES.contains(&krate)
+    leakscope_profile::frames::is_std_name(name)
 }
 
 #[cfg(test)]

@@ -1,30 +1,33 @@
 //! The endpoint's routes. Every profile or snapshot is built on tokio's
 //! blocking pool (`spawn_blocking`): symbolising a profile or stopping the
-//! process for a snapshot must not stall the service's async workers.
+//! process for a snapshot must not stall the service's async workers. Builds
+//! hold a permit of a small semaphore; a request that finds none gets 429
+//! at once (queueing them would let a burst pile up memory and work).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use leakscope_profile::{delta::delta_profile, pb, StackView};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::query::{self, HeapQuery};
 use super::{history, Options};
 
 #[derive(Clone)]
 struct AppState {
     options: Arc<Options>,
+    builds: Arc<Semaphore>,
 }
-
-type Params = Query<HashMap<String, String>>;
 
 pub(super) fn routes(options: Options) -> Router {
     let state = AppState {
+        builds: Arc::new(Semaphore::new(options.max_concurrent_builds.max(1))),
         options: Arc::new(options),
     };
     Router::new()
@@ -33,6 +36,7 @@ pub(super) fn routes(options: Options) -> Router {
         .route("/debug/pprof/allocs", get(allocs))
         .route("/debug/leakscope/refs", get(refs))
         .route("/debug/leakscope/report", get(report))
+        .route("/debug/leakscope/memory", get(memory))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -43,6 +47,12 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.options.token.as_deref() == Some("") {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "leakscope: the endpoint was given an empty token; set a token or none",
+        );
+    }
     if let Some(token) = &state.options.token {
         let given = request
             .headers()
@@ -67,11 +77,39 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, text).into_response()
 }
 
-/// Runs profile-building work on the blocking pool.
+/// A permit to build a profile, snapshot or report, if one is free.
+fn build_permit(state: &AppState) -> Option<OwnedSemaphorePermit> {
+    state.builds.clone().try_acquire_owned().ok()
+}
+
+/// The answer when every build permit is taken.
+fn busy(state: &AppState) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "1")],
+        format!(
+            "leakscope: {} profiles are being built; retry in a second\n",
+            state.options.max_concurrent_builds.max(1)
+        ),
+    )
+        .into_response()
+}
+
+/// Runs profile-building work on the blocking pool, holding a build permit.
 async fn blocking<T: Send + 'static>(
+    state: &AppState,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| {
+    let Some(permit) = build_permit(state) else {
+        return Err(busy(state));
+    };
+    tokio::task::spawn_blocking(move || {
+        let result = work();
+        drop(permit);
+        result
+    })
+    .await
+    .map_err(|_| {
         error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "leakscope: profile task failed",
@@ -86,17 +124,18 @@ async fn index() -> Response {
          /debug/pprof/heap            heap profile (pprof; ?debug=1 text; ?seconds=N delta)\n\
          /debug/pprof/allocs          the same, alloc_space first\n\
          /debug/leakscope/refs        holder chains of a heap snapshot (pprof; ?format=json; full mode)\n\
-         /debug/leakscope/report      the self-check (JSON; ?format=html)\n",
+         /debug/leakscope/report      the self-check (JSON; ?format=html)\n\
+         /debug/leakscope/memory      where RSS goes: heap in use and freed, stacks, code, mappings (text; ?format=json)\n",
     )
         .into_response()
 }
 
-async fn heap(State(state): State<AppState>, Query(params): Params) -> Response {
-    heap_like(&state, &params, "inuse_space").await
+async fn heap(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    heap_like(&state, query.as_deref(), "inuse_space").await
 }
 
-async fn allocs(State(state): State<AppState>, Query(params): Params) -> Response {
-    heap_like(&state, &params, "alloc_space").await
+async fn allocs(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    heap_like(&state, query.as_deref(), "alloc_space").await
 }
 
 fn set_default_type(p: &mut pb::Profile, name: &str) {
@@ -110,26 +149,13 @@ fn set_default_type(p: &mut pb::Profile, name: &str) {
     p.default_sample_type = index as i64;
 }
 
-async fn heap_like(
-    state: &AppState,
-    params: &HashMap<String, String>,
-    default_type: &str,
-) -> Response {
-    let debug = params.get("debug").is_some_and(|v| v != "0");
-    let seconds = match params.get("seconds").map(|s| s.parse::<u64>()) {
-        None => None,
-        Some(Ok(s)) if (1..=state.options.max_delta_seconds).contains(&s) => Some(s),
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "leakscope: seconds must be a whole number from 1 to {}",
-                    state.options.max_delta_seconds
-                ),
-            )
-        }
-    };
-    let take = || blocking(|| crate::heap_profile().to_pprof());
+async fn heap_like(state: &AppState, query: Option<&str>, default_type: &str) -> Response {
+    let HeapQuery { debug, seconds } =
+        match query::parse_heap(query.unwrap_or(""), state.options.max_delta_seconds) {
+            Ok(q) => q,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("leakscope: {e}")),
+        };
+    let take = || blocking(state, || crate::heap_profile().to_pprof());
     let mut profile = match seconds {
         None => match take().await {
             Ok(p) => p,
@@ -178,9 +204,12 @@ async fn heap_like(
         .into_response()
 }
 
-async fn refs(Query(params): Params) -> Response {
-    let json = params.get("format").is_some_and(|f| f == "json");
-    let snapshot = match blocking(crate::snapshot).await {
+async fn refs(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let json = match query::parse_format(query.as_deref().unwrap_or(""), &["json", "pprof"]) {
+        Ok(q) => q.format.as_deref() == Some("json"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("leakscope: {e}")),
+    };
+    let snapshot = match blocking(&state, crate::snapshot).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => return e,
@@ -206,9 +235,12 @@ async fn refs(Query(params): Params) -> Response {
     }
 }
 
-async fn report(Query(params): Params) -> Response {
-    let html = params.get("format").is_some_and(|f| f == "html");
-    let check = match blocking(history::self_check).await {
+async fn report(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let html = match query::parse_format(query.as_deref().unwrap_or(""), &["json", "html"]) {
+        Ok(q) => q.format.as_deref() == Some("html"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("leakscope: {e}")),
+    };
+    let check = match blocking(&state, history::self_check).await {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -220,5 +252,38 @@ async fn report(Query(params): Params) -> Response {
             .into_response()
     } else {
         ([(header::CONTENT_TYPE, "application/json")], check.json()).into_response()
+    }
+}
+
+/// Where the process's RSS goes, without stopping it (smaps, the
+/// allocator's statistics, the profiler's live figures): sizes per part,
+/// never memory contents or mapping names.
+async fn memory(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let json = match query::parse_format(query.as_deref().unwrap_or(""), &["text", "json"]) {
+        Ok(q) => q.format.as_deref() == Some("json"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("leakscope: {e}")),
+    };
+    let breakdown = match blocking(&state, crate::memory::breakdown).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("leakscope: cannot read this process's memory map: {e}"),
+            )
+        }
+        Err(e) => return e,
+    };
+    if json {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            breakdown.to_json(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            breakdown.render(),
+        )
+            .into_response()
     }
 }

@@ -363,7 +363,7 @@ fn attach_forking(pid: i32, options: &AttachOptions) -> Result<Result<Attached, 
     session.detach_all();
     let pause = started.elapsed();
     at_step(options, Step::Resumed, Some(child));
-    let copied = copy_child(child, threads, options);
+    let copied = copy_child(child, pid, threads, options);
     // SAFETY: killing the child we traced and made; it is ours until
     // reaped below.
     unsafe { libc::kill(child, libc::SIGKILL) };
@@ -420,6 +420,7 @@ fn run_clone(tid: i32, options: &AttachOptions) -> Result<i32, String> {
 /// it.
 fn copy_child(
     child: i32,
+    pid: i32,
     threads: Vec<ThreadState>,
     options: &AttachOptions,
 ) -> Result<(ProcessImage, Duration), String> {
@@ -429,7 +430,7 @@ fn copy_child(
     }
     let _ = ptrace::set_options(child, libc::PTRACE_O_EXITKILL as u64);
     let started = Instant::now();
-    let image = ProcessImage::copy(child, threads, options.copy)?;
+    let image = ProcessImage::copy_with_files_of(child, pid, threads, options.copy)?;
     let time = started.elapsed();
     at_step(options, Step::Copied, Some(child));
     Ok((image, time))

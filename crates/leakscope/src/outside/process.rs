@@ -77,6 +77,17 @@ impl ProcessImage {
         threads: Vec<ThreadState>,
         policy: CopyPolicy,
     ) -> Result<ProcessImage, String> {
+        Self::copy_with_files_of(pid, pid, threads, policy)
+    }
+
+    /// As [`ProcessImage::copy`], with files read through
+    /// `/proc/FILES_OF/root` (the target's, for its short-lived child).
+    pub(crate) fn copy_with_files_of(
+        pid: i32,
+        files_of: i32,
+        threads: Vec<ThreadState>,
+        policy: CopyPolicy,
+    ) -> Result<ProcessImage, String> {
         let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .map_err(|e| format!("cannot read /proc/{pid}/maps: {e}"))?;
         let listed: Vec<Listed> = maps_text.lines().filter_map(parse_line).collect();
@@ -92,7 +103,7 @@ impl ProcessImage {
             .collect();
         let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
         let (entry, _) = objects::auxv_entry_and_vdso(&auxv);
-        let root = format!("/proc/{pid}/root");
+        let root = format!("/proc/{files_of}/root");
         let objects = objects::discover(&files, entry, |p, _| {
             let p = p.strip_suffix(" (deleted)").unwrap_or(p);
             PathBuf::from(format!("{root}{p}"))

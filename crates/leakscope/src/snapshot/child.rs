@@ -14,6 +14,7 @@
 //! (possibly lost); find large blocks kept alive by small slices of them.
 
 use super::blocks::{self, Block, BlockSource, CrossCheck};
+use super::fields::{self, FirstView};
 use super::glibc::{HeapStats, Prepared, ThreadRef};
 use super::graph::{self, Csr, NONE};
 use super::image::{Maps, OwnMemory};
@@ -714,7 +715,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     // Where glibc's main arena is (known after a walk; else looked for by
     // its shape, as the walk does).
     let malloc_state = match (heap.per_arena[0].address, input.glibc.layout) {
-        (0, Some(l)) => super::glibc::arenas::find_main_arena(&mem, l, input.glibc.libc_data())
+        (0, Some(l)) => super::glibc::arenas::find_main_arena(&mem, l, input.glibc.libc_data(), 0)
             .map_or((u64::MAX, u64::MAX), |a| (a, a + l.arena_size)),
         (a, Some(l)) => (a, a + l.arena_size),
         (_, None) => (u64::MAX, u64::MAX),
@@ -1121,6 +1122,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     // plausible length counts as a pointer-sized view: conservative scanning
     // also meets stale words, which must not hide a pinned buffer.
     let mut view_bytes = MmapVec::filled(n_blocks, u64::MAX)?;
+    let mut first_view = MmapVec::filled(n_blocks, FirstView::NONE)?;
     {
         let mut candidates: MmapVec<(u32, u32)> = MmapVec::new();
         for (i, b) in index.blocks.iter().enumerate() {
@@ -1179,6 +1181,10 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                             } else {
                                 8
                             };
+                            if !owner {
+                                first_view[b as usize]
+                                    .note(word - blk.addr, if plausible { len } else { 0 });
+                            }
                         }
                     }
                     at += 8;
@@ -1197,6 +1203,13 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             }
         }
     }
+    // Which field of its buffer each pinned block's first slice is.
+    let pinned = index.blocks.iter().enumerate().filter_map(|(i, b)| {
+        (block_flags[i] & flags::PINNED != 0).then_some((i as u32, b.addr, b.size, first_view[i]))
+    });
+    // SAFETY: every indexed block was checked readable when the index was
+    // built, and this process is a frozen, single-threaded copy.
+    unsafe { fields::attribute_pinned(pinned, out) };
 
     lap(Phase::Pinning);
     // Results.

@@ -94,6 +94,11 @@ impl Maps {
         crate::collect::raw_mem::own_mappings(|start, len| {
             let _ = own.push((start as u64, (start + len) as u64));
         });
+        // The sample heap: its blocks come from the live table, and its
+        // slabs must not be taken for glibc's mmapped chunks.
+        if let Some((start, len)) = crate::collect::sample_heap::range() {
+            let _ = own.push((start as u64, (start + len) as u64));
+        }
         own.as_mut_slice().sort_unstable();
         Some(Maps { regions, own })
     }

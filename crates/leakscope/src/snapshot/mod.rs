@@ -17,6 +17,7 @@
 
 mod blocks;
 mod child;
+mod fields;
 pub(crate) mod glibc;
 mod graph;
 pub(crate) mod image;
@@ -257,7 +258,7 @@ impl Snapshot {
     /// Writes the snapshot file (JSON, see `leakscope refs`).
     pub fn write(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let _scope = UntrackedScope::enter();
-        std::fs::write(path, self.report.to_json())
+        crate::export::write_atomic(path, self.report.to_json().as_bytes())
     }
 
     /// The holder-chain profile (gzipped pprof), as `go tool pprof` reads it.
@@ -268,7 +269,7 @@ impl Snapshot {
 
     /// Writes the holder-chain profile.
     pub fn write_refs_pprof(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        std::fs::write(path, self.encode_refs_pprof())
+        crate::export::write_atomic(path, &self.encode_refs_pprof())
     }
 }
 
@@ -312,13 +313,6 @@ impl SlotBuffer {
 
 /// How long threads get to stop before the snapshot goes on without them.
 const STOP_TIMEOUT: Duration = Duration::from_millis(500);
-
-fn snapshot_timeout() -> Duration {
-    let secs = crate::config::getenv(c"LEAKSCOPE_SNAPSHOT_TIMEOUT")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
-    Duration::from_secs(secs)
-}
 
 fn raw_fork() -> libc::c_long {
     #[cfg(target_arch = "x86_64")]
@@ -407,19 +401,20 @@ fn heap_block_bound() -> usize {
     (bytes / glibc::layout::MIN_CHUNK) as usize
 }
 
+/// How often the arena list is read again when arenas keep being added.
+const ARENA_LIST_TRIES: u32 = 8;
+
 /// How long the snapshot waits for each of glibc's arena locks.
 const ARENA_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The block source to use, or why there is none. `LEAKSCOPE_SNAPSHOT_BLOCKS`
 /// (`table`, `walk`, `check`) chooses for snapshots that do not.
 fn resolve_source(requested: BlockSource, mode: Mode) -> Result<BlockSource, SnapshotError> {
-    let requested = match (
-        requested,
-        crate::config::getenv(c"LEAKSCOPE_SNAPSHOT_BLOCKS"),
-    ) {
-        (BlockSource::Auto, Some("table")) => BlockSource::LiveTable,
-        (BlockSource::Auto, Some("walk")) => BlockSource::HeapWalk,
-        (BlockSource::Auto, Some("check")) => BlockSource::CrossCheck,
+    use crate::config::SnapshotBlocks;
+    let requested = match (requested, crate::config::snapshot_blocks()) {
+        (BlockSource::Auto, Some(SnapshotBlocks::Table)) => BlockSource::LiveTable,
+        (BlockSource::Auto, Some(SnapshotBlocks::Walk)) => BlockSource::HeapWalk,
+        (BlockSource::Auto, Some(SnapshotBlocks::Check)) => BlockSource::CrossCheck,
         (r, _) => r,
     };
     let source = match requested {
@@ -442,7 +437,7 @@ fn resolve_source(requested: BlockSource, mode: Mode) -> Result<BlockSource, Sna
 }
 
 /// The allocator behind the profiled blocks if it is not glibc's malloc.
-fn other_allocator() -> Option<String> {
+pub(crate) fn other_allocator() -> Option<String> {
     let named = |symbol: &std::ffi::CStr| {
         // SAFETY: dlsym with RTLD_DEFAULT only looks a name up.
         !unsafe { libc::dlsym(libc::RTLD_DEFAULT, symbol.as_ptr()) }.is_null()
@@ -529,8 +524,8 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     let slots = slot_buffer.prepare(&others)?;
     // The heap walk: what it needs to know about libc, and the arenas whose
     // locks are held across the fork.
-    let glibc = glibc::prepare::prepared(modules.static_tls_bytes);
-    let (arenas, walk_capacity) = if walking {
+    let mut glibc = glibc::prepare::prepared(modules.static_tls_bytes);
+    let (mut arenas, walk_capacity) = if walking {
         let Some(layout) = glibc.layout else {
             return Err(SnapshotError::NoHeapWalk(format!(
                 "glibc {}.{}: {}",
@@ -540,9 +535,9 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             )));
         };
         let _ = layout;
-        let arenas = glibc::locks::live_arenas(&glibc).ok_or_else(|| {
-            SnapshotError::HeapWalk(glibc::WalkError::NoMainArena.message().into())
-        })?;
+        let arenas =
+            glibc::locks::live_arenas(&glibc).map_err(|why| SnapshotError::HeapWalk(why.into()))?;
+        glibc.main_arena = arenas[0];
         (arenas, heap_block_bound())
     } else {
         (Vec::new(), 0)
@@ -550,21 +545,27 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
 
     // Step 2: stopped. No allocation or free until the locks are released.
     let paused_at = Instant::now();
-    let arena_locks = if walking {
-        Some(
-            glibc::locks::lock_all(&arenas, ARENA_LOCK_TIMEOUT)
-                .map_err(|_| SnapshotError::AllocatorBusy)?,
-        )
-    } else {
-        None
-    };
-    if walking && !glibc::locks::unchanged(&glibc, &arenas) {
-        // An arena was added after the list was read: its lock is not held.
-        if let Some(locks) = arena_locks {
-            locks.release();
+    let mut tries = 0;
+    let arena_locks = loop {
+        if !walking {
+            break None;
         }
-        return Err(SnapshotError::AllocatorBusy);
-    }
+        let locks = glibc::locks::lock_all(&arenas, ARENA_LOCK_TIMEOUT)
+            .map_err(|_| SnapshotError::AllocatorBusy)?;
+        if glibc::locks::unchanged(&glibc, &arenas) {
+            break Some(locks);
+        }
+        // A thread added an arena after the list was read (a thread's
+        // first allocation): its lock is not held. Read the list again.
+        locks.release();
+        tries += 1;
+        if tries == ARENA_LIST_TRIES {
+            return Err(SnapshotError::AllocatorBusy);
+        }
+        std::thread::yield_now();
+        arenas =
+            glibc::locks::live_arenas(&glibc).map_err(|why| SnapshotError::HeapWalk(why.into()))?;
+    };
     collect::lock_for_snapshot();
     // SAFETY: lock_for_snapshot holds every shard lock.
     let live = unsafe { LIVE.len_unlocked() };
@@ -583,6 +584,15 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         None => -1,
     };
     if pid == 0 {
+        // A panic in the child must end it, never unwind into the program.
+        struct ExitOnUnwind;
+        impl Drop for ExitOnUnwind {
+            fn drop(&mut self) {
+                // SAFETY: ends the child at once (only reached by unwinding).
+                unsafe { libc::_exit(75) };
+            }
+        }
+        let _exit_on_unwind = ExitOnUnwind;
         collect::enter_snapshot_child();
         let input = ChildInput {
             caller,
@@ -614,6 +624,11 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     threads::retire_slots();
     let stopped: Vec<(bool, bool)> = thread_roots.iter().map(|t| (t.stopped, t.exited)).collect();
     drop(slot_buffer);
+    // RSS as the fork left it, read while the child analyses: the parent
+    // reads smaps (which allocates); the child never does. Without a walk,
+    // the allocator's figures come from mallinfo2 at the same moment.
+    let memory_reading = crate::memory::read_process().ok();
+    let allocator_figures = (!walking).then(crate::memory::allocator_figures);
 
     // Step 3: wait for the child, then name its results.
     let Some(out) = out else {
@@ -624,7 +639,11 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
     if pid < 0 {
         return Err(SnapshotError::Fork(fork_error));
     }
-    if let Err(e) = wait_for(pid as libc::pid_t, snapshot_timeout(), &guard) {
+    if let Err(e) = wait_for(
+        pid as libc::pid_t,
+        crate::config::snapshot_timeout(),
+        &guard,
+    ) {
         let h = out.raw_header();
         if h.fault_addr != 0 || h.fault_pc != 0 {
             return Err(SnapshotError::Analysis(format!(
@@ -660,8 +679,8 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             stopped,
         })
         .collect();
-    let resolved = Resolved::new(roots, blocks, &modules, &all_threads);
-    let report = resolved.report(
+    let resolved = Resolved::new(roots, blocks, out.read_fields(), &modules, &all_threads);
+    let mut report = resolved.report(
         &header,
         ReportMeta {
             time_unix_ms,
@@ -670,6 +689,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             source,
         },
     );
+    report.memory = memory_reading.map(|inputs| memory_of(inputs, &report, allocator_figures));
     let steps = header.graph_steps + resolved.naming_steps;
     Ok(Snapshot {
         report,
@@ -686,6 +706,34 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         cross_check: (source == BlockSource::CrossCheck)
             .then(|| CrossCheckReport::from(&header.check)),
     })
+}
+
+/// The breakdown of RSS with the snapshot's heap figures: from the walk
+/// when there was one (per arena), else the live table's and `mallinfo2`'s.
+fn memory_of(
+    mut inputs: leakscope_profile::memory::Inputs,
+    report: &SnapshotReport,
+    allocator: Option<crate::memory::AllocatorHeap>,
+) -> crate::memory::Breakdown {
+    use crate::memory::{AllocatorHeap, HeapFigures, Live, LiveSource};
+    let walked = report.blocks_from == BlocksFrom::HeapWalk;
+    inputs.heap = HeapFigures {
+        live: Some(Live {
+            amount: report.totals.live,
+            from: if walked {
+                LiveSource::Walk
+            } else {
+                LiveSource::LiveTable
+            },
+        }),
+        allocator: match (&report.glibc_heap, allocator) {
+            (Some(heap), _) => AllocatorHeap::from_walk(heap),
+            (None, Some(figures)) => figures,
+            (None, None) => AllocatorHeap::default(),
+        },
+        leakscope_blocks: report.totals.leakscope_own,
+    };
+    leakscope_profile::memory::compute(&inputs)
 }
 
 /// `pc` as `object!symbol+offset` when the loader can say.
@@ -748,6 +796,7 @@ fn wait_for(
                     70 => "it tried to allocate (a bug: the child must not)".into(),
                     71 => "it ran out of memory".into(),
                     74 => "it read unmapped memory".into(),
+                    75 => "it panicked (a bug)".into(),
                     code => format!("exit status {code}"),
                 }))
             } else {

@@ -98,13 +98,29 @@ struct FileSymbols {
     own_functions: Vec<(u64, u64)>,
 }
 
-/// Whether a demangled symbol is one of leakscope's own (the library, its
-/// profile crate, a front end).
+/// Whether a demangled symbol is one of leakscope's own: the runtime
+/// library's modules, the profile crate, the preload. By module, not by
+/// crate name alone: the `leakscope` command's own crate is also named
+/// `leakscope`, and what it runs (the demo, the lab) is a program's code.
 pub(crate) fn is_own_symbol(name: &str) -> bool {
+    const OWN: &[&str] = &[
+        "leakscope::collect::",
+        "leakscope::config::",
+        "leakscope::export::",
+        "leakscope::http::",
+        "leakscope::labels::",
+        "leakscope::own_threads::",
+        "leakscope::profiler::",
+        "leakscope::push::",
+        "leakscope::settings::",
+        "leakscope::snapshot::",
+        "leakscope::span_labels::",
+        "leakscope::testing::",
+        "leakscope_profile::",
+        "leakscope_preload::",
+    ];
     let name = name.strip_prefix('<').unwrap_or(name);
-    ["leakscope::", "leakscope_profile::", "leakscope_preload::"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    OWN.iter().any(|p| name.starts_with(p))
 }
 
 fn symbols_of(path: &str) -> FileSymbols {
@@ -222,6 +238,20 @@ mod tests {
     use super::*;
 
     static A_TEST_STATIC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7);
+
+    #[test]
+    fn own_symbols_are_the_runtime_s_not_the_command_s() {
+        assert!(is_own_symbol("leakscope::export::periodic::write_set"));
+        assert!(is_own_symbol(
+            "<leakscope::profiler::Profiler<A> as core::alloc::global::GlobalAlloc>::alloc"
+        ));
+        assert!(is_own_symbol("leakscope_profile::codec::decode"));
+        // The `leakscope` command's crate shares the name; its demo is not
+        // leakscope's memory.
+        assert!(!is_own_symbol("leakscope::commands::demo::CACHE"));
+        assert!(!is_own_symbol("leakscope_lab::server::serve"));
+        assert!(!is_own_symbol("myapp::leakscope::thing"));
+    }
 
     #[test]
     fn finds_our_own_statics() {

@@ -11,11 +11,12 @@ use leakscope_profile::snapshot::{
 
 use super::blocks::{BlockSource, NO_SITE};
 use super::child::flags;
+use super::fields::model::FieldGroups;
 use super::glibc::HeapStats;
 use super::graph::NONE;
 use super::modules::Modules;
 use super::threads::ThreadInfo;
-use super::wire::{BlockOut, Header, RootKind, RootOut};
+use super::wire::{BlockOut, FieldOut, Header, RootKind, RootOut};
 use crate::collect::stack_table::SiteId;
 use crate::collect::STACKS;
 use crate::export::stacks::{call_site, Symbols};
@@ -37,6 +38,9 @@ const TAIL: usize = MAX_PATH - HEAD as usize - 1;
 pub(crate) struct Resolved {
     roots: Vec<RootOut>,
     blocks: Vec<BlockOut>,
+    /// Which field of its buffer each pinned block's slice is, in block
+    /// order.
+    fields: Vec<FieldOut>,
     root_nodes: Vec<Node>,
     site_names: HashMap<SiteId, Vec<String>>,
     /// Sites whose stacks read the same (after symbolisation and trimming)
@@ -62,6 +66,7 @@ impl Resolved {
     pub(crate) fn new(
         roots: &[RootOut],
         blocks: &[BlockOut],
+        fields: &[FieldOut],
         modules: &Modules,
         threads: &[ThreadInfo],
     ) -> Resolved {
@@ -183,6 +188,7 @@ impl Resolved {
         Resolved {
             roots: roots.to_vec(),
             blocks: blocks.to_vec(),
+            fields: fields.to_vec(),
             root_nodes,
             site_names,
             site_key,
@@ -289,6 +295,12 @@ impl Resolved {
         &self.blocks[i]
     }
 
+    /// The field record of pinned block `i`, if it has one.
+    fn field_of(&self, i: usize) -> Option<&FieldOut> {
+        let k = self.fields.partition_point(|f| (f.block as usize) < i);
+        self.fields.get(k).filter(|f| f.block as usize == i)
+    }
+
     pub(crate) fn block_kind(&self, i: usize) -> LeakKind {
         let f = self.blocks[i].flags;
         if f & flags::DEFINITELY_LOST != 0 {
@@ -363,9 +375,14 @@ impl Resolved {
         // Pinned buffers by holder and allocation stack; from a heap walk,
         // where most buffers have no stack, by holder alone, with the
         // sampled ones' stack (the largest's) standing for the group.
+        // Per group: buffers, slice bytes, example block, buffers with
+        // stacks, fields.
         let walked = meta.source != BlockSource::LiveTable;
-        let mut pinned: HashMap<(u32, u32), (Amount, u64, usize, Amount)> = HashMap::new();
+        type PinGroup = (Amount, u64, usize, Amount, FieldGroups);
+        let mut pinned: HashMap<(u32, u32), PinGroup> = HashMap::new();
         let mut with_stacks = Amount::default();
+        // Pinned blocks with a field: (block, group, field).
+        let mut block_fields = Vec::new();
         let key = |site: SiteId| self.site_key.get(&site).copied().unwrap_or(u32::MAX);
         for (i, b) in self.blocks.iter().enumerate() {
             if b.flags & flags::OWN != 0 {
@@ -391,12 +408,13 @@ impl Resolved {
                 with_stacks.add(b.size);
             }
             if b.flags & flags::PINNED != 0 {
-                let site_key = if walked { 0 } else { key(b.site) };
-                let p = pinned.entry((b.idom, site_key)).or_insert((
+                let group = (b.idom, if walked { 0 } else { key(b.site) });
+                let p = pinned.entry(group).or_insert((
                     Amount::default(),
                     0,
                     i,
                     Amount::default(),
+                    FieldGroups::default(),
                 ));
                 p.0.add(b.size);
                 p.1 += b.view_bytes;
@@ -406,6 +424,9 @@ impl Resolved {
                     if example.site == NO_SITE || b.size > example.size {
                         p.2 = i;
                     }
+                }
+                if let Some(f) = self.field_of(i) {
+                    block_fields.push((i, group, p.4.add(&f.field, b.size)));
                 }
             }
         }
@@ -445,20 +466,46 @@ impl Resolved {
             })
             .collect();
 
-        let mut pinned: Vec<Pinning> = pinned
+        let mut pinned: Vec<((u32, u32), Pinning)> = pinned
             .into_iter()
             .map(
-                |((holder, _site), (buffers, slice_bytes, example, sampled))| Pinning {
-                    holder: self.node(holder),
-                    buffer_site: self.block_node(example).site,
-                    buffers,
-                    slice_bytes,
-                    with_stacks: walked.then_some(sampled),
-                    chain: self.chain(holder),
+                |(group, (buffers, slice_bytes, example, sampled, fields))| {
+                    let mut p = Pinning {
+                        holder: self.node(group.0),
+                        buffer_site: self.block_node(example).site,
+                        buffers,
+                        slice_bytes,
+                        with_stacks: walked.then_some(sampled),
+                        chain: self.chain(group.0),
+                        fields: fields.into_sorted(),
+                    };
+                    crate::descriptors::with_registered(|schema| {
+                        leakscope_profile::fields::naming::name_pinning(&mut p, schema)
+                    });
+                    (group, p)
                 },
             )
             .collect();
-        pinned.sort_by_key(|p| std::cmp::Reverse(p.buffers.bytes));
+        pinned.sort_by_key(|(_, p)| std::cmp::Reverse(p.buffers.bytes));
+        // In the refs profile, a pinned buffer's chain passes through the
+        // field its slice is: `… -> holder -> [slice: field] -> buffer`.
+        let mut slice_labels: HashMap<usize, String> = HashMap::new();
+        for (i, group, field) in block_fields {
+            let text = pinned
+                .iter()
+                .find(|(g, _)| *g == group)
+                .and_then(|(_, p)| p.fields.iter().find(|f| f.field == field))
+                // pprof tools cut parenthesised parts out of function
+                // names: none in this label.
+                .map(|f| {
+                    let text = f.describe().replace(" (", ", ").replace(['(', ')'], "");
+                    format!("[slice: {text}]")
+                });
+            if let Some(text) = text {
+                slice_labels.insert(i, text);
+            }
+        }
+        let pinned: Vec<Pinning> = pinned.into_iter().map(|(_, p)| p).collect();
 
         let mut groups: Vec<LeakGroup> = groups
             .into_iter()
@@ -481,7 +528,11 @@ impl Resolved {
             if b.parent == NONE {
                 continue;
             }
-            let path = self.label_path(self.first_block + i as u32, &mut labels);
+            let mut path = self.label_path(self.first_block + i as u32, &mut labels);
+            if let Some(text) = slice_labels.get(&i) {
+                let at = path.len().saturating_sub(1);
+                path.insert(at, labels.named(text));
+            }
             retention.entry(path).or_default().add(b.size);
         }
         let retention = retention.into_iter().map(|(path, amount)| {
@@ -539,6 +590,7 @@ impl Resolved {
             },
             with_stacks,
             glibc_heap: walked.then(|| glibc_heap(&header.heap)),
+            memory: None,
         }
     }
 }
@@ -591,6 +643,7 @@ struct Labels {
     names: Vec<String>,
     by_root: HashMap<u32, u32>,
     by_site: HashMap<SiteId, u32>,
+    by_text: HashMap<String, u32>,
     elision: Option<u32>,
 }
 
@@ -617,6 +670,16 @@ impl Labels {
             self.by_root.insert(n, l);
             l
         }
+    }
+
+    /// A label of its own (a pinned buffer's field).
+    fn named(&mut self, text: &str) -> u32 {
+        if let Some(&l) = self.by_text.get(text) {
+            return l;
+        }
+        let l = self.add(text.to_string());
+        self.by_text.insert(text.to_string(), l);
+        l
     }
 
     fn elision(&mut self) -> u32 {

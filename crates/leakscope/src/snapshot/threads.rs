@@ -178,21 +178,13 @@ extern "C" fn on_stop_signal(
     unsafe { *libc::__errno_location() = saved_errno };
 }
 
-/// The signal used to stop threads: `LEAKSCOPE_SIGNAL` if set, else
-/// `SIGRTMIN + 5` (glibc keeps the first real-time signals for itself).
-fn stop_signal() -> libc::c_int {
-    crate::config::getenv(c"LEAKSCOPE_SIGNAL")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| libc::SIGRTMIN() + 5)
-}
-
 /// Installs the stop handler (once).
 pub(crate) fn install_handler() -> Result<libc::c_int, String> {
     let installed = INSTALLED_SIGNAL.load(Ordering::Acquire);
     if installed != 0 {
         return Ok(installed);
     }
-    let signo = stop_signal();
+    let signo = crate::config::stop_signal();
     // SAFETY: a zeroed sigaction is a valid starting point; we set the
     // handler, flags and an empty mask before passing it to the kernel.
     unsafe {

@@ -4,11 +4,14 @@
 //!
 //! Layout: a [`Header`], then `root_capacity` [`RootOut`] records indexed by
 //! node id (entry 0, the super-root, unused), then `block_capacity`
-//! [`BlockOut`] records in address order.
+//! [`BlockOut`] records in address order, then up to `field_capacity`
+//! [`FieldOut`] records: which field of its buffer each pinned block's slice
+//! is (structure only, never contents; see `fields`).
 
 use std::ptr::NonNull;
 
 use super::blocks::CrossCheck;
+use super::fields::Attribution;
 use super::glibc::HeapStats;
 use crate::collect::raw_mem;
 
@@ -42,6 +45,9 @@ pub(crate) struct Header {
     /// Where the analysis faulted (exit status 74), else 0.
     pub(crate) fault_addr: u64,
     pub(crate) fault_pc: u64,
+    /// [`FieldOut`] records written.
+    pub(crate) fields: u32,
+    pub(crate) _pad: u32,
 }
 
 /// What kind of root an entity is.
@@ -124,28 +130,46 @@ pub(crate) struct BlockOut {
     pub(crate) view_bytes: u64,
 }
 
+/// Which field of its buffer a pinned block's (first) slice is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct FieldOut {
+    /// Index of the pinned block among the block records.
+    pub(crate) block: u32,
+    pub(crate) field: Attribution,
+}
+
+/// Pinned buffers attributed to a field, at most (a bound on the mapping;
+/// untouched pages of it cost nothing).
+const MAX_FIELDS: usize = 1 << 16;
+
 /// The shared result mapping.
 pub(crate) struct Output {
     base: NonNull<u8>,
     bytes: usize,
     roots: usize,
     blocks: usize,
+    fields: usize,
+    /// Field records written (the child sets it; the header carries it).
+    fields_written: u32,
 }
 
 // SAFETY: the mapping is plain memory owned by this value.
 unsafe impl Send for Output {}
 
 impl Output {
-    fn size_for(roots: usize, blocks: usize) -> usize {
+    fn size_for(roots: usize, blocks: usize, fields: usize) -> usize {
         std::mem::size_of::<Header>()
             + roots * std::mem::size_of::<RootOut>()
             + blocks * std::mem::size_of::<BlockOut>()
+            + fields * std::mem::size_of::<FieldOut>()
     }
 
     /// Maps a shared region for `roots` root records and `blocks` block
     /// records. Untouched pages cost nothing.
     pub(crate) fn new(roots: usize, blocks: usize) -> Option<Output> {
-        let bytes = Self::size_for(roots, blocks);
+        let fields = blocks.min(MAX_FIELDS);
+        let bytes = Self::size_for(roots, blocks, fields);
         // SAFETY: an anonymous shared mapping with no hint; checked below.
         let p = unsafe {
             libc::mmap(
@@ -165,6 +189,8 @@ impl Output {
             bytes,
             roots,
             blocks,
+            fields,
+            fields_written: 0,
         })
     }
 
@@ -197,9 +223,44 @@ impl Output {
         unsafe { self.base.as_ptr().cast::<Header>().read() }
     }
 
+    fn fields_ptr(&self) -> *mut FieldOut {
+        // SAFETY: field records follow the block records inside the
+        // mapping; every record size is a multiple of 8, so they stay
+        // aligned.
+        unsafe { self.blocks_ptr().add(self.blocks).cast() }
+    }
+
+    pub(crate) fn field_capacity(&self) -> usize {
+        self.fields
+    }
+
+    pub(crate) fn write_field(&mut self, i: usize, field: &FieldOut) {
+        if i < self.fields {
+            // SAFETY: `i` is inside the field area.
+            unsafe { self.fields_ptr().add(i).write(*field) };
+        }
+    }
+
+    /// How many field records were written (carried by the header).
+    pub(crate) fn set_fields(&mut self, n: usize) {
+        self.fields_written = n.min(self.fields) as u32;
+    }
+
+    /// The field records the child wrote, if it finished.
+    pub(crate) fn read_fields(&self) -> &[FieldOut] {
+        let Some((header, _, _)) = self.read() else {
+            return &[];
+        };
+        let n = (header.fields as usize).min(self.fields);
+        // SAFETY: the first `n` records of the field area were written by
+        // the child before its header.
+        unsafe { std::slice::from_raw_parts(self.fields_ptr(), n) }
+    }
+
     pub(crate) fn write_header(&mut self, header: &Header) {
         let h = Header {
             magic: MAGIC,
+            fields: self.fields_written,
             ..*header
         };
         // SAFETY: the mapping starts with room for a Header; it is aligned
@@ -247,3 +308,9 @@ impl Drop for Output {
         unsafe { raw_mem::unmap(self.base, self.bytes) };
     }
 }
+
+// Records follow one another in the mapping: each must keep the next aligned.
+const _: () = assert!(std::mem::size_of::<Header>() % 8 == 0);
+const _: () = assert!(std::mem::size_of::<RootOut>() % 8 == 0);
+const _: () = assert!(std::mem::size_of::<BlockOut>() % 8 == 0);
+const _: () = assert!(std::mem::size_of::<FieldOut>() % 8 == 0);

@@ -52,11 +52,12 @@ pub(crate) fn find_main_arena<M: Memory>(
     mem: &M,
     layout: &Layout,
     data: &[(u64, u64)],
+    torn_bins: usize,
 ) -> Result<u64, WalkError> {
     for &(start, end) in data {
         let mut a = start.next_multiple_of(16);
         while a + layout.arena_size <= end {
-            if looks_like_arena(mem, layout, a) {
+            if looks_like_arena(mem, layout, a, torn_bins) {
                 return Ok(a);
             }
             // Arenas are 32-byte aligned in practice, but the static's
@@ -72,9 +73,26 @@ pub(crate) fn find_main_arena<M: Memory>(
 /// or has two links into the heap; `top` is a chunk in the program break
 /// area; `next` is this arena or another readable one; the fast bins hold
 /// aligned chunk addresses; `system_mem` is a positive number of bytes.
-pub(crate) fn looks_like_arena<M: Memory>(mem: &M, layout: &Layout, a: u64) -> bool {
+/// A copy taken while other threads run may catch up to `torn_bins` bins
+/// in the middle of an update; a frozen heap is read with none.
+pub(crate) fn looks_like_arena<M: Memory>(
+    mem: &M,
+    layout: &Layout,
+    a: u64,
+    torn_bins: usize,
+) -> bool {
+    arena_shape(mem, layout, a, torn_bins).is_ok()
+}
+
+/// [`looks_like_arena`], saying which part of the shape is wrong.
+pub(crate) fn arena_shape<M: Memory>(
+    mem: &M,
+    layout: &Layout,
+    a: u64,
+    torn_bins: usize,
+) -> Result<(), WalkError> {
     let Some(w) = mem.words(a, a + layout.arena_size) else {
-        return false;
+        return Err(WalkError::Unreadable);
     };
     let at = |offset: u64| w[(offset / 8) as usize];
     let maps = mem.maps();
@@ -86,32 +104,39 @@ pub(crate) fn looks_like_arena<M: Memory>(mem: &M, layout: &Layout, a: u64) -> b
     };
     let top = at(layout.top);
     if !maps.region(top).is_some_and(|r| r.kind == RegionKind::Brk) || top % 16 != 0 {
-        return false;
+        return Err(WalkError::ArenaTopOutsideBrk);
     }
     let next = at(layout.next);
     if next != a && !(next % 16 == 0 && maps.mapping(next).is_some()) {
-        return false;
+        return Err(WalkError::ArenaBadNext);
     }
     if at(layout.system_mem) == 0 {
-        return false;
+        return Err(WalkError::ArenaNoSystemMem);
     }
+    let mut torn = 0;
     for i in 0..BIN_PAIRS as u64 {
         let (fd, bk) = (at(layout.bins + 16 * i), at(layout.bins + 16 * i + 8));
         let own = a + layout.bins + 16 * i - 16;
         let empty = fd == own && bk == own;
-        if !empty && (fd == own || bk == own || !in_heap(fd) || !in_heap(bk)) {
-            return false;
+        let whole = empty || (fd != own && bk != own && in_heap(fd) && in_heap(bk));
+        // Half-updated links still point at the bin or into the heap.
+        let half = (fd == own || in_heap(fd)) && (bk == own || in_heap(bk));
+        if !whole {
+            torn += 1;
+            if !half || torn > torn_bins {
+                return Err(WalkError::ArenaBadBin);
+            }
         }
     }
     if let Some(fast) = layout.fastbins {
         for i in 0..FAST_BINS as u64 {
             let p = at(fast + 8 * i);
             if p != 0 && !in_heap(p) {
-                return false;
+                return Err(WalkError::ArenaBadFastBin);
             }
         }
     }
-    true
+    Ok(())
 }
 
 /// Every arena (the main one first) and every heap of each.
@@ -131,6 +156,28 @@ pub(crate) fn heaps<M: Memory>(mem: &M, layout: &Layout, main: u64) -> Result<He
         .filter(|r| r.kind == RegionKind::Brk)
         .copied()
         .ok_or(WalkError::NonContiguousMain)?;
+    // The program break area can show as several adjacent regions (a
+    // forked child's heap grown past its parent's is a separate mapping):
+    // the heap starts at the first and ends at the last.
+    let regions = maps.regions();
+    let mut i = regions
+        .iter()
+        .position(|r| *r == brk)
+        .ok_or(WalkError::NonContiguousMain)?;
+    let end = regions[i..]
+        .windows(2)
+        .take_while(|w| w[1].kind == RegionKind::Brk && w[1].start == w[0].end)
+        .last()
+        .map_or(brk.end, |w| w[1].end);
+    while i > 0 && regions[i - 1].kind == RegionKind::Brk && regions[i - 1].end == regions[i].start
+    {
+        i -= 1;
+    }
+    let brk = crate::snapshot::image::Region {
+        start: regions[i].start,
+        end,
+        ..brk
+    };
     h.main_heap_start = brk.start;
     push(&mut h.arena_addresses, main)?;
     push(

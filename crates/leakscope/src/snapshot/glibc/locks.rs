@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::arenas;
 use super::layout::{Layout, HEAP_MAX};
 use super::Prepared;
+use super::WalkError;
 use crate::snapshot::image::{Maps, Memory};
 
 /// Longest arena list believed.
@@ -24,11 +25,27 @@ const MAX_ARENAS: usize = 4096;
 
 /// The arenas of the running process, main first, read with volatile loads
 /// (other threads run) from addresses checked against the maps first.
-/// Allocates: call before stopping anything.
-pub(crate) fn live_arenas(prep: &Prepared) -> Option<Vec<u64>> {
-    let layout = prep.layout?;
-    let maps = Maps::read_own()?;
-    let main = main_arena_live(prep, layout, &maps)?;
+/// Allocates: call before stopping anything. The error says what failed.
+pub(crate) fn live_arenas(prep: &Prepared) -> Result<Vec<u64>, &'static str> {
+    // A thread's first allocation can add an arena (and map its heap)
+    // between reading the maps and reading the list: read both again.
+    let mut result = Err("");
+    for _ in 0..8 {
+        result = arena_list(prep);
+        if result != Err(BAD_LIST) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    result
+}
+
+const BAD_LIST: &str = "glibc's list of arenas does not lead from arena to arena";
+
+fn arena_list(prep: &Prepared) -> Result<Vec<u64>, &'static str> {
+    let layout = prep.layout.ok_or(WalkError::UnknownRelease.message())?;
+    let maps = Maps::read_own().ok_or("/proc/self/maps could not be read")?;
+    let main = main_arena_live(prep, layout, &maps).ok_or(WalkError::NoMainArena.message())?;
     let read = |addr: u64| {
         // SAFETY: the address is 8-aligned and lies in a readable mapping
         // (checked first); what it reads can be stale, which the list's
@@ -37,18 +54,18 @@ pub(crate) fn live_arenas(prep: &Prepared) -> Option<Vec<u64>> {
             .then(|| unsafe { std::ptr::read_volatile(addr as *const u64) })
     };
     let mut list = vec![main];
-    let mut a = read(main + layout.next)?;
+    let mut a = read(main + layout.next).ok_or(BAD_LIST)?;
     while a != main {
         let heap = a.wrapping_sub(layout.heap_info_size);
         // An arena sits after the `heap_info` of its first heap, which
         // names it.
-        if list.len() >= MAX_ARENAS || heap % HEAP_MAX != 0 || read(heap)? != a {
-            return None;
+        if list.len() >= MAX_ARENAS || heap % HEAP_MAX != 0 || read(heap) != Some(a) {
+            return Err(BAD_LIST);
         }
         list.push(a);
-        a = read(a + layout.next)?;
+        a = read(a + layout.next).ok_or(BAD_LIST)?;
     }
-    Some(list)
+    Ok(list)
 }
 
 /// Whether the arena list is still `arenas` (no arena was added since it
@@ -85,38 +102,49 @@ fn main_arena_live(prep: &Prepared, layout: &Layout, maps: &Maps) -> Option<u64>
     if cached != 0 {
         return Some(cached);
     }
-    for _attempt in 0..3 {
+    // Other threads keep allocating while the copy is taken (and glibc
+    // trims the heap on free): a few bins may be caught mid-update, and a
+    // failed attempt is retried after letting the others run.
+    const TORN_BINS: usize = 4;
+    for _attempt in 0..16 {
         for &(start, end) in prep.libc_data() {
             let copy = Copied::of(maps, start.next_multiple_of(8), end & !7)?;
-            if let Ok(a) = arenas::find_main_arena(&copy, layout, &[(copy.base, copy.end())]) {
+            // The copy's own allocation may have grown the heap (moving the
+            // main arena's top past the end the maps said): check against
+            // maps read after the copy.
+            if let Ok(a) =
+                arenas::find_main_arena(&copy, layout, &[(copy.base, copy.end())], TORN_BINS)
+            {
                 FOUND.store(a, Ordering::Relaxed);
                 return Some(a);
             }
         }
+        std::thread::yield_now();
     }
     None
 }
 
-/// A copy of some of this process's memory, read as it was.
-struct Copied<'a> {
-    maps: &'a Maps,
+/// A copy of some of this process's memory, read as it was, with the maps
+/// as they were after the copy.
+struct Copied {
+    maps: Maps,
     base: u64,
     words: Vec<u64>,
 }
 
-impl<'a> Copied<'a> {
-    fn of(maps: &'a Maps, start: u64, end: u64) -> Option<Copied<'a>> {
-        if !maps.covers(start, end) {
+impl Copied {
+    fn of(readable: &Maps, start: u64, end: u64) -> Option<Copied> {
+        if !readable.covers(start, end) {
             return None;
         }
-        let words = (start..end)
-            .step_by(8)
+        let mut words = Vec::with_capacity(((end - start) / 8) as usize);
+        for at in (start..end).step_by(8) {
             // SAFETY: `[start, end)` is readable (checked above), 8-aligned,
             // and libc's data is never unmapped.
-            .map(|at| unsafe { std::ptr::read_volatile(at as *const u64) })
-            .collect();
+            words.push(unsafe { std::ptr::read_volatile(at as *const u64) });
+        }
         Some(Copied {
-            maps,
+            maps: Maps::read_own()?,
             base: start,
             words,
         })
@@ -127,9 +155,9 @@ impl<'a> Copied<'a> {
     }
 }
 
-impl Memory for Copied<'_> {
+impl Memory for Copied {
     fn maps(&self) -> &Maps {
-        self.maps
+        &self.maps
     }
 
     fn is_guard_page(&self, _addr: u64) -> bool {

@@ -153,6 +153,13 @@ pub(crate) enum WalkError {
     NotGlibc = 12,
     /// A chunk marked in use carries the wrong arena flag.
     ArenaFlagMismatch = 13,
+    /// The main arena found before the fork no longer has an arena's
+    /// shape in the frozen copy: one code per part of the shape.
+    ArenaTopOutsideBrk = 14,
+    ArenaBadNext = 15,
+    ArenaNoSystemMem = 16,
+    ArenaBadBin = 17,
+    ArenaBadFastBin = 18,
 }
 
 impl WalkError {
@@ -172,6 +179,11 @@ impl WalkError {
             11 => Unreadable,
             12 => NotGlibc,
             13 => ArenaFlagMismatch,
+            14 => ArenaTopOutsideBrk,
+            15 => ArenaBadNext,
+            16 => ArenaNoSystemMem,
+            17 => ArenaBadBin,
+            18 => ArenaBadFastBin,
             _ => return None,
         })
     }
@@ -192,6 +204,11 @@ impl WalkError {
             Unreadable => "memory the heap walk needed could not be read",
             NotGlibc => "the process's blocks are not allocated by glibc's malloc",
             ArenaFlagMismatch => "a chunk in use carries the wrong arena flag (unknown layout or a corrupt heap)",
+            ArenaTopOutsideBrk => "the main arena's top chunk is not in the program break area",
+            ArenaBadNext => "the main arena's next-arena link is not an arena",
+            ArenaNoSystemMem => "the main arena says it holds no memory from the system",
+            ArenaBadBin => "a bin of the main arena does not link into the heap",
+            ArenaBadFastBin => "a fast bin of the main arena does not point into the heap",
         }
     }
 }
@@ -214,7 +231,12 @@ pub(crate) fn walk<M: Memory>(
     let layout = prep.layout.ok_or(WalkError::UnknownRelease)?;
     stats.version_major = prep.version.0;
     stats.version_minor = prep.version.1;
-    let main = arenas::find_main_arena(mem, layout, prep.libc_data())?;
+    // The parent found the main arena (and holds its lock); it is checked
+    // again here, where the heap is frozen, with nothing torn.
+    let main = match prep.main_arena {
+        0 => arenas::find_main_arena(mem, layout, prep.libc_data(), 0)?,
+        a => arenas::arena_shape(mem, layout, a, 0).map(|()| a)?,
+    };
     let heaps = arenas::heaps(mem, layout, main)?;
     stats.arenas = heaps.arenas;
     for (i, &a) in heaps.arena_addresses[..heaps.arenas as usize]

@@ -27,6 +27,9 @@ pub(crate) struct Prepared {
     pub(crate) libc_tls: Option<(i64, u64)>,
     /// Size of all static TLS blocks, for that fallback.
     pub(crate) static_tls_bytes: u64,
+    /// The main arena, when the parent found it before the fork (0: the
+    /// walk looks for it).
+    pub(crate) main_arena: u64,
 }
 
 impl Prepared {
@@ -65,6 +68,7 @@ impl Prepared {
             data_len: data.len(),
             libc_tls: None,
             static_tls_bytes: 0,
+            main_arena: 0,
         };
         p.data[..data.len()].copy_from_slice(data);
         p
@@ -156,6 +160,7 @@ fn find() -> Prepared {
             None
         },
         static_tls_bytes: 0,
+        main_arena: 0,
     }
 }
 

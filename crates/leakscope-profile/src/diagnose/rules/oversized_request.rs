@@ -1,0 +1,238 @@
+//! oversized-request: a few requests far larger than the rest; a pool that
+//! caches buffers keeps theirs after the requests end. The evidence is size
+//! outliers: live blocks of 1 MiB or more, 64 times the average, held by a
+//! static (a pool), and reads that large.
+
+use super::super::evidence::Evidence;
+use super::super::thresholds::{
+    CONFIDENCE_HOLDER, CONFIDENCE_OUTLIERS_FROM_STACKS, OUTLIER_FACTOR, OUTLIER_MIN_BYTES,
+};
+use super::super::Finding;
+use super::{bytes, chain_labels, finding, Rule, SNAPSHOT_HINT};
+use crate::frames::Class;
+use crate::snapshot::{LargeBlock, NodeKind, SnapshotReport};
+
+pub struct OversizedRequest;
+
+const ID: &str = "oversized-request";
+
+/// Allocations of at least 1 MiB made in a receive path during the run:
+/// (count, bytes).
+fn large_reads(ev: &Evidence) -> (f64, f64) {
+    let Some(view) = ev.last_profile else {
+        return (0.0, 0.0);
+    };
+    let (Ok(objects), Ok(space)) = (
+        view.sample_index(Some("alloc_objects")),
+        view.sample_index(Some("alloc_space")),
+    ) else {
+        return (0.0, 0.0);
+    };
+    let mut total = (0.0, 0.0);
+    for s in &view.samples {
+        let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
+        if n <= 0.0 || b / n < OUTLIER_MIN_BYTES as f64 {
+            continue;
+        }
+        let frames: Vec<String> = view.function_names(s).map(str::to_string).collect();
+        if ev.facts(&frames).classes.contains(Class::Receive) {
+            total.0 += n;
+            total.1 += b;
+        }
+    }
+    total
+}
+
+fn reads_line(ev: &Evidence) -> Option<String> {
+    let (reads, read_bytes) = large_reads(ev);
+    (reads > 0.0).then(|| {
+        format!(
+            "the receive path allocated {reads:.0} buffers of 1 MiB or more during the run ({} in all): size outliers among requests",
+            bytes(read_bytes)
+        )
+    })
+}
+
+/// Outliers of one snapshot held from a static or data root: the
+/// outliers, and the first such.
+fn held_outliers(s: &SnapshotReport) -> Option<(Vec<&LargeBlock>, &LargeBlock, f64)> {
+    let live = &s.totals.live;
+    let typical = live.bytes as f64 / live.blocks.max(1) as f64;
+    let outliers: Vec<&LargeBlock> = s
+        .largest
+        .iter()
+        .filter(|b| {
+            b.size >= OUTLIER_MIN_BYTES
+                && b.size as f64 >= OUTLIER_FACTOR * typical
+                && !b.chain.is_empty()
+        })
+        .collect();
+    let big = *outliers.iter().find(|b| {
+        b.chain
+            .first()
+            .is_some_and(|l| matches!(l.node.kind, NodeKind::Static | NodeKind::Data))
+    })?;
+    Some((outliers, big, typical))
+}
+
+impl Rule for OversizedRequest {
+    fn scenario(&self) -> &'static str {
+        ID
+    }
+
+    fn check(&self, ev: &Evidence) -> Vec<Finding> {
+        if let Some(snaps) = &ev.snapshots {
+            // A pooled buffer may be in use (held by a handler's stack) at
+            // any one moment: look back through the run for a snapshot
+            // where the pool holds it.
+            let Some((outliers, big, typical)) = snaps.all.iter().rev().find_map(held_outliers)
+            else {
+                return Vec::new();
+            };
+            let total: u64 = outliers.iter().map(|b| b.size).sum();
+            let facts = ev.facts(&big.site);
+            let site = facts
+                .first_app
+                .or(facts.leaf)
+                .and_then(|i| big.site.get(i))
+                .or(big.site.first())
+                .map_or("?", String::as_str);
+            let mut f = finding(ID, CONFIDENCE_HOLDER);
+            f.evidence.extend(reads_line(ev));
+            f.evidence.push(format!(
+                "{} live blocks of {} to {} ({}) — {:.0}x the average live block of {}",
+                outliers.len(),
+                bytes(outliers.last().map_or(0, |b| b.size) as f64),
+                bytes(big.size as f64),
+                bytes(total as f64),
+                big.size as f64 / typical.max(1.0),
+                bytes(typical)
+            ));
+            f.evidence.push(format!(
+                "allocated in {site} (request handling{})",
+                if facts.side == Some(crate::frames::Side::Server) {
+                    ", server side"
+                } else {
+                    ""
+                }
+            ));
+            f.evidence.push(format!(
+                "kept by {} after the requests ended",
+                crate::snapshot::chain_text(&big.chain)
+            ));
+            f.chain = chain_labels(&big.chain);
+            f.stack = big.site.clone();
+            f.claims.extend(f.chain.first().cloned());
+            return vec![f];
+        }
+        // From the profiles: live size outliers at one stack of request
+        // handling that stays (a pool keeps them; it does not grow), against
+        // the run's average allocation (live counts of small blocks are too
+        // noisy in sampled profiles to average over).
+        let Some(view) = ev.last_profile else {
+            return Vec::new();
+        };
+        let idx = [
+            "inuse_objects",
+            "inuse_space",
+            "alloc_objects",
+            "alloc_space",
+        ]
+        .map(|n| view.sample_index(Some(n)).ok());
+        let [Some(objects), Some(space), Some(alloc_objects), Some(alloc_space)] = idx else {
+            return Vec::new();
+        };
+        let typical = view.total(alloc_space) as f64 / view.total(alloc_objects).max(1) as f64;
+        let growing: Vec<&[String]> = ev.growing_stacks().map(|s| s.frames()).collect();
+        let Some((s, frames, facts)) = view
+            .samples
+            .iter()
+            .filter(|s| {
+                let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
+                n > 0.0 && b / n >= OUTLIER_MIN_BYTES as f64 && b / n >= OUTLIER_FACTOR * typical
+            })
+            .map(|s| {
+                let frames: Vec<String> = view.function_names(s).map(str::to_string).collect();
+                let facts = ev.facts(&frames);
+                (s, frames, facts)
+            })
+            .filter(|(_, frames, facts)| {
+                facts.side == Some(crate::frames::Side::Server)
+                    && !growing.contains(&frames.as_slice())
+            })
+            .max_by_key(|(s, _, _)| s.values[space])
+        else {
+            return Vec::new();
+        };
+        let at = facts
+            .first_app
+            .or(facts.leaf)
+            .and_then(|i| frames.get(i))
+            .map_or_else(|| "?".to_string(), String::clone);
+        let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
+        let mut f = finding(ID, CONFIDENCE_OUTLIERS_FROM_STACKS);
+        f.evidence.extend(reads_line(ev));
+        f.evidence.push(format!(
+            "{n:.0} live blocks of about {} ({}) allocated at {at} while handling requests stay after the requests — {:.0}x the average allocation of {} in this run",
+            bytes(b / n),
+            bytes(b),
+            b / n / typical.max(1.0),
+            bytes(typical)
+        ));
+        f.evidence.push(format!(
+            "no snapshot in this run, so what keeps them (a pool, a cache) is not known for sure: {SNAPSHOT_HINT}"
+        ));
+        f.stack = frames;
+        f.claims.push(at);
+        vec![f]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::test_support::*;
+
+    const BIG_READ: &[&str] = &[
+        "bytes::bytes_mut::BytesMut::reserve_inner",
+        "tonic::codec::decode::StreamingInner::decode_chunk",
+        "tonic::server::grpc::Grpc<T>::unary::{{closure}}",
+    ];
+    const POOL_TAKE: &[&str] = &[
+        "app::pool::BufferPool::take",
+        "app::handler",
+        "tonic::server::grpc::Grpc<T>::unary::{{closure}}",
+    ];
+
+    fn oversized(t: i64, b: &mut Point) {
+        // Every second a 4 MiB request; the pool keeps the first three.
+        b.stack_allocated(BIG_READ, 0, 4 << 20, t as u64);
+        for _ in 0..t.min(3) {
+            b.large("static app::POOL", POOL_TAKE, 4 << 20);
+        }
+    }
+
+    #[test]
+    fn outliers_kept_by_a_pool_are_named_with_it() {
+        let f = only(&Run::new(oversized), &OversizedRequest);
+        assert_eq!(f.chain, ["static app::POOL"]);
+        assert!(f.evidence[0].contains("buffers of 1 MiB or more"), "{f:#?}");
+        assert!(f.evidence[1].starts_with("3 live blocks"), "{f:#?}");
+    }
+
+    #[test]
+    fn from_stacks_the_outliers_and_the_reads() {
+        let f = only(&Run::stacks_only(oversized), &OversizedRequest);
+        assert_eq!(f.confidence, CONFIDENCE_OUTLIERS_FROM_STACKS);
+        assert!(
+            f.evidence[1].contains("app::pool::BufferPool::take"),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn a_large_table_that_grows_is_not_an_outlier_kept_by_a_pool() {
+        let run = Run::stacks_only(|t, p| p.stack(POOL_TAKE, t, 4 << 20));
+        assert!(OversizedRequest.check(&run.evidence()).is_empty());
+    }
+}

@@ -1,0 +1,104 @@
+//! What the three slice-pinning rules share: which pinned buffers count, and
+//! the one place a pinning finding's evidence is written.
+
+use super::super::evidence::{Evidence, PinEvidence};
+use super::super::thresholds::{
+    CONFIDENCE_PINNED, CONFIDENCE_PINNED_GROWING, MIN_PINNED_BYTES, MIN_PINNED_SHARE,
+};
+use super::super::Finding;
+use super::{bytes, chain_labels, finding};
+use crate::frames::Class;
+use crate::snapshot::NodeKind;
+
+/// Pinned buffers kept by the application (a static, or a structure its own
+/// code allocated), and enough of them to matter. A framework's connection
+/// state holding a slice of its current read buffer is how buffers work,
+/// not a leak.
+pub(crate) fn counts(ev: &Evidence, p: &PinEvidence) -> bool {
+    let live = ev
+        .snapshots
+        .as_ref()
+        .map_or(1, |s| s.last.totals.live.bytes.max(1));
+    if p.pin.buffers.bytes < MIN_PINNED_BYTES.min(live / MIN_PINNED_SHARE) {
+        return false;
+    }
+    match p.pin.holder.kind {
+        NodeKind::Static | NodeKind::Data => true,
+        NodeKind::Heap => p
+            .pin
+            .holder
+            .site
+            .first()
+            .is_some_and(|f| ev.is_application(f)),
+        _ => false,
+    }
+}
+
+/// Whether the pinning holder is (or reaches) values made by a JSON parser.
+pub(crate) fn is_json(ev: &Evidence, p: &PinEvidence) -> bool {
+    let json =
+        |c: crate::frames::Classes| c.contains(Class::Json) || c.contains(Class::JsonZeroCopy);
+    json(p.holder_facts.classes)
+        || ev.snapshots.as_ref().is_some_and(|s| {
+            p.root.is_some()
+                && s.sites.iter().any(|g| {
+                    json(g.facts.classes) && g.chain.first().map(|l| l.node.label()) == p.root
+                })
+        })
+}
+
+/// The finding for pinned buffers: counts, sizes, where they were read,
+/// who holds the slices, the chain.
+pub(crate) fn pinned_finding(ev: &Evidence, p: &PinEvidence, id: &str) -> Finding {
+    let pin = &p.pin;
+    let growing = pin.buffers.bytes > p.earlier_bytes && ev.heap_grows();
+    let mut f = finding(
+        id,
+        if growing {
+            CONFIDENCE_PINNED_GROWING
+        } else {
+            CONFIDENCE_PINNED
+        },
+    );
+    let avg = pin.buffers.bytes as f64 / pin.buffers.blocks.max(1) as f64;
+    // Where the buffers were read: the receive-path frame, else the leaf.
+    let read_at = p
+        .buffer_facts
+        .role_frame
+        .or(p.buffer_facts.leaf)
+        .and_then(|i| pin.buffer_site.get(i))
+        .or(pin.buffer_site.first())
+        .map_or("an unknown stack", String::as_str);
+    let held_in = p
+        .holder_facts
+        .first_app
+        .and_then(|i| pin.holder.site.get(i))
+        .map_or(pin.holder.name.as_str(), String::as_str);
+    f.evidence.push(format!(
+        "{} buffers ({}, about {} each) allocated in {} are kept alive by {} of slices of them",
+        pin.buffers.blocks,
+        bytes(pin.buffers.bytes as f64),
+        bytes(avg),
+        read_at,
+        bytes(pin.slice_bytes as f64)
+    ));
+    // Field attributions (which message field, JSON path or HTTP offset the
+    // slices are of) go here when the snapshot carries them.
+    f.evidence.push(format!(
+        "the slices are held in {} (allocated in {held_in})",
+        pin.holder.label()
+    ));
+    f.evidence.push(format!(
+        "holder chain: {}",
+        crate::snapshot::chain_text(&pin.chain)
+    ));
+    if growing {
+        f.evidence
+            .push("the number of pinned buffers grows over the run".to_string());
+    }
+    f.chain = chain_labels(&pin.chain);
+    f.stack = pin.buffer_site.clone();
+    f.claims.extend(p.root.iter().cloned());
+    f.claims.push(pin.holder.label());
+    f
+}

@@ -1,0 +1,12 @@
+//! Eight threads allocate, reallocate and free millions of blocks at once in
+//! full mode; at the end the profile's in-use figures equal the truth each
+//! thread kept, exactly. Threads also free memory from thread-local
+//! destructors while they exit.
+//!
+//! Wrapping mimalloc; the tests are in `suites/threads_full.rs`.
+
+type Inner = mimalloc::MiMalloc;
+const INNER: Inner = mimalloc::MiMalloc;
+
+mod common;
+include!("suites/threads_full.rs");
