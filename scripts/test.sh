@@ -11,8 +11,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # headless Chromium opens the HTML report, Valgrind and heaptrack are the
 # references `leakscope run` is checked against, gcc/g++ build the C and C++
 # test programs (with libc6-dev's libc.a, also a static one), git and python3
-# are real programs run under the preload, and libunwind unwinds code built
-# without frame pointers.
+# are real programs run under the preload, libunwind unwinds code built
+# without frame pointers, and gdb's gcore writes the core files `leakscope
+# core` reads.
 missing=()
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -23,6 +24,7 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v nm >/dev/null 2>&1 || missing+=(binutils)
+command -v gcore >/dev/null 2>&1 || missing+=(gdb)
 ldconfig -p 2>/dev/null | grep -q 'libunwind.so.8 ' || missing+=(libunwind8)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: installing ${missing[*]}"

@@ -38,6 +38,10 @@ enum Command {
     Flame(commands::flame::Args),
     /// Who holds the memory: top holders, chains and leaks from a snapshot file.
     Refs(commands::refs::Args),
+    /// Who holds the memory of a running process (it forks a frozen copy and runs on).
+    Attach(commands::outside::AttachArgs),
+    /// Who holds the memory, from an ELF core file (gcore or the kernel's).
+    Core(commands::outside::CoreArgs),
     /// Profile a small built-in program that leaks, and show what leakscope finds.
     Demo(commands::demo::Args),
     /// The self-check over a directory of periodic profiles and snapshots.
@@ -88,6 +92,8 @@ fn main() -> ExitCode {
         Command::Diff(args) => commands::diff::run(args),
         Command::Trend(args) => commands::trend::run(args),
         Command::Flame(args) => commands::flame::run(args),
+        Command::Attach(args) => commands::outside::attach(args),
+        Command::Core(args) => commands::outside::core(args),
         Command::Refs(args) => commands::refs::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Report(args) => commands::report::run(args),

@@ -277,6 +277,17 @@ pub enum BlocksFrom {
     /// A walk of glibc's heap: every block with its usable size; stacks only
     /// for the blocks the sampler recorded.
     HeapWalk,
+    /// A walk of glibc's heap from outside the process (`leakscope attach`,
+    /// `leakscope core`): every block with its usable size, no stacks.
+    OutsideWalk,
+}
+
+impl BlocksFrom {
+    /// The blocks come from a walk of glibc's heap (usable sizes; stacks
+    /// for sampled blocks at most).
+    pub fn is_heap_walk(self) -> bool {
+        matches!(self, BlocksFrom::HeapWalk | BlocksFrom::OutsideWalk)
+    }
 }
 
 /// glibc's heap as the walk found it.
@@ -472,6 +483,24 @@ impl SnapshotReport {
                 b(self.with_stacks.bytes)
             );
         }
+        if self.blocks_from == BlocksFrom::OutsideWalk {
+            let _ = writeln!(
+                out,
+                "  blocks from a walk of glibc's heap{} from outside the process: no allocation stacks (it recorded none)",
+                self.glibc_heap
+                    .as_ref()
+                    .map_or(String::new(), |h| format!(" (glibc {})", h.release)),
+            );
+        }
+        let outside = self.blocks_from == BlocksFrom::OutsideWalk;
+        // Where blocks were allocated, when that is known.
+        let allocated_in = |site: &[String]| {
+            if outside {
+                String::new()
+            } else {
+                format!(" allocated in {}", site.first().map_or("?", String::as_str))
+            }
+        };
         if t.leakscope_own.blocks > 0 {
             let _ = writeln!(
                 out,
@@ -502,15 +531,18 @@ impl SnapshotReport {
         if !self.pinned.is_empty() {
             let _ = writeln!(out, "\nBuffers pinned by small slices:");
             for p in self.pinned.iter().take(limit) {
-                let sampled = p.with_stacks.map_or(String::new(), |s| {
-                    format!(" ({} of them sampled)", s.blocks)
-                });
+                let sampled = p
+                    .with_stacks
+                    .filter(|_| !outside)
+                    .map_or(String::new(), |s| {
+                        format!(" ({} of them sampled)", s.blocks)
+                    });
                 let _ = writeln!(
                     out,
-                    "  {} buffers ({}){sampled} allocated in {} are kept alive by {} of slices held in {}",
+                    "  {} buffers ({}){sampled}{} are kept alive by {} of slices held in {}",
                     p.buffers.blocks,
                     b(p.buffers.bytes),
-                    p.buffer_site.first().map_or("?", String::as_str),
+                    allocated_in(&p.buffer_site),
                     b(p.slice_bytes),
                     p.holder.label()
                 );
@@ -536,11 +568,11 @@ impl SnapshotReport {
             for g in lost.iter().take(limit) {
                 let _ = writeln!(
                     out,
-                    "  {:?}: {} in {} blocks allocated in {}",
+                    "  {:?}: {} in {} blocks{}",
                     g.kind,
                     b(g.amount.bytes),
                     g.amount.blocks,
-                    g.site.first().map_or("?", String::as_str)
+                    allocated_in(&g.site)
                 );
             }
         }

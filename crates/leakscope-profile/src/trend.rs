@@ -477,9 +477,7 @@ pub fn trends(profiles: &[StackView], snapshots: &[SnapshotReport]) -> TrendRepo
     // A heap walk's totals count every block, leakscope's own included
     // where a stale word of the program points at them: the profiles'
     // estimates judge the whole heap then, and the walks name holders.
-    let walked = snapshots
-        .iter()
-        .any(|s| s.blocks_from == crate::snapshot::BlocksFrom::HeapWalk);
+    let walked = snapshots.iter().any(|s| s.blocks_from.is_heap_walk());
     let (mut out, other) = if (snapshots.len() >= 3 && !walked) || profiles.len() < 3 {
         (by_holder, by_stack)
     } else {

@@ -12,26 +12,30 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 use leakscope::outside::{
-    attach, AttachMethod, AttachOptions, CoreImage, CoreOptions, HeapWalk, Made, MappingKind,
-    Step, ThreadState,
+    attach, AttachMethod, AttachOptions, CoreImage, CoreOptions, HeapWalk, Made, MappingKind, Step,
+    ThreadState,
 };
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+fn build(name: &str, defines: &[&str]) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/programs/outside_target.c");
+    let status = Command::new("gcc")
+        .args(["-O1", "-g", "-pthread", "-Wall", "-Werror"])
+        .args(defines)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "gcc failed");
+    out
+}
+
 fn program() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("outside_target");
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/programs/outside_target.c");
-        let status = Command::new("gcc")
-            .args(["-O1", "-g", "-pthread", "-Wall", "-Werror", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("gcc runs");
-        assert!(status.success(), "gcc failed");
-        out
-    })
+    BUILT.get_or_init(|| build("outside_target", &[]))
 }
 
 /// A running target and what it said about itself.
@@ -45,7 +49,11 @@ struct Target {
 
 impl Target {
     fn start(spin: bool) -> Target {
-        let mut child = Command::new(program())
+        Self::spawn(Command::new(program()), spin)
+    }
+
+    fn spawn(mut command: Command, spin: bool) -> Target {
+        let mut child = command
             .env("SPIN", if spin { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -154,12 +162,7 @@ impl Drop for Target {
 
 /// What every image of the target must show: its threads with their thread
 /// pointers, the static and what it points to, the sleeper's stack marker.
-fn check_image(
-    t: &Target,
-    threads: &[ThreadState],
-    read: impl Fn(u64) -> Option<u64>,
-    spin: bool,
-) {
+fn check_image(t: &Target, threads: &[ThreadState], read: impl Fn(u64) -> Option<u64>, spin: bool) {
     let tids: BTreeSet<i32> = threads.iter().map(|t| t.tid).collect();
     assert_eq!(tids, t.tids());
     let tp_of = |tid: i32| threads.iter().find(|x| x.tid == tid).unwrap().tp;
@@ -221,7 +224,11 @@ fn core_image_of_gcore_reads_memory_threads_and_heap() {
         .arg(t.pid().to_string())
         .output()
         .expect("gcore (gdb) is installed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     t.check_serves(true);
     let path = dir.path().join(format!("core.{}", t.pid()));
     let core = CoreImage::open(&path, &CoreOptions::default()).unwrap();
@@ -253,7 +260,10 @@ fn core_image_of_gcore_reads_memory_threads_and_heap() {
     let err = CoreImage::open(program(), &CoreOptions::default())
         .err()
         .unwrap();
-    assert!(err.contains("not a core file") && !err.contains('\n'), "{err}");
+    assert!(
+        err.contains("not a core file") && !err.contains('\n'),
+        "{err}"
+    );
 }
 
 fn attached(spin: bool, method: AttachMethod) {
@@ -333,7 +343,12 @@ fn kill_during_attach(spin: bool, copy: bool, steps: &[u32]) {
     for &step in steps {
         let mut helper = Command::new(std::env::current_exe().unwrap());
         helper
-            .args(["--exact", "helper_attach_then_die", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "helper_attach_then_die",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("OUTSIDE_HELPER_PID", t.pid().to_string())
             .env("OUTSIDE_HELPER_STEP", step.to_string());
         if copy {
@@ -342,7 +357,11 @@ fn kill_during_attach(spin: bool, copy: bool, steps: &[u32]) {
         let out = helper.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "step {step}: {stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "step {step}: {stderr}"
+        );
         assert!(stderr.contains(&format!("after step {step} ")), "{stderr}");
         t.check_serves(spin);
         // A child made before the kill ends by itself (its exit frame) or
@@ -404,7 +423,12 @@ fn a_second_tracer_is_named_in_one_line() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = Target::start(true);
     let mut holder = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper_hold_traced", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "helper_hold_traced",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("OUTSIDE_HOLD_PID", t.pid().to_string())
         .stdout(Stdio::piped())
         .spawn()
@@ -424,6 +448,134 @@ fn a_second_tracer_is_named_in_one_line() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     t.check_serves(true);
-    let err = attach(i32::MAX - 7, &AttachOptions::default()).err().unwrap();
+    let err = attach(i32::MAX - 7, &AttachOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(err, format!("no process {}", i32::MAX - 7));
+}
+
+/// Valgrind's leak figures for the target, mid-run (its `leakcheck`
+/// command): (bytes, blocks) definitely, indirectly and possibly lost.
+fn valgrind_figures() -> [(u64, u64); 3] {
+    let program = build("outside_target_valgrind", &["-DWITH_VALGRIND"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("valgrind.log");
+    let mut command = Command::new("valgrind");
+    command
+        .arg("--leak-check=full")
+        .arg(format!("--log-file={}", log.display()))
+        .arg(&program);
+    let mut t = Target::spawn(command, false);
+    assert_eq!(t.ask("leakcheck"), "checked");
+    let _ = t.ask("quit");
+    let _ = t.child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    // The first leak summary: the one at the `leakcheck` command.
+    let summary = &text[text.find("LEAK SUMMARY").expect("a leak summary")..];
+    let figure = |what: &str| {
+        let line = summary
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what} in {summary}"));
+        let numbers: Vec<u64> = line
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .replace(',', "")
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
+    };
+    [
+        figure("definitely lost:"),
+        figure("indirectly lost:"),
+        figure("possibly lost:"),
+    ]
+}
+
+/// A snapshot of the target agrees with Valgrind on what is lost (block
+/// counts; bytes as glibc rounds them: at most 24 more per block), and
+/// names who holds the planted blocks: the static `planted`, the sleeper
+/// thread's frame.
+fn check_snapshot(t: &Target, snapshot: &leakscope::Snapshot, valgrind: &[(u64, u64); 3]) {
+    let report = snapshot.report();
+    print!("{}", report.render(5));
+    let totals = &report.totals;
+    let ours = [
+        totals.definitely_lost,
+        totals.indirectly_lost,
+        totals.possibly_lost,
+    ];
+    for (what, (ours, &(bytes, blocks))) in ["definitely", "indirectly", "possibly"]
+        .iter()
+        .zip(ours.iter().zip(valgrind))
+    {
+        assert_eq!(
+            ours.blocks, blocks,
+            "{what} lost: {ours:?}, Valgrind {bytes} in {blocks}"
+        );
+        assert!(
+            ours.bytes >= bytes && ours.bytes <= bytes + 24 * blocks,
+            "{what} lost: {ours:?}, Valgrind {bytes} in {blocks}"
+        );
+    }
+    assert_eq!(report.pid, t.pid() as u32);
+    let planted = snapshot
+        .block_at(t.hex("planted") as *const u8)
+        .expect("the planted block");
+    assert!(planted.size >= 4096);
+    let root = &planted.chain.first().expect("reachable").node;
+    assert_eq!(root.name, "planted", "{root:?}");
+    let held = snapshot
+        .block_at(t.hex("sleeper_block") as *const u8)
+        .expect("the sleeper's block");
+    // Its thread's registers (the pointer is live in one) or its frame.
+    let root = &held.chain.first().expect("reachable").node;
+    assert!(
+        root.name.ends_with(&format!("{}", t.tid("sleeper_tid"))) || root.name.contains("sleeper"),
+        "{root:?}"
+    );
+}
+
+#[test]
+fn snapshots_of_a_core_and_of_an_attach_agree_with_valgrind_and_name_holders() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let valgrind = valgrind_figures();
+    // The planted ones at least (the program loses a few more).
+    assert!(
+        valgrind[0].1 >= 2 && valgrind[1].1 >= 1 && valgrind[2].1 >= 1,
+        "{valgrind:?}"
+    );
+    let mut t = Target::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("core");
+    let out = Command::new("gcore")
+        .arg("-o")
+        .arg(&prefix)
+        .arg(t.pid().to_string())
+        .output()
+        .expect("gcore (gdb) is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.path().join(format!("core.{}", t.pid()));
+    let core = CoreImage::open(
+        &path,
+        &CoreOptions {
+            fill_from_files: true,
+            ..CoreOptions::default()
+        },
+    )
+    .unwrap();
+    let from_core = leakscope::outside::snapshot_of_core(&core, 0).unwrap();
+    check_snapshot(&t, &from_core, &valgrind);
+
+    let attached = attach(t.pid(), &AttachOptions::default()).unwrap();
+    assert!(matches!(attached.made, Made::Forked { .. }));
+    let live = leakscope::outside::snapshot_of_attached(&attached).unwrap();
+    check_snapshot(&t, &live, &valgrind);
+    t.check_serves(false);
 }

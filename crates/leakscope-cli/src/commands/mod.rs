@@ -4,6 +4,7 @@ pub mod diff;
 pub mod flame;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod outside;
 pub mod refs;
 pub mod report;
 pub mod run;

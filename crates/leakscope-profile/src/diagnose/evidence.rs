@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::frames::{Class, Classes, FrameTable, Side};
-use crate::snapshot::{Amount, BlocksFrom, LeakKind, Link, NodeKind, Pinning, SnapshotReport};
+use crate::snapshot::{Amount, LeakKind, Link, NodeKind, Pinning, SnapshotReport};
 use crate::trend::{self, RunPoints, SeriesKind, SeriesTrend, TrendReport, TrendState};
 use crate::view::StackView;
 
@@ -276,9 +276,7 @@ impl<'a> Evidence<'a> {
             connections(first_profile, last_profile, frames, &dependencies);
         // Rules judge sites from snapshots whose blocks all have stacks; a
         // heap walk's snapshots lack most, so they only name holders.
-        let walked_run = snapshots
-            .iter()
-            .any(|s| s.blocks_from == BlocksFrom::HeapWalk);
+        let walked_run = snapshots.iter().any(|s| s.blocks_from.is_heap_walk());
         let all_evidence = snapshot_evidence(snapshots, frames, &dependencies);
         let (snapshot_evidence, walked) = if walked_run {
             (None, all_evidence)

@@ -85,6 +85,22 @@ impl Symbols {
         }
     }
 
+    /// Symbolises code addresses of another process (stack frames of its
+    /// threads) from its object files.
+    pub(crate) fn for_code_in_objects(
+        code: impl Iterator<Item = u64>,
+        objects: &[super::symbolize::ObjectCode<'_>],
+    ) -> Symbols {
+        let mut addrs: Vec<u64> = code.collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let names = super::symbolize::symbolize_in_objects(&addrs, objects);
+        Symbols {
+            frames: addrs.into_iter().zip(names).collect(),
+            own_code: None,
+        }
+    }
+
     /// Whether a return address lies in the front end's own object.
     fn is_own(&self, ret: usize) -> bool {
         let addr = call_site(ret);

@@ -72,6 +72,42 @@ pub(crate) fn symbolize_in_process(addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     }
 }
 
+/// An object file of another process (a core file's, an attached one's):
+/// where its file is, its load bias and the ranges it is mapped at.
+pub(crate) struct ObjectCode<'a> {
+    pub(crate) file: &'a std::path::Path,
+    pub(crate) base: u64,
+    pub(crate) mappings: &'a [(u64, u64)],
+}
+
+/// Symbolises code addresses of another process from its object files on
+/// disk (each address as an offset in its object's virtual addresses).
+pub(crate) fn symbolize_in_objects(
+    addrs: &[u64],
+    objects: &[ObjectCode<'_>],
+) -> Vec<Vec<SymFrame>> {
+    let mut out = vec![Vec::new(); addrs.len()];
+    let symbolizer = new_symbolizer();
+    for object in objects {
+        let (at, offsets): (Vec<usize>, Vec<u64>) = addrs
+            .iter()
+            .enumerate()
+            .filter(|&(_, &a)| object.mappings.iter().any(|&(s, e)| a >= s && a < e))
+            .map(|(i, &a)| (i, a.wrapping_sub(object.base)))
+            .unzip();
+        if offsets.is_empty() {
+            continue;
+        }
+        let src = source::Source::Elf(source::Elf::new(object.file));
+        if let Ok(results) = symbolizer.symbolize(&src, Input::VirtOffset(&offsets)) {
+            for (i, r) in at.into_iter().zip(results) {
+                out[i] = frames_of(r);
+            }
+        }
+    }
+    out
+}
+
 /// One batch through one symbolizer.
 fn symbolize_with(symbolizer: &Symbolizer, addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     let mut process = source::Process::new(Pid::Slf);

@@ -178,7 +178,11 @@ fn stop_all(pid: i32, options: &AttachOptions) -> Result<(Session, Instant), Str
             .map_err(|_| PtraceRefusal::NoProcess { pid }.to_string())?;
         let mut new = Vec::new();
         for entry in dir.flatten() {
-            let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
                 continue;
             };
             if seen.insert(tid) {
@@ -245,7 +249,7 @@ fn capture(session: &mut Session, options: &AttachOptions) -> Vec<ThreadState> {
         let Some((saved, tp)) = regs::from_user_regs(&words) else {
             return true;
         };
-        let tp = tp.map_or_else(|| ptrace::thread_pointer(t.tid, &words).unwrap_or(0), |tp| tp);
+        let tp = tp.unwrap_or_else(|| ptrace::thread_pointer(t.tid, &words).unwrap_or(0));
         threads.push(ThreadState {
             tid: t.tid,
             regs: saved,
@@ -291,7 +295,9 @@ fn attach_forking(pid: i32, options: &AttachOptions) -> Result<Result<Attached, 
         Err(e) => return Ok(Err(format!("cannot open /proc/{pid}/mem: {e}"))),
     };
     let Some(gadgets) = inject::find_gadgets(pid, &mem) else {
-        return Ok(Err("no `syscall; ret` and `rt_sigreturn` code found in the target".into()));
+        return Ok(Err(
+            "no `syscall; ret` and `rt_sigreturn` code found in the target".into(),
+        ));
     };
     let stacks = writable_regions(pid);
     // The thread to fork: stopped by us, not in a sleep that restarts

@@ -85,8 +85,8 @@ impl CoreImage {
         // SAFETY: a read-only private mapping; the bytes are only read
         // through bounds-checked slices (a core truncated under us would
         // fault, as any reader of a file being truncated).
-        let core = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| format!("cannot map {shown}: {e}"))?;
+        let core =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map {shown}: {e}"))?;
         let data: &[u8] = &core;
         let header = FileHeader64::<Endianness>::parse(data)
             .map_err(|_| format!("{shown} is not a 64-bit ELF file"))?;
@@ -157,7 +157,10 @@ impl CoreImage {
             let end = vaddr
                 .checked_add(memsz)
                 .ok_or_else(|| format!("{shown}: a segment wraps around"))?;
-            let file_of = notes.files.iter().find(|f| f.start <= vaddr && vaddr < f.end);
+            let file_of = notes
+                .files
+                .iter()
+                .find(|f| f.start <= vaddr && vaddr < f.end);
             let special = Some(vaddr) == vdso || vaddr >= 0xffff_ffff_ff60_0000;
             let kind = match (special, file_of) {
                 (true, _) => RegionKind::Special,

@@ -116,11 +116,14 @@ fn libc_tls_from_dtv<M: Memory>(
     let _ = libc;
     let offset = found?;
     // Static TLS sits at the same distance in every thread.
-    threads.iter().all(|t| {
-        mem.word(t.tp + 8)
-            .is_some_and(|d| (1..=len).any(|m| mem.word(d + 16 * m) == Some(t.tp.wrapping_add_signed(offset))))
-    })
-    .then_some((offset, libc_size))
+    threads
+        .iter()
+        .all(|t| {
+            mem.word(t.tp + 8).is_some_and(|d| {
+                (1..=len).any(|m| mem.word(d + 16 * m) == Some(t.tp.wrapping_add_signed(offset)))
+            })
+        })
+        .then_some((offset, libc_size))
 }
 
 /// Walks glibc's heap of an image.

@@ -58,7 +58,8 @@ const R10: usize = 7;
 const R8: usize = 9;
 /// sigcontext's first 18 words from `user_regs_struct`: r8..r15, rdi,
 /// rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags.
-const SIGCONTEXT_FROM_USER: [usize; 18] = [9, 8, 7, 6, 3, 2, 1, 0, 14, 13, 4, 5, 12, 10, 11, 19, 16, 18];
+const SIGCONTEXT_FROM_USER: [usize; 18] =
+    [9, 8, 7, 6, 3, 2, 1, 0, 14, 13, 4, 5, 12, 10, 11, 19, 16, 18];
 
 const SYS_CLONE: u64 = 56;
 const SYS_EXIT_GROUP: u64 = 231;
@@ -96,13 +97,20 @@ pub(crate) fn why_not(pid: i32) -> Option<String> {
     }
     let field = |name| super::permissions::status_field(pid, name);
     if field("Seccomp").is_some_and(|v| v != "0") {
-        return Some("the target has a seccomp filter, which could kill it for calling clone".into());
+        return Some(
+            "the target has a seccomp filter, which could kill it for calling clone".into(),
+        );
     }
     if field("x86_Thread_features").is_some_and(|v| v.contains("shstk")) {
-        return Some("the target uses a shadow stack, which the injected return would violate".into());
+        return Some(
+            "the target uses a shadow stack, which the injected return would violate".into(),
+        );
     }
     if field("NSpid").is_some_and(|v| v.split_whitespace().last() == Some("1")) {
-        return Some("the target is its PID namespace's init, whose fork could not be handed to its parent".into());
+        return Some(
+            "the target is its PID namespace's init, whose fork could not be handed to its parent"
+                .into(),
+        );
     }
     if field("State").is_some_and(|v| v.starts_with('T')) {
         return Some("the target is stopped by job control".into());
@@ -190,7 +198,11 @@ pub(crate) fn plan(
     let sp = user[RSP];
     let top = sp.checked_sub(RED_ZONE)?;
     let child = (top.checked_sub(FRAME)?) & !63;
-    let fp_len = if xstate.is_empty() { 512 } else { xstate.len() as u64 + 4 };
+    let fp_len = if xstate.is_empty() {
+        512
+    } else {
+        xstate.len() as u64 + 4
+    };
     let fp_at = (child.checked_sub(fp_len)?) & !63;
     let parent = (fp_at.checked_sub(FRAME)?) & !63;
     // A page of room below for whatever the kernel may push meanwhile.
@@ -208,12 +220,26 @@ pub(crate) fn plan(
     // it was stopped in rewound to restart.
     let mut regs_now = user.to_vec();
     let nr = user[ORIG_RAX] as i64;
-    if nr >= 0 && matches!(user[RAX] as i64, ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND) {
+    if nr >= 0
+        && matches!(
+            user[RAX] as i64,
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND
+        )
+    {
         regs_now[RAX] = user[ORIG_RAX];
         regs_now[RIP] = user[RIP] - 2;
     }
     let flags = if xstate.is_empty() { 0 } else { UC_FP_XSTATE };
-    write_frame(&mut bytes, parent, parent, gadgets.sigreturn, flags, &regs_now, fp_at, mask);
+    write_frame(
+        &mut bytes,
+        parent,
+        parent,
+        gadgets.sigreturn,
+        flags,
+        &regs_now,
+        fp_at,
+        mask,
+    );
     // Its FPU state.
     if xstate.is_empty() {
         put(&mut bytes, fp_at, fxsave);
@@ -237,7 +263,16 @@ pub(crate) fn plan(
     exit[RDI] = 0;
     exit[RSP] = child;
     exit[EFLAGS] = 0x202;
-    write_frame(&mut bytes, parent, child, gadgets.sigreturn, 0, &exit, 0, u64::MAX);
+    write_frame(
+        &mut bytes,
+        parent,
+        child,
+        gadgets.sigreturn,
+        0,
+        &exit,
+        0,
+        u64::MAX,
+    );
     let _ = put_word;
 
     let mut regs = user.to_vec();
@@ -301,7 +336,7 @@ mod tests {
     #[test]
     fn frames_restore_a_syscall_and_lay_out_below_the_red_zone() {
         let mut user = vec![0u64; 27];
-        user[RSP] = 0x7000_0000_1000;
+        user[RSP] = 0x7000_0000_3000;
         user[RIP] = 0x5555_0000_0102;
         user[ORIG_RAX] = 7; // poll, interrupted
         user[RAX] = ERESTARTNOHAND as u64;
@@ -313,7 +348,15 @@ mod tests {
             syscall_ret: 0x1000,
             sigreturn: 0x2000,
         };
-        let plan = plan(&user, 0x4, &xstate, &[], (0x7000_0000_0000, 0x7000_0000_2000), g).unwrap();
+        let plan = plan(
+            &user,
+            0x4,
+            &xstate,
+            &[],
+            (0x7000_0000_0000, 0x7000_0000_4000),
+            g,
+        )
+        .unwrap();
         assert_eq!(plan.at % 64, 0);
         assert!(plan.at + plan.bytes.len() as u64 <= user[RSP] - RED_ZONE);
         let word = |addr: u64| {
@@ -327,14 +370,20 @@ mod tests {
         // rip rewound onto the syscall, rax back to its number.
         assert_eq!(word(sc + 16 * 8), 0x5555_0000_0100);
         assert_eq!(word(sc + 13 * 8), 7);
-        assert_eq!(word(sc + 15 * 8), 0x7000_0000_1000);
+        assert_eq!(word(sc + 15 * 8), 0x7000_0000_3000);
         assert_eq!(word(plan.at + 8 + 296), 0x4);
         // Its FPU state carries both magic words.
         let fp = word(sc + 23 * 8);
         assert_eq!(fp % 64, 0);
         let at = (fp - plan.at) as usize;
-        assert_eq!(&plan.bytes[at + 464..at + 468], &FP_XSTATE_MAGIC1.to_ne_bytes());
-        assert_eq!(&plan.bytes[at + 832..at + 836], &FP_XSTATE_MAGIC2.to_ne_bytes());
+        assert_eq!(
+            &plan.bytes[at + 464..at + 468],
+            &FP_XSTATE_MAGIC1.to_ne_bytes()
+        );
+        assert_eq!(
+            &plan.bytes[at + 832..at + 836],
+            &FP_XSTATE_MAGIC2.to_ne_bytes()
+        );
         // The child's stack is its exit frame: sigreturn into exit_group.
         let child = plan.regs[RSI];
         assert_eq!(word(child), 0x2000);
@@ -344,7 +393,15 @@ mod tests {
         assert_eq!(plan.regs[RAX], SYS_CLONE);
         assert_eq!(plan.regs[ORIG_RAX], u64::MAX);
         // A stack with no room below refuses.
-        assert!(super::plan(&user, 0, &xstate, &[], (0x7000_0000_0c00, 0x7000_0000_2000), g).is_none());
+        assert!(super::plan(
+            &user,
+            0,
+            &xstate,
+            &[],
+            (0x7000_0000_0c00, 0x7000_0000_2000),
+            g
+        )
+        .is_none());
         // A sleep that restarts through restart_syscall is not eligible.
         user[RAX] = ERESTART_RESTARTBLOCK as u64;
         assert!(!eligible(&user));

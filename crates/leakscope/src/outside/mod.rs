@@ -20,6 +20,7 @@ mod permissions;
 mod process;
 mod ptrace;
 mod regs;
+mod snapshot;
 mod spans;
 
 pub use attach::{attach, AttachMethod, AttachOptions, Attached, Made, Step};
@@ -28,6 +29,7 @@ pub use heap::HeapWalk;
 pub use objects::{FileMapping, LoadedObject, TlsTemplate};
 pub use permissions::PtraceRefusal;
 pub use process::{CopyPolicy, ProcessImage};
+pub use snapshot::{snapshot_of_attached, snapshot_of_core};
 
 /// Registers kept per thread: the in-process snapshot's order
 /// (`snapshot::threads::SAVED_REGS`): on x86-64 glibc's `gregs` order

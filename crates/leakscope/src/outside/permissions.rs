@@ -92,6 +92,10 @@ pub(crate) fn diagnose(pid: i32, errno: i32) -> PtraceRefusal {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     if tracer != 0 {
+        // TracerPid is the tracing thread; name its process.
+        let tracer = status_field(tracer, "Tgid")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(tracer);
         let tracer_name = std::fs::read_to_string(format!("/proc/{tracer}/comm"))
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "?".into());

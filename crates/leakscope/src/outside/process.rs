@@ -272,9 +272,7 @@ fn copy_region(
                 continue;
             }
             let run_start = k;
-            while k < n
-                && entries[k] & (PM_PRESENT | PM_SWAPPED) != 0
-                && entries[k] & PM_GUARD == 0
+            while k < n && entries[k] & (PM_PRESENT | PM_SWAPPED) != 0 && entries[k] & PM_GUARD == 0
             {
                 k += 1;
             }

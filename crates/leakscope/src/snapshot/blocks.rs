@@ -131,6 +131,19 @@ pub(crate) fn collect<M: Memory>(
     Ok(merged)
 }
 
+/// The blocks of another process's image: its glibc heap, walked (this
+/// process's live table says nothing of it). No allocation stacks.
+pub(crate) fn walked_only<M: Memory>(
+    prep: &Prepared,
+    mem: &M,
+    threads: &[ThreadRef],
+    heap: &mut HeapStats,
+) -> Result<MmapVec<Block>, Failure> {
+    let mut walked: MmapVec<WalkedBlock> = MmapVec::new();
+    glibc::walk(prep, mem, threads, &mut walked, heap).map_err(Failure::Walk)?;
+    merge_with(&[], &walked, |_| false)
+}
+
 /// glibc's own totals for the heap just walked. The arena locks this
 /// child holds (the parent's snapshot thread took them before the fork, and
 /// that thread is the child) are released first, in the child's copy only;

@@ -17,7 +17,7 @@ use super::blocks::{self, Block, BlockSource, CrossCheck};
 use super::fields::{self, FirstView};
 use super::glibc::{HeapStats, Prepared, ThreadRef};
 use super::graph::{self, Csr, NONE};
-use super::image::{Maps, OwnMemory};
+use super::image::{Maps, Memory, OwnMemory};
 use super::mmap_vec::MmapVec;
 use super::threads::{FP, PC, SAVED_REGS, SP};
 use super::wire::{BlockOut, Header, Output, RootKind, RootOut};
@@ -57,6 +57,9 @@ pub(crate) struct ChildInput<'a> {
     pub(crate) source: BlockSource,
     /// What the heap walker needs to know about libc.
     pub(crate) glibc: Prepared,
+    /// This process's live table describes the image's blocks (false for
+    /// another process's image: its heap is walked).
+    pub(crate) own_table: bool,
 }
 
 /// Root-entity slots per thread: registers, thread-local storage, stack
@@ -384,7 +387,9 @@ impl Pending {
 /// Scans the aligned words of `[start, end)` and queues each that may point
 /// into a block. `node_of` names the source node of a word (and the start
 /// of its range); it is called in address order.
-fn scan(
+#[allow(clippy::too_many_arguments)]
+fn scan<M: Memory>(
+    mem: &M,
     start: u64,
     end: u64,
     index: &BlockIndex,
@@ -398,10 +403,11 @@ fn scan(
         return Some(0);
     }
     let words = ((end - start) / 8) as usize;
-    // SAFETY: the caller checked `[start, end)` against the readable mappings
-    // of this process; it is frozen and single-threaded, so plain reads are
-    // sound and let the candidate test below run vectorised.
-    let memory = unsafe { std::slice::from_raw_parts(start as *const u64, words) };
+    // A plain slice (the callers checked the range readable), so that the
+    // candidate test below runs vectorised.
+    let Some(memory) = mem.words(start, start + words as u64 * 8) else {
+        return Some(0);
+    };
     let (lo, span) = (index.min, index.max_end - index.min);
     const CHUNK: usize = 8;
     for (c, chunk) in memory.chunks(CHUNK).enumerate() {
@@ -426,7 +432,8 @@ fn scan(
 /// The frames of a thread's stack, from its saved registers: `(high end of
 /// the frame's words, program counter)`, innermost first. A word at address
 /// `a` belongs to the first frame whose high end is above `a`.
-fn stack_frames(
+fn stack_frames<M: Memory>(
+    mem: &M,
     sp: u64,
     fp: u64,
     pc: u64,
@@ -441,9 +448,9 @@ fn stack_frames(
         }
         out[n] = (fp + 16, pc);
         n += 1;
-        // SAFETY: `[fp, fp + 16)` lies within the thread's stack mapping,
-        // checked readable by the caller.
-        let (next, ret) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
+        let Some(&[next, ret]) = mem.words(fp, fp + 16) else {
+            break;
+        };
         if next <= fp {
             break;
         }
@@ -455,13 +462,22 @@ fn stack_frames(
 
 /// Whether the instruction before `pc` is a system call (the thread was
 /// stopped inside one).
-fn stopped_in_syscall(pc: u64, readable: &Maps) -> bool {
-    if pc < 2 || readable.mapping(pc - 2).is_none() {
+fn stopped_in_syscall<M: Memory>(pc: u64, mem: &M) -> bool {
+    // The word holding the two bytes before `pc` (code is mapped readable
+    // on the platforms we build for; a core file may not hold it).
+    let Some(at) = pc.checked_sub(2) else {
         return false;
+    };
+    let word_at = at & !7;
+    let Some(words) = mem.words(word_at, ((at + 1) & !7) + 8) else {
+        return false;
+    };
+    let mut bytes = [0u8; 16];
+    for (dst, w) in bytes.chunks_mut(8).zip(words) {
+        dst.copy_from_slice(&w.to_le_bytes());
     }
-    // SAFETY: checked readable; code is mapped readable on the platforms we
-    // build for.
-    let before = unsafe { std::ptr::read_volatile((pc - 2) as *const [u8; 2]) };
+    let k = (at - word_at) as usize;
+    let before = [bytes[k], bytes[k + 1]];
     #[cfg(target_arch = "x86_64")]
     {
         before == [0x0f, 0x05]
@@ -592,7 +608,10 @@ pub(crate) const PIN_MIN_BYTES: u64 = 4096;
 /// Runs the whole analysis and writes it to `out`. Returns an exit code.
 pub(crate) fn run(input: &ChildInput<'_>, out: &mut Output) -> i32 {
     fault::catch(out);
-    match analyse(input, out) {
+    let Some(mem) = OwnMemory::read_own() else {
+        return 71;
+    };
+    match analyse(&mem, input, out) {
         Some(()) => 0,
         None => 71,
     }
@@ -640,7 +659,9 @@ mod fault {
     }
 }
 
-fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
+/// The analysis over any memory image: this process's own (the snapshot
+/// child) or another's (a core file, a copy of an attached process).
+pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     let started = now_ns();
     let mut phase_ns = [0u64; Phase::ALL.len()];
     let mut mark = started;
@@ -649,8 +670,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         phase_ns[phase as usize] = now - mark;
         mark = now;
     };
-    let mem = OwnMemory::read_own()?;
-    let readable = &mem.maps;
+    let readable = mem.maps();
     let walker_threads = {
         let mut refs = [ThreadRef::default(); 1024];
         let n = input.threads.len().min(refs.len());
@@ -668,14 +688,20 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     };
     let mut heap = HeapStats::default();
     let mut check = CrossCheck::default();
-    let blocks = match blocks::collect(
-        input.source,
-        &input.glibc,
-        &mem,
-        &walker_threads.0[..walker_threads.1],
-        &mut heap,
-        &mut check,
-    ) {
+    let walker_threads = &walker_threads.0[..walker_threads.1];
+    let collected = if input.own_table {
+        blocks::collect(
+            input.source,
+            &input.glibc,
+            mem,
+            walker_threads,
+            &mut heap,
+            &mut check,
+        )
+    } else {
+        blocks::walked_only(&input.glibc, mem, walker_threads, &mut heap)
+    };
+    let blocks = match collected {
         Ok(blocks) => blocks,
         Err(blocks::Failure::NoMemory) => return None,
         Err(blocks::Failure::Walk(e)) => {
@@ -715,7 +741,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     // Where glibc's main arena is (known after a walk; else looked for by
     // its shape, as the walk does).
     let malloc_state = match (heap.per_arena[0].address, input.glibc.layout) {
-        (0, Some(l)) => super::glibc::arenas::find_main_arena(&mem, l, input.glibc.libc_data(), 0)
+        (0, Some(l)) => super::glibc::arenas::find_main_arena(mem, l, input.glibc.libc_data(), 0)
             .map_or((u64::MAX, u64::MAX), |a| (a, a + l.arena_size)),
         (a, Some(l)) => (a, a + l.arena_size),
         (_, None) => (u64::MAX, u64::MAX),
@@ -750,6 +776,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
                     continue;
                 }
                 scanned += scan(
+                    mem,
                     lo,
                     hi,
                     &index,
@@ -814,6 +841,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             roots_out[tls_node as usize] =
                 RootOut::new(RootKind::ThreadLocal, ti as u32, 0, 0, tls_lo, tls_hi);
             scanned += scan(
+                mem,
                 tls_lo,
                 tls_hi,
                 &index,
@@ -835,7 +863,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         // threads): there it only holds stale words from earlier calls,
         // which would count as references. The snapshotting thread starts
         // exactly at its caller.
-        let below = if t.is_self || stopped_in_syscall(pc, readable) {
+        let below = if t.is_self || stopped_in_syscall(pc, mem) {
             0
         } else {
             128
@@ -851,7 +879,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             stack_map_end
         };
         let mut frames = [(0u64, 0u64); MAX_FRAMES];
-        let n_frames = stack_frames(sp, fp, pc, hi, &mut frames);
+        let n_frames = stack_frames(mem, sp, fp, pc, hi, &mut frames);
         // leakscope's frames, and every frame they called, are not roots:
         // a whole own thread, else the frames from the outermost one that
         // runs leakscope's code inwards (the registers with them, when the
@@ -893,6 +921,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
         }
         let mut k = 0;
         scanned += scan(
+            mem,
             lo,
             hi,
             &index,
@@ -917,6 +946,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     for (i, b) in index.blocks.iter().enumerate() {
         let node = first_block + i as u32;
         scanned += scan(
+            mem,
             b.addr,
             b.addr + b.size,
             &index,
@@ -1152,28 +1182,28 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
             if h_end > h_start && readable.covers(h_start, h_end) {
                 let mut at = h_start.next_multiple_of(8);
                 while at + 8 <= h_end {
-                    // SAFETY: checked readable above.
-                    let word = unsafe { std::ptr::read_volatile(at as *const u64) };
+                    let word = mem.word(at).unwrap_or(0);
                     if let Some((b, _)) = index.find(word) {
                         let node = (first_block + b) as usize;
                         if idom[node] == holder && view_bytes[b as usize] != u64::MAX {
                             let blk = &index.blocks[b as usize];
                             let len = if at + 16 <= h_end {
-                                // SAFETY: `at + 16 <= h_end`, checked readable.
-                                unsafe { std::ptr::read_volatile((at + 8) as *const u64) }
+                                mem.word(at + 8).unwrap_or(0)
                             } else {
                                 0
                             };
                             let before = if at >= h_start + 8 {
-                                // SAFETY: `[at - 8, at)` lies in the holder,
-                                // checked readable.
-                                unsafe { std::ptr::read_volatile((at - 8) as *const u64) }
+                                mem.word(at - 8).unwrap_or(0)
                             } else {
                                 0
                             };
-                            // An owner, not a view, holds the whole block.
-                            let owner = word == blk.addr && owns_block(before, len, blk.size);
+                            // An owner, not a view, holds the whole block:
+                            // one with an owner's length or capacity beside
+                            // it, or a plain pointer to its start (a C
+                            // pointer, a `Box`: a view has a length).
                             let plausible = len > 0 && word + len <= blk.addr + blk.size;
+                            let owner = word == blk.addr
+                                && (owns_block(before, len, blk.size) || !plausible);
                             view_bytes[b as usize] += if owner {
                                 blk.size
                             } else if plausible {
@@ -1207,9 +1237,7 @@ fn analyse(input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     let pinned = index.blocks.iter().enumerate().filter_map(|(i, b)| {
         (block_flags[i] & flags::PINNED != 0).then_some((i as u32, b.addr, b.size, first_view[i]))
     });
-    // SAFETY: every indexed block was checked readable when the index was
-    // built, and this process is a frozen, single-threaded copy.
-    unsafe { fields::attribute_pinned(pinned, out) };
+    fields::attribute_pinned(mem, pinned, out);
 
     lap(Phase::Pinning);
     // Results.
@@ -1296,7 +1324,8 @@ mod tests {
         put(&mut stack, rec(0x300), 0);
         put(&mut stack, rec(0x308), 0xCCC);
         let mut out = [(0, 0); MAX_FRAMES];
-        let n = stack_frames(rec(0x40), rec(0x100), 0x999, base + 0x800, &mut out);
+        let mem = OwnMemory::read_own().expect("our maps");
+        let n = stack_frames(&mem, rec(0x40), rec(0x100), 0x999, base + 0x800, &mut out);
         assert_eq!(
             &out[..n],
             &[

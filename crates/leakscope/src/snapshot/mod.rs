@@ -18,12 +18,13 @@
 mod blocks;
 mod child;
 mod fields;
+pub(crate) mod foreign;
 pub(crate) mod glibc;
 mod graph;
 pub(crate) mod image;
 mod memory_guard;
 pub(crate) mod mmap_vec;
-mod modules;
+pub(crate) mod modules;
 mod report;
 pub(crate) mod threads;
 mod wire;
@@ -372,7 +373,7 @@ fn caller_frame(fp: u64) -> CallerFrame {
 }
 
 /// Where the snapshot's caller's stack begins.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub(crate) struct CallerFrame {
     pub(crate) stack_start: u64,
     pub(crate) fp: u64,
@@ -604,6 +605,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             static_tls_bytes: modules.static_tls_bytes,
             source,
             glibc,
+            own_table: true,
         };
         let code = match out {
             Some(mut out) => child::run(&input, &mut out),
@@ -679,7 +681,14 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
             stopped,
         })
         .collect();
-    let resolved = Resolved::new(roots, blocks, out.read_fields(), &modules, &all_threads);
+    let resolved = Resolved::new(
+        roots,
+        blocks,
+        out.read_fields(),
+        &modules,
+        &all_threads,
+        report::CodeOf::ThisProcess,
+    );
     let mut report = resolved.report(
         &header,
         ReportMeta {
@@ -716,7 +725,7 @@ fn memory_of(
     allocator: Option<crate::memory::AllocatorHeap>,
 ) -> crate::memory::Breakdown {
     use crate::memory::{AllocatorHeap, HeapFigures, Live, LiveSource};
-    let walked = report.blocks_from == BlocksFrom::HeapWalk;
+    let walked = report.blocks_from.is_heap_walk();
     inputs.heap = HeapFigures {
         live: Some(Live {
             amount: report.totals.live,

@@ -167,15 +167,59 @@ pub(crate) fn loaded_modules() -> Modules {
     let exe = std::fs::read_link("/proc/self/exe")
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
+    for object in &mut loaded {
+        if object.path.is_empty() {
+            object.path = exe.clone();
+        }
+    }
+    let mut modules = modules_of(loaded);
+    // The preload's whole object is leakscope's code.
+    if let Some(range) = crate::export::stacks::own_code_range() {
+        modules.own_code.push(range);
+        modules.own_code.sort_unstable();
+        modules.own_code.dedup();
+    }
+    modules
+}
+
+/// An object of another process (a core file's, an attached one's).
+pub(crate) struct ForeignObject {
+    /// Its path in that process.
+    pub(crate) name: String,
+    /// Where its file is read here (symbols).
+    pub(crate) file: String,
+    pub(crate) base: u64,
+    pub(crate) writable: Vec<(u64, u64)>,
+}
+
+/// The modules of another process, named by their paths in it.
+pub(crate) fn foreign_modules(objects: &[ForeignObject]) -> Modules {
+    let mut modules = modules_of(
+        objects
+            .iter()
+            .map(|o| Loaded {
+                path: o.file.clone(),
+                base: o.base,
+                segments: o.writable.clone(),
+                tls_bytes: 0,
+            })
+            .collect(),
+    );
+    for path in &mut modules.paths {
+        if let Some(o) = objects.iter().find(|o| &o.file == path) {
+            path.clone_from(&o.name);
+        }
+    }
+    modules
+}
+
+/// Segments, variables and leakscope's own code of the loaded objects.
+fn modules_of(loaded: Vec<Loaded>) -> Modules {
     let mut modules = Modules::default();
     let mut cache = SYMBOL_CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     for object in loaded {
-        let path = if object.path.is_empty() {
-            exe.clone()
-        } else {
-            object.path
-        };
+        let path = object.path;
         modules.static_tls_bytes += object.tls_bytes;
         if object.segments.is_empty() || path.starts_with("linux-vdso") || path.is_empty() {
             continue;
@@ -209,10 +253,6 @@ pub(crate) fn loaded_modules() -> Modules {
             }
         }
         modules.paths.push(path);
-    }
-    // The preload's whole object is leakscope's code.
-    if let Some(range) = crate::export::stacks::own_code_range() {
-        modules.own_code.push(range);
     }
     modules.own_code.sort_unstable();
     modules.own_code.dedup();

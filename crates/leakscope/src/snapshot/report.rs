@@ -24,6 +24,8 @@ use crate::export::stacks::{call_site, Symbols};
 /// The name of a heap block whose allocation stack was not recorded (heap
 /// walks outside full mode).
 const NOT_SAMPLED: &str = "(allocation stack not sampled)";
+/// A block of another process's heap (it recorded no stacks).
+const OUTSIDE_BLOCK: &str = "(heap block)";
 
 /// Holders listed in a report.
 const TOP_HOLDERS: usize = 25;
@@ -56,10 +58,20 @@ pub(crate) struct Resolved {
     head: Vec<u32>,
     /// Steps taken to find depths (linear in the blocks).
     pub(crate) naming_steps: u64,
+    /// Another process's snapshot (its heap walked from outside: no
+    /// allocation stacks at all).
+    outside: bool,
 }
 
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Whose code the snapshot's addresses are: this process's (symbolised
+/// through its own maps), or another's, from its object files.
+pub(crate) enum CodeOf<'a> {
+    ThisProcess,
+    Objects(&'a [crate::export::symbolize::ObjectCode<'a>]),
 }
 
 impl Resolved {
@@ -69,6 +81,7 @@ impl Resolved {
         fields: &[FieldOut],
         modules: &Modules,
         threads: &[ThreadInfo],
+        code: CodeOf<'_>,
     ) -> Resolved {
         let mut sites: Vec<SiteId> = blocks.iter().map(|b| b.site).collect();
         sites.sort_unstable();
@@ -88,7 +101,11 @@ impl Resolved {
                     call_site(r.pc as usize)
                 }
             });
-        let symbols = Symbols::for_stacks_and_code(stacks.iter().copied(), frame_pcs);
+        let outside = matches!(code, CodeOf::Objects(_));
+        let symbols = match code {
+            CodeOf::ThisProcess => Symbols::for_stacks_and_code(stacks.iter().copied(), frame_pcs),
+            CodeOf::Objects(objects) => Symbols::for_code_in_objects(frame_pcs, objects),
+        };
         let site_names: HashMap<SiteId, Vec<String>> = sites
             .iter()
             .filter(|&&s| s < STACKS.len())
@@ -197,13 +214,18 @@ impl Resolved {
             depth,
             head,
             naming_steps,
+            outside,
         }
     }
 
     fn block_node(&self, i: usize) -> Node {
         let b = &self.blocks[i];
         let site = self.site_names.get(&b.site).cloned().unwrap_or_default();
-        let unknown = if b.site == NO_SITE { NOT_SAMPLED } else { "?" };
+        let unknown = match (b.site == NO_SITE, self.outside) {
+            (true, true) => OUTSIDE_BLOCK,
+            (true, false) => NOT_SAMPLED,
+            _ => "?",
+        };
         Node {
             kind: NodeKind::Heap,
             name: site.first().cloned().unwrap_or_else(|| unknown.into()),
@@ -583,7 +605,9 @@ impl Resolved {
             largest,
             dependency_crates: self.dependency_crates.clone(),
             retention,
-            blocks_from: if walked {
+            blocks_from: if self.outside {
+                BlocksFrom::OutsideWalk
+            } else if walked {
                 BlocksFrom::HeapWalk
             } else {
                 BlocksFrom::LiveTable

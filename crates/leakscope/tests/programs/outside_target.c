@@ -4,6 +4,8 @@
  * one line of addresses, then serves commands on stdin:
  *   ping N  -> "pong N sum=S spin=K"  (S: a checksum of the planted block)
  *   wake    -> the sleeper thread's read returns; it answers "woke M"
+ *   leakcheck -> under Valgrind (built with -DWITH_VALGRIND), its leak
+ *             check now; answers "checked"
  *   quit
  * SPIN=0 in the environment leaves out the spinning thread, so that every
  * thread sleeps in a system call. */
@@ -15,6 +17,9 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#ifdef WITH_VALGRIND
+#include <valgrind/memcheck.h>
+#endif
 
 #define PLANTED_WORDS 512
 uint64_t *planted;                        /* a static holding a heap block */
@@ -78,11 +83,57 @@ static void *napper(void *arg) {
     return NULL;
 }
 
+/* Planted leaks, the same in every run (Valgrind's figures for them are
+ * known): definitely lost, 777 bytes; a lost list head (48 bytes,
+ * definitely lost) whose next node (56 bytes) is indirectly lost; a block
+ * reached only through a pointer 16 bytes into it (640 bytes, possibly
+ * lost). */
+char *interior;
+/* Blocks that shape the heap around the freed ones; held, not leaks. */
+void *gap, *fence;
+struct node { struct node *next; char pad[40]; };
+void *volatile sink;
+
+__attribute__((noinline)) static void plant_leaks(void) {
+    sink = malloc(777);
+    memset(sink, 1, 777);
+    struct node *head = malloc(sizeof *head);
+    head->next = malloc(56);
+    sink = head;
+    interior = (char *)malloc(640) + 16;
+    sink = NULL;
+}
+
+/* Overwrites the stack below the caller, where the planted pointers were. */
+__attribute__((noinline)) static void scrub_stack(void) {
+    /* Volatile stores: a memset of a dead array would be optimised away. */
+    volatile char area[16384];
+    for (size_t i = 0; i < sizeof area; i++) area[i] = 0;
+}
+
+__attribute__((noinline)) static void start_threads(int spin) {
+    pthread_t t;
+    int threads = 2 + spin;
+    pthread_create(&t, NULL, sleeper, NULL);
+    pthread_create(&t, NULL, napper, NULL);
+    if (spin) pthread_create(&t, NULL, spinner, NULL);
+    pthread_mutex_lock(&lock);
+    while (ready_threads < threads) pthread_cond_wait(&ready_cond, &lock);
+    pthread_mutex_unlock(&lock);
+}
+
 int main(void) {
     int spin = !(getenv("SPIN") && strcmp(getenv("SPIN"), "0") == 0);
     if (pipe(wake_pipe) != 0) return 2;
     planted = malloc(PLANTED_WORDS * 8);
     for (int i = 0; i < PLANTED_WORDS; i++) planted[i] = 0x1000 + i;
+    /* Threads first: their TLS vectors must not take the place of the
+     * freed blocks below (whose addresses this stack keeps), and a thread
+     * starts with a copy of its creator's registers, which must not hold
+     * the planted leaks. */
+    start_threads(spin);
+    plant_leaks();
+    scrub_stack();
     /* Blocks of known sizes, kept (in a static array) and freed (into the
      * tcache and the bins; a size nothing else here asks for, so that the
      * freed addresses stay free). */
@@ -92,29 +143,20 @@ int main(void) {
     unsigned long freed_at[5];
     for (int i = 0; i < 5; i++) memset(kept[i] = malloc(sizes[i]), 0x5a, sizes[i]);
     for (int i = 0; i < 4; i++) freed[i] = malloc(904);
-    void *gap = malloc(2000);
+    gap = malloc(2000);
     void *binned = malloc(3000);
-    void *fence = malloc(40);
+    fence = malloc(40);
     for (int i = 0; i < 4; i++) freed_at[i] = (unsigned long)freed[i];
     freed_at[4] = (unsigned long)binned;
     for (int i = 0; i < 4; i++) free(freed[i]);
     free(binned);
-    (void)gap; (void)fence;
 
-    pthread_t t;
-    int threads = 2 + spin;
-    pthread_create(&t, NULL, sleeper, NULL);
-    pthread_create(&t, NULL, napper, NULL);
-    if (spin) pthread_create(&t, NULL, spinner, NULL);
-    pthread_mutex_lock(&lock);
-    while (ready_threads < threads) pthread_cond_wait(&ready_cond, &lock);
-    pthread_mutex_unlock(&lock);
 
     char line[2048];
     int n = snprintf(line, sizeof line,
-        "pid=%d main_tp=%lx planted_var=%lx planted=%lx magic_var=%lx %s%s freed=%lx,%lx,%lx,%lx binned=%lx kept=",
+        "pid=%d main_tp=%lx planted_var=%lx planted=%lx magic_var=%lx interior_var=%lx %s%s freed=%lx,%lx,%lx,%lx binned=%lx kept=",
         getpid(), (unsigned long)pthread_self(), (unsigned long)&planted,
-        (unsigned long)planted, (unsigned long)&magic, sleeper_info, spin ? spinner_info : "",
+        (unsigned long)planted, (unsigned long)&magic, (unsigned long)&interior, sleeper_info, spin ? spinner_info : "",
         freed_at[0], freed_at[1], freed_at[2], freed_at[3], freed_at[4]);
     for (int i = 0; i < 5; i++)
         n += snprintf(line + n, sizeof line - n, "%s%lx:%zu", i ? "," : "",
@@ -133,6 +175,11 @@ int main(void) {
             say(out);
         } else if (strncmp(command, "wake", 4) == 0) {
             if (write(wake_pipe[1], "w", 1) != 1) return 5;
+        } else if (strncmp(command, "leakcheck", 9) == 0) {
+#ifdef WITH_VALGRIND
+            VALGRIND_DO_LEAK_CHECK;
+#endif
+            say("checked\n");
         } else if (strncmp(command, "quit", 4) == 0) {
             return 0;
         }

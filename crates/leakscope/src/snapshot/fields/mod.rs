@@ -361,13 +361,10 @@ impl FirstView {
 
 /// Attributes the first view of each pinned buffer and writes one record
 /// per buffer (in block order) to `out`. `pinned` yields
-/// `(block index, address, size, first view)`.
-///
-/// # Safety
-/// Each `[address, address + size)` must be readable memory that nothing
-/// writes to meanwhile (the snapshot child's frozen copy, checked against
-/// its mappings).
-pub(crate) unsafe fn attribute_pinned(
+/// `(block index, address, size, first view)`; each block is read through
+/// `mem` (a block it cannot read is skipped).
+pub(crate) fn attribute_pinned<M: super::image::Memory>(
+    mem: &M,
     pinned: impl Iterator<Item = (u32, u64, u64, FirstView)>,
     out: &mut super::wire::Output,
 ) {
@@ -379,9 +376,13 @@ pub(crate) unsafe fn attribute_pinned(
         if n == out.field_capacity() {
             break;
         }
-        // SAFETY: the caller guarantees the block's memory is readable and
-        // unchanging; the walkers read only inside this slice.
-        let buf = unsafe { std::slice::from_raw_parts(addr as *const u8, size as usize) };
+        let Some(words) = mem.words(addr, addr + size / 8 * 8) else {
+            continue;
+        };
+        // SAFETY: the same memory as the word slice, seen as its bytes
+        // (u8 has no alignment or validity requirement).
+        let buf =
+            unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) };
         let field = attribute(buf, offset as usize, len as usize);
         out.write_field(n, &super::wire::FieldOut { block, field });
         n += 1;

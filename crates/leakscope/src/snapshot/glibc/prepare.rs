@@ -54,6 +54,7 @@ impl Prepared {
             data_len: data.len().min(MAX_DATA),
             libc_tls,
             static_tls_bytes,
+            main_arena: 0,
         };
         p.data[..p.data_len].copy_from_slice(&data[..p.data_len]);
         p
