@@ -77,8 +77,12 @@ fn check(snapshot: &leakscope::Snapshot, pid: u32) {
         .iter()
         .find(|p| p.chain.iter().any(|l| l.node.name.contains("KEPT_SLICES")))
         .unwrap_or_else(|| panic!("no pinning held by KEPT_SLICES: {:#?}", report.pinned));
-    assert!(pinned.buffers.blocks >= KEPT, "{pinned:?}");
-    assert!(pinned.buffers.bytes >= KEPT * BODY as u64, "{pinned:?}");
+    // Every buffer the static pins, but for a few a stale word elsewhere
+    // (a worker's registers or stack, a read buffer) also points to: the
+    // static no longer dominates those.
+    let at_least = KEPT * 9 / 10;
+    assert!(pinned.buffers.blocks >= at_least, "{pinned:?}");
+    assert!(pinned.buffers.bytes >= at_least * BODY as u64, "{pinned:?}");
     // 4-byte slices (a pointer word and a length each, at most).
     assert!(
         pinned.slice_bytes <= pinned.buffers.blocks * 8,
