@@ -16,11 +16,13 @@ pub enum Scenario {
     TaskLeak,
     UnboundedChannel,
     CacheWithoutBound,
+    ArenaFragmentation,
+    ThreadLeak,
     SteadyState,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::RequestFieldHeld,
         Scenario::ResponseFieldHeld,
         Scenario::IdleConnections,
@@ -32,6 +34,8 @@ impl Scenario {
         Scenario::TaskLeak,
         Scenario::UnboundedChannel,
         Scenario::CacheWithoutBound,
+        Scenario::ArenaFragmentation,
+        Scenario::ThreadLeak,
         Scenario::SteadyState,
     ];
 
@@ -48,6 +52,8 @@ impl Scenario {
             Scenario::TaskLeak => "task-leak",
             Scenario::UnboundedChannel => "unbounded-channel",
             Scenario::CacheWithoutBound => "cache-without-bound",
+            Scenario::ArenaFragmentation => "arena-fragmentation",
+            Scenario::ThreadLeak => "thread-leak",
             Scenario::SteadyState => "steady-state",
         }
     }
@@ -68,6 +74,10 @@ impl Scenario {
             Scenario::TaskLeak => "each request spawns a follow-up task that waits for a shutdown signal (never sent), holding the request",
             Scenario::UnboundedChannel => "each request queues an audit record on an unbounded channel whose writer is slower than the handlers",
             Scenario::CacheWithoutBound => "the handler keeps a session for every user it sees in a map that is never pruned",
+            Scenario::ArenaFragmentation => {
+                "worker threads build ever larger reports from short-lived blocks and keep a small summary of each (nothing leaks; glibc's arenas keep the freed memory)"
+            }
+            Scenario::ThreadLeak => "now and then a request starts an export thread that waits forever and is never joined",
             Scenario::SteadyState => "a correctly written service under the same load (its pool and session cache are bounded)",
         }
     }
@@ -82,6 +92,8 @@ impl Scenario {
             cache_json_values: self == Scenario::JsonBorrowedStrings,
             defer_to_shutdown: self == Scenario::TaskLeak,
             audit_unbounded: self == Scenario::UnboundedChannel,
+            report_workers: self == Scenario::ArenaFragmentation,
+            export_threads: self == Scenario::ThreadLeak,
             sessions: match self {
                 Scenario::CacheWithoutBound => Sessions::Unbounded,
                 Scenario::SteadyState => Sessions::Bounded,
@@ -102,6 +114,8 @@ pub struct ServerBehaviour {
     pub cache_json_values: bool,
     pub defer_to_shutdown: bool,
     pub audit_unbounded: bool,
+    pub report_workers: bool,
+    pub export_threads: bool,
     pub sessions: Sessions,
 }
 

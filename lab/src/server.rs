@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 use crate::components::{
-    audit_log, buffer_pool, connection_scratch, pending_tasks, profile_cache, reply_history,
-    request_cache, session_cache,
+    audit_log, buffer_pool, connection_scratch, export_threads, pending_tasks, profile_cache,
+    reply_history, report_workers, request_cache, session_cache,
 };
 use crate::proto::lab_server::{Lab, LabServer};
 use crate::proto::{EchoReply, EchoRequest, IngestReply, IngestRequest};
@@ -75,6 +75,12 @@ fn handle_echo(b: &ServerBehaviour, peer: Option<SocketAddr>, req: EchoRequest) 
     }
     if b.audit_unbounded {
         audit_log::record(req.id, peer, &req.payload);
+    }
+    if b.report_workers {
+        report_workers::start();
+    }
+    if b.export_threads {
+        export_threads::maybe_export(req.id);
     }
     let reply = Bytes::from(req.payload.to_vec());
     if b.keep_replies {

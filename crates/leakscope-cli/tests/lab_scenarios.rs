@@ -398,3 +398,45 @@ fn request_field_held_in_sampled_mode() {
         "sampled mode takes snapshots by walking the heap"
     );
 }
+
+/// Worker threads whose freed reports glibc's arenas keep: RSS climbs while
+/// the live heap stays flat. Not a leak, in either mode, and the finding
+/// says what the allocator keeps and what to set.
+#[test]
+fn arena_fragmentation_is_not_a_leak() {
+    for mode in ["full", "sampled"] {
+        let (json, _dir) = run_lab("arena-fragmentation", mode);
+        assert_eq!(json["verdict"], "no_leak", "{mode}: {json:#}");
+        let top = &json["findings"][0];
+        assert_eq!(
+            top["scenario"], "allocator-keeps-freed-memory",
+            "{mode}: {json:#}"
+        );
+        assert!(
+            json["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("not a leak: RSS grew"),
+            "{mode}: {json:#}"
+        );
+        assert!(
+            top["fix"].as_str().unwrap().contains("MALLOC_ARENA_MAX"),
+            "{top:#}"
+        );
+    }
+}
+
+/// Threads started and never joined: their stacks grow outside the heap.
+#[test]
+fn thread_leak_grows_outside_the_heap() {
+    for mode in ["full", "sampled"] {
+        let (json, _dir) = run_lab("thread-leak", mode);
+        assert_eq!(json["verdict"], "leak", "{mode}: {json:#}");
+        let top = &json["findings"][0];
+        assert_eq!(top["scenario"], "growth-outside-heap", "{mode}: {json:#}");
+        assert_eq!(
+            top["title"], "memory grows outside the heap: thread stacks",
+            "{top:#}"
+        );
+    }
+}

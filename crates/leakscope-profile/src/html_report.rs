@@ -75,6 +75,8 @@ pub struct ReportInput<'a> {
     pub trend: &'a TrendReport,
     pub snapshots: &'a [SnapshotReport],
     pub profiles: &'a [StackView],
+    /// The memory breakdowns beside the profiles, in time order.
+    pub memory: &'a [crate::memory::Breakdown],
 }
 
 pub fn render(input: &ReportInput<'_>) -> String {
@@ -98,6 +100,7 @@ pub fn render(input: &ReportInput<'_>) -> String {
     );
     findings(&mut out, input.check);
     live_chart(&mut out, input);
+    memory_chart(&mut out, input.memory);
     growing(&mut out, input.trend);
     holders(&mut out, input.snapshots);
     pinned(&mut out, input.snapshots);
@@ -207,6 +210,74 @@ fn live_chart(out: &mut String, input: &ReportInput<'_>) {
         x1 = w - pad,
         ty = pad - 8.0,
         tx = h - pad + 16.0,
+    );
+}
+
+/// RSS, the heap's blocks in use and the memory the allocator keeps after
+/// frees over time (from the run's memory breakdowns): RSS that climbs
+/// while the heap in use stays flat is not a leak.
+fn memory_chart(out: &mut String, memory: &[crate::memory::Breakdown]) {
+    use crate::memory::PartKind;
+    if memory.len() < 2 {
+        return;
+    }
+    let (w, h, pad) = (900.0, 240.0, 40.0);
+    let t0 = memory[0].time_unix_ms;
+    let max_t = (memory[memory.len() - 1].time_unix_ms.saturating_sub(t0) as f64 / 1e3).max(1e-9);
+    let max_b = memory.iter().map(|m| m.rss).max().unwrap_or(1).max(1) as f64;
+    let line = |value: &dyn Fn(&crate::memory::Breakdown) -> u64| -> String {
+        memory
+            .iter()
+            .map(|m| {
+                let t = m.time_unix_ms.saturating_sub(t0) as f64 / 1e3;
+                let x = pad + t / max_t * (w - 2.0 * pad);
+                let y = h - pad - value(m) as f64 / max_b * (h - 2.0 * pad);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let series: [(&str, &str, String); 3] = [
+        ("RSS", "#1565c0", line(&|m| m.rss)),
+        (
+            "heap: blocks in use",
+            "#c62828",
+            line(&|m| m.part(PartKind::HeapInUse)),
+        ),
+        (
+            "heap: freed, kept by the allocator",
+            "#ef6c00",
+            line(&|m| m.part(PartKind::HeapFree)),
+        ),
+    ];
+    let _ = write!(
+        out,
+        "<section id=\"memory\"><h2>Where RSS goes</h2>\
+         <svg width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"RSS, heap in use and freed memory over time\">\
+         <line x1=\"{pad}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#999\"/>\
+         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{y0}\" stroke=\"#999\"/>",
+        y0 = h - pad,
+        x1 = w - pad,
+    );
+    for (i, (name, color, points)) in series.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<polyline class=\"memory-series\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{points}\"/>\
+             <text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{color}\">{}</text>",
+            pad + 10.0 + 260.0 * i as f64,
+            pad - 8.0,
+            esc(name)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"{pad}\" y=\"{}\" font-size=\"12\">0 .. {}</text>\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{:.1} s</text></svg></section>",
+        h - 8.0,
+        esc(&bytes(max_b)),
+        w - pad,
+        h - pad + 16.0,
+        max_t
     );
 }
 

@@ -650,6 +650,38 @@ pub fn render_growth(first: &Breakdown, last: &Breakdown) -> String {
     out
 }
 
+/// RSS and its main parts over a run (breakdowns in time order), as a
+/// table of at most eight evenly spaced points; empty with fewer than two.
+pub fn render_series(memory: &[Breakdown]) -> String {
+    let mut out = String::new();
+    if memory.len() < 2 {
+        return out;
+    }
+    let t0 = memory[0].time_unix_ms;
+    let shown = 8.min(memory.len());
+    let b = |v: u64| format_value(clamp_i64(v), "bytes");
+    let _ = writeln!(
+        out,
+        "\nRSS over time:\n  {:>7} {:>10} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "time", "RSS", "heap in use", "heap freed", "stacks", "other anon", "files"
+    );
+    for k in 0..shown {
+        let m = &memory[k * (memory.len() - 1) / (shown - 1)];
+        let _ = writeln!(
+            out,
+            "  {:>6.1}s {:>10} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            m.time_unix_ms.saturating_sub(t0) as f64 / 1e3,
+            b(m.rss),
+            b(m.part(PartKind::HeapInUse)),
+            b(m.part(PartKind::HeapFree)),
+            b(m.part(PartKind::ThreadStacks)),
+            b(m.part(PartKind::OtherAnonymous)),
+            b(m.part(PartKind::FileBacked))
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,13 +275,34 @@ fn judge(
     let mid = points.len() / 2;
     let early = theil_sen(&points[..=mid]);
     let late = theil_sen(&points[mid..]);
+    // Growth that slows only because the load slowed (a starved machine
+    // serving fewer requests) has not levelled off: with a progress count,
+    // growth per request must slow too.
+    let slowed_per_request = {
+        let p: Vec<(f64, f64)> = line.progress[w..]
+            .iter()
+            .zip(v)
+            .filter_map(|(p, &b)| Some(((*p)?, b)))
+            .collect();
+        if p.len() == v.len() && p.len() >= 3 && p[mid].0 > p[0].0 && p[p.len() - 1].0 > p[mid].0 {
+            let early = theil_sen(&p[..=mid]);
+            let late = theil_sen(&p[mid..]);
+            late <= 0.25 * early
+        } else {
+            true
+        }
+    };
     let state = if fitted >= threshold && tau >= 0.5 {
-        if late <= 0.25 * early && early * span / 2.0 >= threshold / 2.0 {
+        if late <= 0.25 * early && early * span / 2.0 >= threshold / 2.0 && slowed_per_request {
             TrendState::LevelledOff
         } else {
             TrendState::Growing
         }
-    } else if early > 0.0 && early * span / 2.0 >= threshold && late <= 0.25 * early {
+    } else if early > 0.0
+        && early * span / 2.0 >= threshold
+        && late <= 0.25 * early
+        && slowed_per_request
+    {
         TrendState::LevelledOff
     } else if -fitted >= threshold && tau <= -0.5 {
         TrendState::Shrinking
@@ -446,8 +467,20 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
         .iter()
         .map(|s| s.totals.live.bytes as f64)
         .collect();
+    // A heap walk's holders include every block in flight (a thread's
+    // locals reach its runtime's buffers): one listed now and then is a
+    // burst, not a trend. From walks, only holders present at every judged
+    // point are judged.
+    let walked = snapshots.iter().any(|s| s.blocks_from.is_heap_walk());
+    let judged = line.run.judged();
     let list = holders
         .into_iter()
+        .filter(|(_, (_, values))| {
+            !walked
+                || values[judged.start..judged.end.min(n)]
+                    .iter()
+                    .all(Option::is_some)
+        })
         .map(|((name, root), (chain, values))| {
             let name = if root.is_empty() || root == name {
                 name
@@ -568,6 +601,37 @@ mod tests {
 
     fn state_of(r: &TrendReport, name: &str) -> TrendState {
         r.series.iter().find(|s| s.name == name).unwrap().state
+    }
+
+    #[test]
+    fn growth_that_slows_with_the_load_has_not_levelled_off() {
+        // Ten points a second apart; requests served slow to a tenth in
+        // the second half (a starved machine), and the series grows by the
+        // same bytes per request throughout.
+        let seconds: Vec<f64> = (0..10).map(f64::from).collect();
+        let mut served = 0.0;
+        let progress: Vec<Option<f64>> = (0..10)
+            .map(|t| {
+                served += if t < 5 { 1000.0 } else { 100.0 };
+                Some(served)
+            })
+            .collect();
+        let values: Vec<f64> = progress.iter().map(|p| p.unwrap() * 1000.0).collect();
+        let judged = |progress: &[Option<f64>]| {
+            judge_series(
+                SeriesKind::Stack,
+                "s".into(),
+                Vec::new(),
+                &seconds,
+                progress,
+                &values,
+                1.0,
+            )
+            .state
+        };
+        assert_eq!(judged(&progress), TrendState::Growing);
+        // Without a progress count the same bytes look levelled off.
+        assert_eq!(judged(&[None; 10]), TrendState::LevelledOff);
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub struct BufferPool {
     max_kept_capacity: Option<usize>,
 }
 
+/// Smallest buffer the pool makes (the lab's ordinary payloads are 1-6 KiB).
+const MIN_CAPACITY: usize = 8 * 1024;
+
 pub static POOL: BufferPool = BufferPool::new(None);
 pub static CAPPED_POOL: BufferPool = BufferPool::new(Some(256 * 1024));
 
@@ -31,6 +34,11 @@ impl BufferPool {
                 leakscope::reattribute(b.as_ptr());
                 b
             }
+            // The capped (correct) pool makes one size class for ordinary
+            // requests, so that any free buffer fits the next one: its
+            // size is the requests' concurrency, reached at warm-up (not
+            // a high-water mark of sizes that creeps up all run).
+            None if self.max_kept_capacity.is_some() => Vec::with_capacity(len.max(MIN_CAPACITY)),
             None => Vec::with_capacity(len),
         };
         buf

@@ -63,7 +63,12 @@ pub fn run(args: Args) -> Result<()> {
 pub fn analyse(dir: &Path, pid: Option<u32>, schema: Option<&Schema>) -> Result<(SelfCheck, Run)> {
     let mut run = load_run(dir, pid)?;
     name_fields(&mut run.snapshots, schema);
-    let check = diagnose::self_check(&run.snapshots, &run.profiles);
+    let check = diagnose::self_check_of_run(
+        &run.snapshots,
+        &run.profiles,
+        &run.memory,
+        leakscope_profile::frames::global(),
+    );
     Ok((check, run))
 }
 
@@ -89,7 +94,10 @@ fn self_check_named(
     let (check, run) = analyse(dir, pid, schema)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&check)?),
-        Format::Text => print!("{}", render_text(&check)),
+        Format::Text => {
+            print!("{}", render_text(&check));
+            print!("{}", leakscope_profile::memory::render_series(&run.memory));
+        }
     }
     if let Some(path) = html {
         let trend = trend::trends(&run.profiles, &run.snapshots);
@@ -99,6 +107,7 @@ fn self_check_named(
             trend: &trend,
             snapshots: &run.snapshots,
             profiles: &run.profiles,
+            memory: &run.memory,
         });
         leakscope_profile::atomic_file::write_atomic(path, page.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;

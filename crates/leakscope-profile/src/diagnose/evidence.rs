@@ -253,6 +253,8 @@ pub struct Evidence<'a> {
     /// Classes of any frame seen anywhere in the run.
     pub seen: Classes,
     dependencies: HashSet<String>,
+    /// How RSS grew, part by part (from the run's memory breakdowns).
+    pub memory: Option<super::memory_growth::MemoryGrowth>,
 }
 
 impl<'a> Evidence<'a> {
@@ -328,7 +330,14 @@ impl<'a> Evidence<'a> {
             client_connections,
             seen,
             dependencies,
+            memory: None,
         }
+    }
+
+    /// The same with the run's memory breakdowns, in time order.
+    pub fn with_memory(mut self, memory: &[crate::memory::Breakdown]) -> Evidence<'a> {
+        self.memory = super::memory_growth::MemoryGrowth::of(memory);
+        self
     }
 
     /// From a heap walk's snapshots: the chain (root first) to the sampled

@@ -18,6 +18,7 @@
 //! never reaches the analysis); thresholds live in `thresholds.rs`.
 
 pub mod evidence;
+pub mod memory_growth;
 mod resolve;
 pub mod rules;
 pub mod scenarios;
@@ -129,12 +130,27 @@ pub fn self_check_with(
     profiles: &[StackView],
     frames: &FrameTable,
 ) -> SelfCheck {
-    let ev = Evidence::build(snapshots, profiles, frames);
+    self_check_of_run(snapshots, profiles, &[], frames)
+}
+
+/// The self-check of a whole run: snapshots, profiles and the memory
+/// breakdowns written beside the profiles (each in time order, any may be
+/// empty), which say whether RSS grows outside the live heap.
+pub fn self_check_of_run(
+    snapshots: &[SnapshotReport],
+    profiles: &[StackView],
+    memory: &[crate::memory::Breakdown],
+    frames: &FrameTable,
+) -> SelfCheck {
+    let ev = Evidence::build(snapshots, profiles, frames).with_memory(memory);
     let found: Vec<Finding> = rules::RULES.iter().flat_map(|r| r.check(&ev)).collect();
     let mut findings = resolve::resolve(found);
     // Not re-ranked: the rules' order stands; a raised confidence only
     // says memory is held (the verdict below).
     name_walked_holders(&ev, &mut findings);
+    // What explains growth without a leak (the allocator keeping freed
+    // memory) comes after every finding of memory being kept.
+    findings.sort_by_key(|f| !scenarios::scenario(&f.scenario).leak);
     let t = &ev.trend.total;
     let growth = Growth {
         state: t.state,
@@ -152,9 +168,9 @@ pub fn self_check_with(
     let verdict = if growth.state == TrendState::Inconclusive {
         Verdict::Inconclusive
     } else if grows
-        || findings
-            .iter()
-            .any(|f| f.confidence >= thresholds::VERDICT_CONFIDENCE)
+        || findings.iter().any(|f| {
+            f.confidence >= thresholds::VERDICT_CONFIDENCE && scenarios::scenario(&f.scenario).leak
+        })
     {
         Verdict::Leak
     } else {
@@ -166,6 +182,38 @@ pub fn self_check_with(
             format!("most likely {}", f.scenario)
         });
     let summary = match verdict {
+        Verdict::Leak
+            if !grows
+                && findings
+                    .first()
+                    .is_some_and(|f| f.scenario == "growth-outside-heap") =>
+        {
+            let f = &findings[0];
+            format!(
+                "{}; live heap memory is {} at about {}",
+                f.title,
+                growth.state.name(),
+                bytes(growth.last_bytes as f64)
+            )
+        }
+        Verdict::NoLeak
+            if findings
+                .iter()
+                .any(|f| !scenarios::scenario(&f.scenario).leak) =>
+        {
+            let rss = ev.memory.as_ref().map_or(String::new(), |g| {
+                format!(
+                    "RSS grew {} -> {} while ",
+                    bytes(g.first.rss as f64),
+                    bytes(g.last.rss as f64)
+                )
+            });
+            format!(
+                "not a leak: {rss}live memory is {} at about {}; the allocator keeps memory the program freed",
+                growth.state.name(),
+                bytes(growth.last_bytes as f64)
+            )
+        }
         Verdict::Leak if !grows => format!(
             "memory is being held: {} live at the end (live memory {}); {}",
             bytes(growth.last_bytes as f64),

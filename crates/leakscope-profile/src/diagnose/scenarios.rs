@@ -19,6 +19,9 @@ pub struct Scenario {
     pub stacks_only: Option<&'static str>,
     /// How the post-pass treats its findings (see [`Scope`]).
     pub scope: Scope,
+    /// Its findings mean memory is being kept (a leak). False for what
+    /// explains growth without one: the allocator keeping freed memory.
+    pub leak: bool,
     /// Scenarios whose findings a finding of this one explains: dropped
     /// when both are found (each client built per call opens its own
     /// connections, so client-per-call explains idle connections).
@@ -41,12 +44,33 @@ pub enum Scope {
 /// Every scenario, in the order of the guide.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
+        id: "allocator-keeps-freed-memory",
+        title: "not a leak: the allocator keeps memory the program freed",
+        fix: "bound what the allocator keeps: MALLOC_ARENA_MAX=2 (fewer glibc arenas to strand free memory in), malloc_trim(0) after bursts or a lower MALLOC_TRIM_THRESHOLD_, or jemalloc with dirty_decay_ms/muzzy_decay_ms",
+        with_snapshots: "RSS grows while the live heap stays flat, and the growth is heap memory the allocator holds after frees (its bins, thread caches, top chunks)",
+        stacks_only: Some("the same: it reads the memory breakdowns beside the profiles, not stacks"),
+        scope: Scope::Specific,
+        leak: false,
+        explains: &[],
+    },
+    Scenario {
+        id: "growth-outside-heap",
+        title: "memory grows outside the heap",
+        fix: "find the mappings that grow: thread stacks mean threads that never exit (join them, or bound the pool), other anonymous memory an allocator or runtime of its own (a C library's pool, mmap'd buffers never unmapped), file mappings files mapped and never unmapped",
+        with_snapshots: "RSS grows and one kind of mapping outside the heap (thread stacks, other anonymous memory, mapped files, loaded objects) accounts for most of it",
+        stacks_only: Some("the same: it reads the memory breakdowns beside the profiles, not stacks"),
+        scope: Scope::Specific,
+        leak: true,
+        explains: &[],
+    },
+    Scenario {
         id: "request-field-held",
         title: "a handler keeps small slices of requests, pinning whole receive buffers",
         fix: "copy what you keep from a request (Bytes::copy_from_slice, to_vec) instead of keeping a zero-copy slice of it",
         with_snapshots: "buffers of a server's receive path pinned by small slices held in the application's structures",
         stacks_only: Some("a server's receive path (a framework's read or decode frames) grows"),
         scope: Scope::Specific,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -56,6 +80,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "a growing root reaches about one payload-sized block per request, allocated by a handler on the server side (or clones of the buffers it sent)",
         stacks_only: Some("a handler's own allocation on the server side grows by about one payload-sized block per request"),
         scope: Scope::Specific,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -65,6 +90,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "live connections (counted from connection set-up allocations) grow while the heap grows",
         stacks_only: Some("the same counts, from the profiles"),
         scope: Scope::Specific,
+        leak: true,
         explains: &["task-leak"],
     },
     Scenario {
@@ -74,6 +100,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "live blocks of 1 MiB or more, 64 times the average block, held from a static (a pool)",
         stacks_only: Some("live blocks of 1 MiB or more at one stack, 64 times the average block, and reads of that size"),
         scope: Scope::Specific,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -83,6 +110,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "a growing root reaches about one block per connection ever accepted, while few connections are open",
         stacks_only: Some("a handler's allocation grows by about one block per connection accepted, while few are open"),
         scope: Scope::Specific,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -92,6 +120,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "many live instances of what an application's client constructor builds, more than after warm-up",
         stacks_only: Some("memory allocated by a client's constructor (or a copy of a client) grows"),
         scope: Scope::Specific,
+        leak: true,
         explains: &["idle-connections", "task-leak"],
     },
     Scenario {
@@ -101,6 +130,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "buffers of a client's receive path pinned by small slices held in the application's structures",
         stacks_only: Some("a client's receive path grows"),
         scope: Scope::Specific,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -110,6 +140,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "pinned receive buffers whose holder reaches values made by a JSON parser",
         stacks_only: Some("a server's receive path grows in a run that makes zero-copy JSON values"),
         scope: Scope::Specific,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -119,6 +150,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "live task cells spawned at one call site grow (tasks the framework spawns for connections excepted)",
         stacks_only: Some("task cells spawned at one call site grow"),
         scope: Scope::Specific,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -128,6 +160,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "the blocks of a channel's queue grow, held by the channel; the sender's call site from their allocation stack",
         stacks_only: Some("a channel's queue growth (its block allocations) grows"),
         scope: Scope::Specific,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -137,6 +170,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "a root (static, thread or task) whose reached memory, allocated by the application, grows and has not levelled off",
         stacks_only: Some("memory the application's own code allocates grows and is not freed"),
         scope: Scope::General,
+        leak: true,
         explains: &[],
     },
     Scenario {
@@ -146,6 +180,7 @@ pub const SCENARIOS: &[Scenario] = &[
         with_snapshots: "the heap grows and no other rule explains it",
         stacks_only: Some("the same"),
         scope: Scope::Fallback,
+        leak: true,
         explains: &[],
     },
 ];

@@ -13,6 +13,8 @@ pub const CONFIDENCE_INSTANCES: f64 = 0.9;
 pub const CONFIDENCE_COUNTED: f64 = 0.9;
 /// The general case (a collection that only grows), from a snapshot.
 pub const CONFIDENCE_GENERAL_HOLDER: f64 = 0.8;
+/// ... when what the holder reaches grew by at least this much.
+pub const MIN_GENERAL_HOLDER_GROWTH: u64 = 256 << 10;
 /// A scenario suggested by growing stacks alone: the holder is unknown.
 pub const CONFIDENCE_STACK_ONLY: f64 = 0.5;
 /// A finding from stacks whose sampled blocks a heap walk finds held by a
@@ -72,3 +74,19 @@ pub const UNCLASSIFIED_STACKS: usize = 3;
 /// sampling period divided by this (sampled with probability above 11%):
 /// one sample of a 100-byte block stands for hundreds of blocks.
 pub const SAMPLED_COUNT_DIVISOR: f64 = 8.0;
+
+/// RSS grows, for the memory rules: by at least this many bytes ...
+pub const MIN_RSS_GROWTH_BYTES: i64 = 8 << 20;
+/// ... and this share of RSS after warm-up.
+pub const MIN_RSS_GROWTH_SHARE: f64 = 0.10;
+/// One part explains RSS growth when it grew by at least this share of it.
+pub const EXPLAINING_SHARE: f64 = 0.5;
+/// The live heap is flat beside RSS when it grew by at most this share of
+/// RSS's growth.
+pub const FLAT_LIVE_SHARE: f64 = 0.25;
+/// The allocator keeps freed memory while the live heap is flat.
+pub const CONFIDENCE_ALLOCATOR: f64 = 0.85;
+/// The same while the live heap also grows (a leak may be the rest).
+pub const CONFIDENCE_ALLOCATOR_BESIDE_GROWTH: f64 = 0.5;
+/// One kind of mapping outside the heap explains RSS's growth.
+pub const CONFIDENCE_OUTSIDE_HEAP: f64 = 0.9;

@@ -69,6 +69,7 @@ impl Checked {
             trend: &trend,
             snapshots: &self.snapshots,
             profiles: &self.profiles,
+            memory: &[],
         })
     }
 }

@@ -7,7 +7,9 @@
 //! alone: memory the application allocates grows.
 
 use super::super::evidence::Evidence;
-use super::super::thresholds::{CONFIDENCE_GENERAL_HOLDER, CONFIDENCE_GENERAL_STACK};
+use super::super::thresholds::{
+    CONFIDENCE_GENERAL_HOLDER, CONFIDENCE_GENERAL_STACK, MIN_GENERAL_HOLDER_GROWTH,
+};
 use super::super::Finding;
 use super::{bytes, finding, stack_finding, Rule};
 use crate::snapshot::NodeKind;
@@ -37,7 +39,12 @@ impl Rule for CacheWithoutBound {
                 let Some(main) = root.main().filter(|m| m.facts.app_leaf()) else {
                     continue;
                 };
-                if main.amount.blocks <= main.first.blocks {
+                // A few kilobytes more (a pool filling to its concurrency,
+                // requests in flight in a frame) is not a collection that
+                // only grows.
+                if main.amount.blocks <= main.first.blocks
+                    || main.amount.bytes < main.first.bytes + MIN_GENERAL_HOLDER_GROWTH
+                {
                     continue;
                 }
                 let at = main

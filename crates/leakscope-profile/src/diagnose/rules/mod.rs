@@ -14,9 +14,11 @@ use super::Finding;
 use crate::snapshot::Link;
 use crate::units::format_value;
 
+mod allocator_keeps_freed;
 mod cache_without_bound;
 mod client_per_call;
 mod cross_connection_retention;
+mod growth_outside_heap;
 mod idle_connections;
 mod json_borrowed_strings;
 mod oversized_request;
@@ -39,12 +41,15 @@ pub trait Rule: Sync {
     fn check(&self, ev: &Evidence) -> Vec<Finding>;
 }
 
-/// Every rule, in the order they are checked: Rust's own patterns and
+/// Every rule, in the order they are checked: growth that is not the
+/// heap's (mappings outside it, memory the allocator keeps), then Rust's own patterns and
 /// client construction first (they explain what other rules would see
 /// alone: tasks and clients hold receive buffers and connections), then the
 /// framework patterns, then the general case and the fallback. Among
 /// findings of equal confidence, this order ranks them.
-pub static RULES: [&dyn Rule; 12] = [
+pub static RULES: [&dyn Rule; 14] = [
+    &growth_outside_heap::GrowthOutsideHeap,
+    &allocator_keeps_freed::AllocatorKeepsFreed,
     &task_leak::TaskLeak,
     &unbounded_channel::UnboundedChannel,
     &client_per_call::ClientPerCall,

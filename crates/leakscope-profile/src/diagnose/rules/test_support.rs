@@ -342,3 +342,58 @@ pub(crate) fn only(run: &Run, rule: &dyn Rule) -> Finding {
     assert_eq!(found.len(), 1, "{found:#?}");
     found.into_iter().next().expect("one finding")
 }
+
+/// A memory breakdown at second `t` of the run (nine points, as the
+/// profiles): the given parts (resident bytes, mappings), RSS their sum,
+/// glibc's figures with `top` of the free memory at the arenas' tops and
+/// the rest in bins.
+pub(crate) fn memory_point(
+    t: u64,
+    parts: &[(crate::memory::PartKind, u64, u32)],
+    top: u64,
+) -> crate::memory::Breakdown {
+    use crate::memory::{AllocatorHeap, Breakdown, HeapFigures, HeapSource, Part, PartKind};
+    let resident = |k: PartKind| parts.iter().find(|p| p.0 == k).map_or(0, |p| p.1);
+    let free = resident(PartKind::HeapFree);
+    Breakdown {
+        format: crate::memory::FORMAT.into(),
+        version: crate::memory::VERSION,
+        pid: 1,
+        time_unix_ms: (1_700_000_000 + t) * 1000,
+        rss: parts.iter().map(|p| p.1).sum(),
+        mapped_rss: parts.iter().map(|p| p.1).sum(),
+        parts: PartKind::ALL
+            .iter()
+            .map(|&kind| Part {
+                kind,
+                resident: resident(kind),
+                mappings: parts.iter().find(|p| p.0 == kind).map_or(0, |p| p.2),
+            })
+            .collect(),
+        heap: HeapFigures {
+            live: None,
+            allocator: AllocatorHeap {
+                from: HeapSource::Mallinfo2,
+                allocator: "glibc 2.36".into(),
+                in_use_bytes: resident(PartKind::HeapInUse),
+                free_in_bins: free - top.min(free),
+                top_bytes: top.min(free),
+                ..AllocatorHeap::default()
+            },
+            leakscope_blocks: Amount::default(),
+        },
+        notes: Vec::new(),
+    }
+}
+
+/// Nine breakdowns, one a second, from what `f` says of second `t`.
+pub(crate) fn memory_run(
+    f: impl Fn(u64) -> (Vec<(crate::memory::PartKind, u64, u32)>, u64),
+) -> Vec<crate::memory::Breakdown> {
+    (0..9)
+        .map(|t| {
+            let (parts, top) = f(t);
+            memory_point(t, &parts, top)
+        })
+        .collect()
+}
