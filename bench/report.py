@@ -11,6 +11,7 @@ from collections import defaultdict
 raw_path, memory_path, callgrind_path, criterion_dir, pairs_path, allocations_path, snapshots_path = sys.argv[1:8]
 lab_path = sys.argv[8] if len(sys.argv) > 8 else None
 preload_path = sys.argv[9] if len(sys.argv) > 9 else None
+attach_path = sys.argv[10] if len(sys.argv) > 10 else None
 
 
 def cmd(*args):
@@ -259,6 +260,26 @@ if shaped:
     for s_ in shaped:
         p(f"| {s_['shape']} | {s_['blocks']:,} | {s_['analysis_ms']:.0f} ms | {s_.get('total_ms', 0):.0f} ms | "
           f"{s_['analysis_steps'] / max(s_['blocks'], 1):.1f} | {s_['analysis_gib_per_s']:.2f} GiB/s |")
+    p("")
+
+attach_runs = [json.loads(l) for l in open(attach_path) if l.strip().startswith("{")] if attach_path else []
+if attach_runs:
+    p("## Snapshots from outside: attach and core")
+    p("")
+    p("A process on the system allocator (leakscope off: nobody instrumented it) holding blocks that point to "
+      "random earlier ones. In-process: its own snapshot from a walk of its heap. `attach`: the target forks a "
+      "frozen copy of itself (the pause), runs on, and leakscope copies the copy's present pages and analyses "
+      "them. `gcore` + `core`: gdb writes a core, leakscope reads and analyses it. Best of three.")
+    p("")
+    p("| heap | block | RSS | in-process pause | attach pause | attach/in-process per GiB | copy | analysis | "
+      "analysis throughput | gcore | core analysis |")
+    p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for a in attach_runs:
+        ratio = a["attach_pause_ms_per_gib"] / max(a["in_process_pause_ms_per_gib"], 1e-9)
+        p(f"| {a['mib']} MiB | {a['block']} B | {a['rss_mib']:.0f} MiB | {a['in_process_pause_ms']:.1f} ms | "
+          f"{a['attach_pause_ms']:.1f} ms | {ratio:.2f}× | {a['attach_copy_ms']:.0f} ms | "
+          f"{a['attach_analysis_ms']:.0f} ms | {a['analysis_gib_per_s']:.2f} GiB/s | {a['gcore_ms']:.0f} ms | "
+          f"{a['core_analysis_ms']:.0f} ms |")
     p("")
 
 def grouped(path, key, value):

@@ -15,10 +15,12 @@
 #   - the lab's request throughput (tonic service and client) on the system
 #     allocator and with leakscope off / sampled / full;
 #   - `leakscope run` (LD_PRELOAD) sampled and full against heaptrack and
-#     Valgrind's massif on the same unmodified program.
+#     Valgrind's massif on the same unmodified program;
+#   - snapshots from outside: `leakscope attach` (pause, copy, analysis)
+#     and gcore + `leakscope core`, against the process's own snapshot.
 # Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]. Shorter runs:
 # SLOW_REPEATS, LAB_REPEATS, PRELOAD_REPEATS, LONG_REPEATS (rounds of each
-# part), SKIP="heaptrack dhat lab preload snapshots criterion" (parts left
+# part), SKIP="heaptrack dhat lab preload snapshots attach criterion" (parts left
 # out; RESULTS.md then lacks them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -196,10 +198,19 @@ for shape in "${SHAPES[@]}"; do
     echo >> "$SNAPSHOTS"
 done
 
+echo "bench: snapshots from outside (attach, gcore + core) against in-process"
+ATTACH="$OUT/attach.jsonl"
+: > "$ATTACH"
+if ! skip attach; then
+    for heap in 256 1024; do
+        "$B/attach-bench" "$heap" 512 2>/dev/null >> "$ATTACH" || echo "bench: attach-bench $heap failed" >&2
+    done
+fi
+
 if ! skip criterion; then
     echo "bench: criterion hot path"
     cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
 fi
 
-python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" "$LAB" "$PRELOAD" > bench/RESULTS.md
+python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" "$LAB" "$PRELOAD" "$ATTACH" > bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md"
