@@ -81,7 +81,10 @@ fn best<T>(runs: usize, mut f: impl FnMut() -> (f64, T)) -> (f64, T) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--target") {
-        target(args[2].parse().expect("MIB"), args[3].parse().expect("BLOCK"));
+        target(
+            args[2].parse().expect("MIB"),
+            args[3].parse().expect("BLOCK"),
+        );
         return;
     }
     let mib: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(256);
