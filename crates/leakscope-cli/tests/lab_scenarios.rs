@@ -12,6 +12,10 @@ use serde_json::Value;
 /// Runs the lab in `scenario` and returns the self-check's JSON and the
 /// directory of profiles and snapshots (removed when the value drops).
 fn run_lab(scenario: &str, mode: &str) -> (Value, LabDir) {
+    // One lab at a time: each judges growth over time, and two sharing the
+    // machine's two cores starve each other's snapshots and load.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!(
         "leakscope-lab-test-{scenario}-{mode}-{}",
         std::process::id()
@@ -299,6 +303,7 @@ fn cache_without_bound() {
 fn steady_state_is_not_a_leak() {
     for mode in ["full", "sampled"] {
         let (json, dir) = run_lab("steady-state", mode);
+        assert_breakdowns_sum_to_rss(&dir.0, mode);
         assert_eq!(json["verdict"], "no_leak", "{mode}: {json:#}");
         assert_eq!(
             json["findings"].as_array().map(Vec::len),
@@ -439,4 +444,28 @@ fn thread_leak_grows_outside_the_heap() {
             "{top:#}"
         );
     }
+}
+
+/// Every memory breakdown the lab wrote beside its profiles sums to RSS,
+/// with at most 2% of it unexplained.
+fn assert_breakdowns_sum_to_rss(dir: &Path, mode: &str) {
+    use leakscope_profile::memory::{Breakdown, PartKind};
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("memory-") && name.ends_with(".json")) {
+            continue;
+        }
+        let b = Breakdown::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(b.sum_of_parts(), b.rss, "{mode} {name}: {b:?}");
+        assert!(
+            b.part(PartKind::Unexplained) * 50 <= b.rss,
+            "{mode} {name}: {} of {} unexplained",
+            b.part(PartKind::Unexplained),
+            b.rss
+        );
+        seen += 1;
+    }
+    assert!(seen >= 3, "{mode}: {seen} breakdowns in {}", dir.display());
 }

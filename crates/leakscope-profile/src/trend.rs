@@ -427,6 +427,15 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
     report(&line, &totals, list, TotalSource::Profiles)
 }
 
+/// A root that holds work in flight: a thread's registers or one of its
+/// stack frames (`thread NAME: function`), not its locals or a static.
+pub fn is_in_flight_root(root: &str) -> bool {
+    root.starts_with("registers of thread ")
+        || root
+            .strip_prefix("thread ")
+            .is_some_and(|r| r.contains(": "))
+}
+
 /// What identifies one holder from snapshot to snapshot: its name and the
 /// root its chain starts at.
 fn holder_key(h: &crate::snapshot::Holder) -> (String, String) {
@@ -467,16 +476,17 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
         .iter()
         .map(|s| s.totals.live.bytes as f64)
         .collect();
-    // A heap walk's holders include every block in flight (a thread's
-    // locals reach its runtime's buffers): one listed now and then is a
-    // burst, not a trend. From walks, only holders present at every judged
-    // point are judged.
+    // Work in flight is held by a thread's frames and registers, and from a
+    // heap walk by anything that reaches it (a thread's locals reach its
+    // runtime's buffers): such a holder listed now and then is a burst, not
+    // a trend. Those are judged only when present at every judged point.
     let walked = snapshots.iter().any(|s| s.blocks_from.is_heap_walk());
     let judged = line.run.judged();
+    let in_flight = |root: &str| walked || is_in_flight_root(root);
     let list = holders
         .into_iter()
-        .filter(|(_, (_, values))| {
-            !walked
+        .filter(|((_, root), (_, values))| {
+            !in_flight(root)
                 || values[judged.start..judged.end.min(n)]
                     .iter()
                     .all(Option::is_some)

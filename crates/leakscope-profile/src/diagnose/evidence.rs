@@ -581,9 +581,18 @@ fn snapshot_evidence<'a>(
         .position(|s| std::ptr::eq(s, last))
         .unwrap_or(0);
     let first_index = run.warmup;
+    // A frame or registers holding work in flight are judged only when they
+    // hold something at every judged point (see `trend::holder_trends`).
+    let judged = run.judged();
+    let held_throughout = |label: &str| {
+        reached[judged.start..judged.end.min(reached.len())]
+            .iter()
+            .all(|r| r.contains_key(label))
+    };
     let mut roots: Vec<RootEvidence> = reached[last_index]
         .iter()
         .filter(|(label, _)| !is_own_root(label))
+        .filter(|(label, _)| !trend::is_in_flight_root(label) || held_throughout(label))
         .map(|(&label, &amount)| {
             let values: Vec<f64> = reached
                 .iter()
