@@ -19,16 +19,6 @@ use leakscope::outside::{self, AttachOptions, CoreImage, CoreOptions, Made};
 #[global_allocator]
 static ALLOC: leakscope::Profiler = leakscope::Profiler::new().with_mode(leakscope::Mode::Off);
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 /// The target: builds the heap, says `ready RSS`, then answers `snap`
 /// with its best in-process pause in ms, until stdin closes.
 fn target(mib: usize, block: usize) {
@@ -49,7 +39,7 @@ fn target(mib: usize, block: usize) {
         }
         blocks.push(p as usize);
     }
-    println!("ready {}", rss_bytes());
+    println!("ready {}", leakscope_bench::rss_bytes());
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         if line == "snap" {

@@ -18,16 +18,6 @@ static HEAD: AtomicUsize = AtomicUsize::new(0);
 #[global_allocator]
 static ALLOC: leakscope::Profiler = leakscope::Profiler::new().with_mode(leakscope::Mode::Full);
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 fn main() {
     let mib: usize = std::env::args()
         .nth(1)
@@ -80,7 +70,7 @@ fn main() {
         best_analysis = best_analysis.min(analysis);
         live_bytes = snap.report().totals.live.bytes;
     }
-    let rss = rss_bytes();
+    let rss = leakscope_bench::rss_bytes();
     println!(
         "{{\"heap_mib\":{mib},\"block_bytes\":{block},\"shape\":\"{shape}\",\"analysis_steps\":{steps},\"blocks\":{n},\"live_bytes\":{live_bytes},\"rss_bytes\":{rss},\"pause_ms\":{best_pause:.3},\"analysis_ms\":{best_analysis:.1},\"total_ms\":{best_total:.1},\"pause_ms_per_gib_rss\":{:.3},\"analysis_gib_per_s\":{:.3},\"profiler_bytes_per_block\":{:.1},\"phases_ms\":{phases}}}",
         best_pause / (rss as f64 / (1u64 << 30) as f64),
