@@ -124,6 +124,9 @@ pub enum HeapSource {
     Walk,
     /// glibc's `mallinfo2()`: totals over all arenas.
     Mallinfo2,
+    /// jemalloc's own statistics (`stats.*` after an `epoch` refresh), read
+    /// in the process that wraps it.
+    JemallocStats,
     /// No allocator statistics (another allocator, whose statistics are not
     /// read): only the profiler's live figures.
     #[default]
@@ -171,12 +174,65 @@ pub struct AllocatorHeap {
     /// Per arena, the main arena first (walks only).
     #[serde(default)]
     pub arenas: Vec<ArenaUsage>,
+    /// jemalloc's statistics, when that is the allocator and they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jemalloc: Option<JemallocStats>,
+}
+
+/// jemalloc's view of itself (its `stats.*` names), in bytes. Its memory
+/// lives in anonymous mappings that `smaps` cannot tell apart, so these
+/// figures are what splits them: `allocated` is the program's blocks,
+/// `resident - allocated` what jemalloc keeps (dirty and muzzy pages not
+/// yet returned, the unused parts of active pages, its metadata).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JemallocStats {
+    /// Bytes in blocks the program allocated (size classes, so a little
+    /// above what it asked for).
+    pub allocated: u64,
+    /// Bytes in pages that hold at least one allocated block.
+    pub active: u64,
+    /// jemalloc's own bookkeeping.
+    pub metadata: u64,
+    /// At most this much is resident: active pages, dirty pages, metadata.
+    pub resident: u64,
+    /// Bytes in extents mapped from the system.
+    pub mapped: u64,
+    /// Virtual memory kept mapped for reuse (not resident).
+    pub retained: u64,
+    /// Freed pages not yet purged (resident until they decay:
+    /// `dirty_decay_ms`).
+    pub dirty: u64,
+    /// Pages purged lazily (`MADV_FREE`): resident until the kernel needs
+    /// them (`muzzy_decay_ms`).
+    pub muzzy: u64,
+}
+
+impl JemallocStats {
+    /// Resident bytes jemalloc keeps beyond the program's blocks.
+    pub fn kept(&self) -> u64 {
+        self.resident.saturating_sub(self.allocated)
+    }
 }
 
 impl AllocatorHeap {
     /// Free bytes the allocator keeps, by its own count.
     pub fn free_bytes(&self) -> u64 {
-        self.free_in_bins + self.fast_bins + self.tcache + self.top_bytes
+        match self.jemalloc {
+            Some(j) => j.kept(),
+            None => self.free_in_bins + self.fast_bins + self.tcache + self.top_bytes,
+        }
+    }
+
+    /// The figures of jemalloc's statistics.
+    pub fn from_jemalloc(version: &str, stats: JemallocStats) -> AllocatorHeap {
+        AllocatorHeap {
+            from: HeapSource::JemallocStats,
+            allocator: format!("jemalloc {version}"),
+            system_bytes: stats.mapped,
+            in_use_bytes: stats.allocated,
+            jemalloc: Some(stats),
+            ..AllocatorHeap::default()
+        }
     }
 
     /// The totals of a heap walk.
@@ -193,6 +249,7 @@ impl AllocatorHeap {
             top_bytes: t.top_bytes,
             mmapped: heap.mmapped,
             arenas: heap.arenas.clone(),
+            jemalloc: None,
         }
     }
 }
@@ -388,7 +445,10 @@ pub fn compute(input: &Inputs) -> Breakdown {
     // resident), the rest freed memory it keeps.
     let heap = &input.heap;
     let mut notes = Vec::new();
-    let glibc = heap.allocator.from != HeapSource::None;
+    let glibc = matches!(
+        heap.allocator.from,
+        HeapSource::Walk | HeapSource::Mallinfo2
+    );
     let in_use = if glibc {
         heap.allocator.in_use_bytes
     } else {
@@ -400,25 +460,42 @@ pub fn compute(input: &Inputs) -> Breakdown {
     counts[PartKind::HeapInUse as usize] += arena_mappings;
     counts[PartKind::HeapFree as usize] += arena_mappings;
     // Blocks outside the arenas live in anonymous mappings the maps cannot
-    // tell apart: glibc's mmapped chunks by its own count, or every block
-    // of another allocator by the profiler's.
-    let outside_arenas = if glibc {
-        heap.allocator.mmapped.bytes
-    } else {
-        notes.push(format!(
-            "{}: its statistics are not read; memory it keeps after frees is in \"other anonymous mappings\"",
-            if heap.allocator.allocator.is_empty() {
-                "the allocator is not glibc's"
-            } else {
-                heap.allocator.allocator.as_str()
-            }
-        ));
-        heap.live.map_or(0, |l| l.amount.bytes)
+    // tell apart: glibc's mmapped chunks by its own count, another
+    // allocator's blocks and kept pages by its statistics, or, without
+    // them, its blocks by the profiler's count.
+    let (outside_arenas, kept_outside) = match (&heap.allocator.jemalloc, glibc) {
+        (_, true) => (heap.allocator.mmapped.bytes, 0),
+        (Some(j), false) => {
+            notes.push(format!(
+                "jemalloc's statistics: {} allocated in {} of active pages; it keeps {} of dirty and {} of muzzy pages after frees and {} of metadata; {} more is retained unmapped from RAM (not resident)",
+                format_value(clamp_i64(j.allocated), "bytes"),
+                format_value(clamp_i64(j.active), "bytes"),
+                format_value(clamp_i64(j.dirty), "bytes"),
+                format_value(clamp_i64(j.muzzy), "bytes"),
+                format_value(clamp_i64(j.metadata), "bytes"),
+                format_value(clamp_i64(j.retained), "bytes"),
+            ));
+            (j.allocated, j.kept())
+        }
+        (None, false) => {
+            notes.push(format!(
+                "{}: its statistics are not read; memory it keeps after frees is in \"other anonymous mappings\"",
+                if heap.allocator.allocator.is_empty() {
+                    "the allocator is not glibc's"
+                } else {
+                    heap.allocator.allocator.as_str()
+                }
+            ));
+            (heap.live.map_or(0, |l| l.amount.bytes), 0)
+        }
     };
     let other = &mut resident[PartKind::OtherAnonymous as usize];
     let moved = outside_arenas.min(*other);
     *other -= moved;
+    let kept = kept_outside.min(*other);
+    *other -= kept;
     resident[PartKind::HeapInUse as usize] += moved;
+    resident[PartKind::HeapFree as usize] += kept;
     if glibc && heap.allocator.mmapped.bytes > 0 {
         notes
             .push("large blocks mmapped on their own are counted at their mapped size".to_string());
@@ -569,7 +646,8 @@ impl Breakdown {
             );
         }
         let a = &h.allocator;
-        if let (Some(live), true) = (h.live, a.from != HeapSource::None) {
+        let glibc = matches!(a.from, HeapSource::Walk | HeapSource::Mallinfo2);
+        if let (Some(live), true) = (h.live, glibc) {
             let not_program = (a.in_use_bytes + a.mmapped.bytes).saturating_sub(live.amount.bytes);
             let _ = writeln!(
                 out,
@@ -577,7 +655,23 @@ impl Breakdown {
                 b(not_program)
             );
         }
-        if a.from != HeapSource::None {
+        if let Some(j) = &a.jemalloc {
+            let _ = writeln!(
+                out,
+                "  {} (its statistics): {} allocated, {} active, {} resident, {} kept after frees ({} dirty, {} muzzy), {} metadata, {} mapped, {} retained",
+                a.allocator,
+                b(j.allocated),
+                b(j.active),
+                b(j.resident),
+                b(j.kept()),
+                b(j.dirty),
+                b(j.muzzy),
+                b(j.metadata),
+                b(j.mapped),
+                b(j.retained)
+            );
+        }
+        if glibc {
             let _ = writeln!(
                 out,
                 "  {} ({}): {} from the system, {} in use, {} free: {} in bins, {} in fast bins, {} in thread caches, {} at the top; {} mmapped in {} large blocks",
@@ -842,6 +936,44 @@ mod tests {
         assert_eq!(b.part(PartKind::OtherAnonymous), 500 * K);
         assert_eq!(b.sum_of_parts(), b.rss);
         assert!(b.notes.iter().any(|n| n.contains("jemalloc")));
+    }
+
+    #[test]
+    fn jemallocs_statistics_split_anonymous_memory_into_blocks_and_kept_pages() {
+        let mut input = sample();
+        input.rss = input.mappings.iter().map(|m| m.rss).sum();
+        let stats = JemallocStats {
+            allocated: 1200 * K,
+            active: 1300 * K,
+            metadata: 60 * K,
+            resident: 1700 * K,
+            mapped: 2000 * K,
+            retained: 9000 * K,
+            dirty: 300 * K,
+            muzzy: 40 * K,
+        };
+        input.heap.allocator = AllocatorHeap::from_jemalloc("5.3.0", stats);
+        let b = compute(&input);
+        // Of the 2000K of other anonymous memory (leakscope's table out),
+        // 1200K are blocks and 500K kept pages; the rest is something else.
+        assert_eq!(b.part(PartKind::HeapInUse), 1200 * K);
+        assert_eq!(
+            b.part(PartKind::HeapFree),
+            // glibc's arenas (unread beside jemalloc) and jemalloc's kept pages.
+            6000 * K + 2048 * K + 500 * K
+        );
+        assert_eq!(b.part(PartKind::OtherAnonymous), 300 * K);
+        assert_eq!(b.sum_of_parts(), b.rss);
+        assert_eq!(b.heap.allocator.free_bytes(), 500 * K);
+        assert!(b.notes.iter().any(|n| n.contains("dirty")), "{:?}", b.notes);
+        let text = b.render();
+        assert!(text.contains("jemalloc 5.3.0 (its statistics)"), "{text}");
+        // Statistics larger than the anonymous memory are capped by it.
+        input.heap.allocator.jemalloc.as_mut().unwrap().resident = 1 << 40;
+        let b = compute(&input);
+        assert_eq!(b.part(PartKind::OtherAnonymous), 0);
+        assert_eq!(b.sum_of_parts(), b.rss);
+        assert_eq!(Breakdown::from_json(&b.to_json()).unwrap(), b);
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct Settings {
     /// What allocates the blocks: heap snapshots outside full mode walk
     /// glibc's heap, and need to know it is glibc's.
     pub(crate) heap: HeapKind,
+    /// Reads the wrapped allocator's own statistics for memory breakdowns
+    /// (see [`crate::Profiler::with_allocator_stats`]).
+    pub(crate) allocator_stats: Option<crate::memory::AllocatorStatsReader>,
 }
 
 /// Which allocator's heap the profiled blocks live in.
@@ -89,6 +92,7 @@ impl Settings {
             forced_seed: None,
             on_init: None,
             heap: HeapKind::Other,
+            allocator_stats: None,
         }
     }
 

@@ -84,6 +84,23 @@ impl<A: GlobalAlloc> Profiler<A> {
         self
     }
 
+    /// Reads the wrapped allocator's own statistics into every memory
+    /// breakdown (periodic sets, snapshots, `/debug/leakscope/memory`):
+    /// without them, what a non-glibc allocator keeps after frees cannot be
+    /// told from other anonymous memory. `read` runs outside any allocator
+    /// hook and may allocate; it returns `None` when it cannot read them.
+    pub const fn with_allocator_stats(mut self, read: crate::memory::AllocatorStatsReader) -> Self {
+        self.settings.allocator_stats = Some(read);
+        self
+    }
+
+    /// [`Profiler::with_allocator_stats`] with jemalloc's reader
+    /// ([`crate::memory::jemalloc_stats`]), for `Profiler::wrap(Jemalloc)`.
+    #[cfg(feature = "jemalloc")]
+    pub const fn with_jemalloc_stats(self) -> Self {
+        self.with_allocator_stats(crate::memory::jemalloc_stats)
+    }
+
     /// The allocation slow path: the countdown ran out, so ask the sampler
     /// (or the mode) what to do.
     ///

@@ -461,6 +461,9 @@ pub fn initialize(settings: &Settings) -> bool {
         sampler::SEED.store(resolved.seed, Ordering::Relaxed);
         unwind::set_policy(resolved.unwind);
         HEAP_KIND.store(settings.heap as u8, Ordering::Relaxed);
+        if let Some(read) = settings.allocator_stats {
+            crate::memory::register_allocator_stats(read);
+        }
         thread_counters::install();
         fork::install_handlers();
         if resolved.mode == Mode::Full {

@@ -3,14 +3,18 @@
 //! classified by [`leakscope_profile::memory::compute`] with the heap's
 //! figures (a heap walk, `mallinfo2()`, or the profiler's live figures).
 
+#[cfg(feature = "jemalloc")]
+mod jemalloc;
 mod smaps;
 
 use std::io;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use leakscope_profile::memory::Inputs;
 pub use leakscope_profile::memory::{
-    AllocatorHeap, Breakdown, HeapFigures, HeapSource, Live, LiveSource, Part, PartKind,
+    AllocatorHeap, Breakdown, HeapFigures, HeapSource, JemallocStats, Live, LiveSource, Part,
+    PartKind,
 };
 use leakscope_profile::snapshot::Amount;
 
@@ -137,10 +141,29 @@ fn resident_bytes(start: usize, len: usize) -> u64 {
     (vec.iter().filter(|&&b| b & 1 != 0).count() * PAGE) as u64
 }
 
-/// What the allocator says of itself without a walk: glibc's `mallinfo2()`
+#[cfg(feature = "jemalloc")]
+pub use jemalloc::stats as jemalloc_stats;
+
+/// Reads a wrapped allocator's own statistics (`None` when it cannot).
+pub type AllocatorStatsReader = fn() -> Option<AllocatorHeap>;
+
+/// The reader the front end declared, set once at initialisation.
+static ALLOCATOR_STATS: OnceLock<AllocatorStatsReader> = OnceLock::new();
+
+/// Declares the reader of the wrapped allocator's statistics (once; the
+/// first declaration stays).
+pub(crate) fn register_allocator_stats(read: AllocatorStatsReader) {
+    let _ = ALLOCATOR_STATS.set(read);
+}
+
+/// What the allocator says of itself without a walk: the wrapped
+/// allocator's statistics when a reader was declared, glibc's `mallinfo2()`
 /// (totals over every arena), or, for another allocator, its name (its
 /// statistics are not read).
 pub(crate) fn allocator_figures() -> AllocatorHeap {
+    if let Some(figures) = ALLOCATOR_STATS.get().and_then(|read| read()) {
+        return figures;
+    }
     if let Some(other) = crate::snapshot::other_allocator() {
         return AllocatorHeap {
             allocator: format!("{other}; its statistics are not read"),
@@ -170,6 +193,7 @@ pub(crate) fn allocator_figures() -> AllocatorHeap {
             bytes: m.hblkhd as u64,
         },
         arenas: Vec::new(),
+        jemalloc: None,
     }
 }
 

@@ -10,7 +10,7 @@ use super::super::thresholds::{
 };
 use super::super::Finding;
 use super::{bytes, finding, Rule};
-use crate::memory::{fragmentation, HeapSource, PartKind};
+use crate::memory::{fragmentation, HeapSource, JemallocStats, PartKind};
 
 pub struct AllocatorKeepsFreed;
 
@@ -19,6 +19,9 @@ const ID: &str = "allocator-keeps-freed-memory";
 /// The fix that fits where the kept memory is.
 fn fix_for(g: &MemoryGrowth) -> String {
     let a = &g.last.heap.allocator;
+    if let Some(j) = &a.jemalloc {
+        return jemalloc_fix(j);
+    }
     let holes = a.free_in_bins + a.fast_bins + a.tcache;
     let arenas = a.arenas.len();
     if a.top_bytes > holes {
@@ -35,6 +38,24 @@ fn fix_for(g: &MemoryGrowth) -> String {
             } else {
                 String::new()
             }
+        )
+    }
+}
+
+/// jemalloc keeps freed pages until they decay (dirty, then muzzy), and
+/// pages of slabs that still hold one block (`active - allocated`).
+fn jemalloc_fix(j: &JemallocStats) -> String {
+    let decaying = j.dirty + j.muzzy;
+    let in_slabs = j.active.saturating_sub(j.allocated);
+    if decaying >= in_slabs {
+        format!(
+            "most of it ({}) is freed pages jemalloc has not yet returned (dirty and muzzy pages, which decay over dirty_decay_ms and muzzy_decay_ms, 10 s each by default): return them sooner with _RJEM_MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0 (or MALLOC_CONF for an unprefixed jemalloc), or purge after bursts (mallctl arena.4096.purge)",
+            bytes(decaying as f64)
+        )
+    } else {
+        format!(
+            "most of it ({}) is the free part of pages that still hold live blocks (slabs of one size class, mostly empty), which no decay returns: fewer arenas mix lifetimes less (narenas:1 or percpu_arena:percpu in _RJEM_MALLOC_CONF), and keeping long-lived blocks apart from short-lived ones of the same size lets slabs empty",
+            bytes(in_slabs as f64)
         )
     }
 }
@@ -79,20 +100,29 @@ impl Rule for AllocatorKeepsFreed {
             g.seconds,
             bytes(live as f64)
         ));
-        f.evidence.push(format!(
-            "memory {} keeps after frees grew by {} to {}: {} in bins, {} in fast bins, {} in thread caches, {} at the top of its arenas",
-            if allocator.allocator.is_empty() {
-                "the allocator"
-            } else {
-                allocator.allocator.as_str()
-            },
-            bytes(freed as f64),
-            bytes(g.last.part(PartKind::HeapFree) as f64),
-            bytes(allocator.free_in_bins as f64),
-            bytes(allocator.fast_bins as f64),
-            bytes(allocator.tcache as f64),
-            bytes(allocator.top_bytes as f64)
-        ));
+        let kept_by = if allocator.allocator.is_empty() {
+            "the allocator"
+        } else {
+            allocator.allocator.as_str()
+        };
+        let kept = bytes(g.last.part(PartKind::HeapFree) as f64);
+        f.evidence.push(match &allocator.jemalloc {
+            Some(j) => format!(
+                "memory {kept_by} keeps after frees grew by {} to {kept}: {} of dirty and {} of muzzy pages not yet returned, {} free in pages that still hold blocks",
+                bytes(freed as f64),
+                bytes(j.dirty as f64),
+                bytes(j.muzzy as f64),
+                bytes(j.active.saturating_sub(j.allocated) as f64)
+            ),
+            None => format!(
+                "memory {kept_by} keeps after frees grew by {} to {kept}: {} in bins, {} in fast bins, {} in thread caches, {} at the top of its arenas",
+                bytes(freed as f64),
+                bytes(allocator.free_in_bins as f64),
+                bytes(allocator.fast_bins as f64),
+                bytes(allocator.tcache as f64),
+                bytes(allocator.top_bytes as f64)
+            ),
+        });
         if let Some((i, worst)) = allocator
             .arenas
             .iter()
@@ -170,6 +200,41 @@ mod tests {
         });
         let f = AllocatorKeepsFreed.check(&run.evidence().with_memory(&memory));
         assert!(f[0].fix.contains("malloc_trim(0)"), "{}", f[0].fix);
+    }
+
+    #[test]
+    fn jemalloc_keeping_freed_pages_gets_jemallocs_fix() {
+        let with_jemalloc = |dirty: u64, slack: u64| {
+            let mut memory = memory_run(|t| {
+                (
+                    vec![(HeapInUse, 40 * MIB, 1), (HeapFree, (10 + 12 * t) * MIB, 1)],
+                    0,
+                )
+            });
+            for m in &mut memory {
+                let j = JemallocStats {
+                    allocated: 40 * MIB,
+                    active: 40 * MIB + slack,
+                    resident: 40 * MIB + m.part(HeapFree),
+                    dirty,
+                    ..JemallocStats::default()
+                };
+                m.heap.allocator = crate::memory::AllocatorHeap::from_jemalloc("5.3.0", j);
+            }
+            AllocatorKeepsFreed.check(&heap(0).evidence().with_memory(&memory))
+        };
+        let f = with_jemalloc(100 * MIB, 2 * MIB);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].evidence[1].contains("jemalloc 5.3.0 keeps after frees"),
+            "{f:#?}"
+        );
+        assert!(f[0].evidence[1].contains("dirty"), "{f:#?}");
+        assert!(f[0].fix.contains("dirty_decay_ms"), "{}", f[0].fix);
+        assert!(!f[0].fix.contains("MALLOC_ARENA_MAX"), "{}", f[0].fix);
+        // Kept in half-empty slabs: decay does not help.
+        let f = with_jemalloc(MIB, 100 * MIB);
+        assert!(f[0].fix.contains("slabs"), "{}", f[0].fix);
     }
 
     #[test]
