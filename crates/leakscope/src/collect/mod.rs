@@ -49,7 +49,7 @@ use filter::FreeFilter;
 use live_table::{LiveEntry, LiveTable};
 use spinlock::SpinLock;
 use stack_table::StackTable;
-use thread::ReentryGuard;
+use thread::{ReentryGuard, ThreadState};
 
 const UNINIT: u8 = 0;
 const INITIALIZING: u8 = 1;
@@ -203,7 +203,7 @@ pub fn count_down(size: usize) -> bool {
 #[cold]
 #[inline(never)]
 pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
-    thread::with(|t| plan_slow_on(size, settings, &t.bytes_until_sample))
+    thread::with(|t| plan_on(t, size, settings, &t.bytes_until_sample))
 }
 
 /// [`plan_slow`] for a front end that keeps the thread's countdown itself
@@ -212,45 +212,58 @@ pub fn plan_slow(size: usize, settings: &Settings) -> Plan {
 #[cold]
 #[inline(never)]
 pub fn plan_slow_on(size: usize, settings: &Settings, countdown: &Cell<i64>) -> Plan {
+    thread::with(|t| plan_on(t, size, settings, countdown))
+}
+
+/// The plan, with this thread's state at hand. Full mode is decided first
+/// and without further calls: every allocation of a self-check comes here.
+#[inline(always)]
+fn plan_on(t: &ThreadState, size: usize, settings: &Settings, countdown: &Cell<i64>) -> Plan {
+    let may_track = !t.in_profiler.get() && t.untracked_depth.get() == 0;
     let mut mode = MODE.load(Ordering::Acquire);
+    if mode == FULL {
+        countdown.set(-1);
+        return if may_track {
+            Plan::Exact
+        } else {
+            Plan::Untracked
+        };
+    }
     if mode == UNINIT {
         initialize(settings);
         mode = MODE.load(Ordering::Acquire);
     }
-    thread::with(|t| {
-        let may_track = !t.in_profiler.get() && t.untracked_depth.get() == 0;
-        match mode {
-            SAMPLED => {
-                // Re-arm the countdown even when not tracking, or every later
-                // allocation of this thread would come back here.
-                let sampled = sampler::crossed(t, countdown, size, RATE.load(Ordering::Relaxed));
-                if sampled && may_track {
-                    Plan::Sampled
-                } else {
-                    Plan::Untracked
-                }
-            }
-            FULL => {
-                countdown.set(-1);
-                if may_track {
-                    Plan::Exact
-                } else {
-                    Plan::Untracked
-                }
-            }
-            OFF => {
-                countdown.set(OFF_RECHECK_BYTES);
-                Plan::Untracked
-            }
-            SNAPSHOT_CHILD => die_in_snapshot_child("allocation"),
-            // Another thread is initialising: stay on the slow path until it
-            // is done, and leave this allocation untracked.
-            _ => {
-                countdown.set(-1);
+    match mode {
+        SAMPLED => {
+            // Re-arm the countdown even when not tracking, or every later
+            // allocation of this thread would come back here.
+            let sampled = sampler::crossed(t, countdown, size, RATE.load(Ordering::Relaxed));
+            if sampled && may_track {
+                Plan::Sampled
+            } else {
                 Plan::Untracked
             }
         }
-    })
+        FULL => {
+            countdown.set(-1);
+            if may_track {
+                Plan::Exact
+            } else {
+                Plan::Untracked
+            }
+        }
+        OFF => {
+            countdown.set(OFF_RECHECK_BYTES);
+            Plan::Untracked
+        }
+        SNAPSHOT_CHILD => die_in_snapshot_child("allocation"),
+        // Another thread is initialising: stay on the slow path until it
+        // is done, and leave this allocation untracked.
+        _ => {
+            countdown.set(-1);
+            Plan::Untracked
+        }
+    }
 }
 
 /// Whether a [`Plan::Sampled`] block of `size` bytes comes from the sample
