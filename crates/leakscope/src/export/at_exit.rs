@@ -5,6 +5,9 @@ use crate::config::{expand_path, OUT_PATH, PERIODIC_DIR, REFS_OUT_PATH};
 
 extern "C" fn write_at_exit() {
     let _scope = crate::collect::thread::UntrackedScope::enter();
+    // After the writer thread's set, if one is being written: its
+    // symbolizer is gone by then.
+    let _one = super::periodic::one_set_at_a_time();
     super::symbolize::with_shared_symbolizer(write_outputs);
 }
 
@@ -35,7 +38,7 @@ fn write_outputs() {
     }
     if PERIODIC_DIR.get().is_some() {
         // The last of the periodic outputs: the state at exit.
-        super::periodic::write_next();
+        super::periodic::write_next_holding_the_lock();
     }
 }
 

@@ -12,6 +12,7 @@
 //! it only runs Rust code once the program is up.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::collect::thread::UntrackedScope;
@@ -23,10 +24,30 @@ static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 /// failure is reported once, not every interval).
 static DIR_FAILED: AtomicBool = AtomicBool::new(false);
 
+/// Held while a set of outputs is written: the set written at exit waits
+/// for the writer thread's, so its memory breakdown is never read while
+/// the other set's symbolizer (tens of MB of parsed debug information) is
+/// loaded, which would count as the program's heap and file mappings.
+static ONE_SET_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Takes [`ONE_SET_AT_A_TIME`] (a writer that panicked left nothing to
+/// protect).
+pub(super) fn one_set_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_SET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Writes the next profile (and snapshot) into the directory; both read
 /// the binaries' debug information once.
 pub(crate) fn write_next() {
     let _scope = UntrackedScope::enter();
+    let _one = one_set_at_a_time();
+    super::symbolize::with_shared_symbolizer(write_set);
+}
+
+/// [`write_next`] for a caller that holds [`one_set_at_a_time`].
+pub(super) fn write_next_holding_the_lock() {
     super::symbolize::with_shared_symbolizer(write_set);
 }
 

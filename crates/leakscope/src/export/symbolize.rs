@@ -50,8 +50,30 @@ pub(crate) fn with_shared_symbolizer<R>(f: impl FnOnce() -> R) -> R {
     let result = f();
     if installed {
         let _ = SHARED.try_with(|s| s.borrow_mut().take());
+        return_freed_memory();
     }
     result
+}
+
+/// Gives the memory a dropped symbolizer freed back to the system, where
+/// the heap is glibc's: its parsed debug information (tens of MB) is freed
+/// in large blocks that raise glibc's trim threshold, so glibc would keep
+/// it, and a small service would carry it as "freed, kept by the allocator"
+/// between profiles. `malloc_trim` locks one arena at a time while it
+/// walks its free chunks (a few ms on heaps of hundreds of MB); it runs on
+/// the writing thread, after the outputs are written.
+pub(crate) fn return_freed_memory() {
+    use crate::config::HeapKind;
+    let glibc = match crate::collect::heap_kind() {
+        HeapKind::Glibc => true,
+        HeapKind::System => crate::snapshot::other_allocator().is_none(),
+        HeapKind::Other => false,
+    };
+    if glibc {
+        // SAFETY: malloc_trim only returns free memory to the system; it
+        // is called outside any allocator hook and any profiler lock.
+        unsafe { libc::malloc_trim(0) };
+    }
 }
 
 /// Symbolises code addresses of this process. For each input, the frames at
@@ -188,6 +210,7 @@ mod service {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
                         symbolizer = None;
+                        super::return_freed_memory();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => return,
