@@ -119,6 +119,72 @@ fn lost_blocks_are_found_without_tracking() {
     assert!(snap.report().totals.definitely_lost.blocks >= 2);
 }
 
+trait Job: Send {
+    fn pixels(&self) -> usize;
+}
+
+struct ResizeJob {
+    pixels: Vec<u8>,
+}
+
+impl Job for ResizeJob {
+    fn pixels(&self) -> usize {
+        self.pixels.len()
+    }
+}
+
+/// A queue entry: a trait object (its vtable pointer in the entry's first
+/// words) and an id.
+struct Queued {
+    job: Box<dyn Job>,
+    id: u64,
+}
+
+// Boxed entries: each is a heap block of its own, the one named here.
+#[allow(clippy::vec_box)]
+static QUEUE: Mutex<Vec<Box<Queued>>> = Mutex::new(Vec::new());
+
+#[inline(never)]
+fn queue_jobs() -> usize {
+    let mut queue = QUEUE.lock().unwrap();
+    for id in 0..16 {
+        queue.push(Box::new(Queued {
+            job: Box::new(ResizeJob {
+                pixels: vec![id as u8; 4096],
+            }),
+            id,
+        }));
+    }
+    black_box(
+        queue
+            .iter()
+            .map(|q| q.job.pixels() as u64 + q.id)
+            .sum::<u64>(),
+    );
+    // SAFETY: the last job is a ResizeJob, boxed just above.
+    let last = unsafe { &*(&*queue[15].job as *const dyn Job).cast::<ResizeJob>() };
+    last.pixels.as_ptr() as usize ^ usize::MAX
+}
+
+/// A block with no allocation stack (not sampled) is named by what its
+/// first words refer to: here a trait object's vtable, whose first entry
+/// is the concrete type's drop glue.
+fn blocks_without_stacks_are_named_by_their_vtables() {
+    let hidden = std::thread::spawn(queue_jobs).join().unwrap();
+    let snap = leakscope::snapshot().expect("a sampled-mode snapshot");
+    let block = snap
+        .block_at((hidden ^ usize::MAX) as *const u8)
+        .expect("the walk found the pixels");
+    let names: Vec<&str> = block.chain.iter().map(|l| l.node.name.as_str()).collect();
+    assert!(names[0].ends_with("QUEUE"), "{names:#?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("refers to core::ptr::drop_in_place<sampled_snapshot::ResizeJob>")),
+        "{names:#?}"
+    );
+}
+
 const CASES: &[(&str, fn())] = &[
     (
         "one_byte_slices_pin_whole_buffers_in_sampled_mode",
@@ -127,6 +193,10 @@ const CASES: &[(&str, fn())] = &[
     (
         "lost_blocks_are_found_without_tracking",
         lost_blocks_are_found_without_tracking,
+    ),
+    (
+        "blocks_without_stacks_are_named_by_their_vtables",
+        blocks_without_stacks_are_named_by_their_vtables,
     ),
 ];
 

@@ -661,6 +661,29 @@ mod fault {
 
 /// The analysis over any memory image: this process's own (the snapshot
 /// child) or another's (a core file, a copy of an attached process).
+/// Words of a block's head looked at for what it refers to: a Rust
+/// object's vtable pointer sits in its first fields (a tokio task's header
+/// has it third).
+const HEAD_WORDS: u64 = 4;
+
+/// The first of the block's first [`HEAD_WORDS`] words that lies in one of
+/// the writable segments (sorted, disjoint), 0 if none: for a block with no
+/// allocation stack, what it is an instance of (named by the parent).
+fn refers_to<M: Memory>(mem: &M, segments: &[(u64, u64)], addr: u64, size: u64) -> u64 {
+    let end = addr + size.min(HEAD_WORDS * 8) / 8 * 8;
+    let Some(words) = mem.words(addr, end) else {
+        return 0;
+    };
+    words
+        .iter()
+        .copied()
+        .find(|&w| {
+            let i = segments.partition_point(|&(_, e)| e <= w);
+            segments.get(i).is_some_and(|&(s, _)| s <= w)
+        })
+        .unwrap_or(0)
+}
+
 pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Output) -> Option<()> {
     let started = now_ns();
     let mut phase_ns = [0u64; Phase::ALL.len()];
@@ -1266,6 +1289,11 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
                 retained_blocks: kept_blocks[node],
                 retained: kept_bytes[node],
                 view_bytes: view_bytes[i],
+                refers_to: if b.site == super::blocks::NO_SITE {
+                    refers_to(mem, input.segments, b.addr, b.size)
+                } else {
+                    0
+                },
             },
         );
     }

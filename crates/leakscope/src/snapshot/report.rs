@@ -45,6 +45,9 @@ pub(crate) struct Resolved {
     fields: Vec<FieldOut>,
     root_nodes: Vec<Node>,
     site_names: HashMap<SiteId, Vec<String>>,
+    /// For blocks without a stack: what the word they refer to names (see
+    /// `BlockOut::refers_to`), by target address.
+    referred_names: HashMap<u64, String>,
     /// Sites whose stacks read the same (after symbolisation and trimming)
     /// share a key: reports group by what a reader sees.
     site_key: HashMap<SiteId, u32>,
@@ -61,6 +64,25 @@ pub(crate) struct Resolved {
     /// Another process's snapshot (its heap walked from outside: no
     /// allocation stacks at all).
     outside: bool,
+}
+
+/// One word of this process's memory, if readable (`process_vm_readv`
+/// on itself: an object unloaded since the snapshot gives `None`, not a
+/// fault).
+fn read_own_word(addr: u64) -> Option<u64> {
+    let mut word = 0u64;
+    let local = libc::iovec {
+        iov_base: (&raw mut word).cast(),
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: `local` is our own 8-byte buffer; the kernel checks the
+    // remote range and fails with EFAULT instead of faulting.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    (n == 8).then_some(word)
 }
 
 fn basename(path: &str) -> &str {
@@ -102,10 +124,44 @@ impl Resolved {
                 }
             });
         let outside = matches!(code, CodeOf::Objects(_));
+        // What blocks without a stack refer to: the first word at each
+        // target (a vtable's first entry is a function), read from this
+        // process's own copy of the object's segments.
+        let referred: Vec<(u64, u64)> = if outside {
+            Vec::new()
+        } else {
+            let mut targets: Vec<u64> = blocks
+                .iter()
+                .filter(|b| b.site == NO_SITE && b.refers_to != 0)
+                .map(|b| b.refers_to)
+                .collect();
+            targets.sort_unstable();
+            targets.dedup();
+            // Only words that are code: a vtable's entries are functions;
+            // anything else the nearest symbol would misname.
+            let code = if targets.is_empty() {
+                Vec::new()
+            } else {
+                crate::export::maps::executable_mappings()
+            };
+            targets
+                .into_iter()
+                .filter_map(|t| read_own_word(t).map(|w| (t, w)))
+                .filter(|&(_, w)| code.iter().any(|m| m.start <= w && w < m.end))
+                .collect()
+        };
+        let frame_pcs = frame_pcs.chain(referred.iter().map(|&(_, w)| w));
         let symbols = match code {
             CodeOf::ThisProcess => Symbols::for_stacks_and_code(stacks.iter().copied(), frame_pcs),
             CodeOf::Objects(objects) => Symbols::for_code_in_objects(frame_pcs, objects),
         };
+        let referred_names: HashMap<u64, String> = referred
+            .iter()
+            .filter_map(|&(target, word)| {
+                let named = symbols.at(word).last().map(|f| f.name.clone())?;
+                Some((target, named))
+            })
+            .collect();
         let site_names: HashMap<SiteId, Vec<String>> = sites
             .iter()
             .filter(|&&s| s < STACKS.len())
@@ -208,6 +264,7 @@ impl Resolved {
             fields: fields.to_vec(),
             root_nodes,
             site_names,
+            referred_names,
             site_key,
             dependency_crates,
             first_block,
@@ -226,9 +283,14 @@ impl Resolved {
             (true, false) => NOT_SAMPLED,
             _ => "?",
         };
+        let name = match (site.first(), self.referred_names.get(&b.refers_to)) {
+            (Some(allocated_at), _) => allocated_at.clone(),
+            (None, Some(what)) => format!("{unknown}, refers to {what}"),
+            (None, None) => unknown.into(),
+        };
         Node {
             kind: NodeKind::Heap,
-            name: site.first().cloned().unwrap_or_else(|| unknown.into()),
+            name,
             site: site.into_iter().take(16).collect(),
             size: Some(b.size),
         }

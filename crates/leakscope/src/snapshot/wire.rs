@@ -128,6 +128,11 @@ pub(crate) struct BlockOut {
     /// Bytes of the slices its dominator holds of it, for pinned blocks;
     /// `u64::MAX` otherwise.
     pub(crate) view_bytes: u64,
+    /// For a block without an allocation stack: the first of its first
+    /// words that points into a loaded object's writable segments (a
+    /// vtable in relocated read-only data, or a static), which says what
+    /// the block is an instance of; 0 if none.
+    pub(crate) refers_to: u64,
 }
 
 /// Which field of its buffer a pinned block's (first) slice is.
