@@ -105,13 +105,16 @@ fn every_recorded_run_names_what_it_reproduces() {
                 run.name, run.scenario, c.verdict
             ));
         }
-        // Full mode has snapshots; sampled mode does not (yet).
+        // Full mode has snapshots; sampled mode has none, or heap walks'.
         assert_eq!(
             !run.snapshots.is_empty(),
-            run.name.ends_with("-full"),
+            run.name.ends_with("-full") || run.name.ends_with("-walk"),
             "{}",
             run.name
         );
+        if run.name.ends_with("-walk") {
+            assert!(run.snapshots.iter().all(|s| s.blocks_from.is_heap_walk()));
+        }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }

@@ -109,9 +109,44 @@ fn name_walked_holders(ev: &Evidence, findings: &mut [Finding]) {
             {
                 f.confidence = f.confidence.max(thresholds::CONFIDENCE_WALKED_STATIC);
             }
+            if let Some(task) = held_by_a_task(f, &chain) {
+                // Received data kept by tasks that never complete, not by
+                // a handler keeping a field: the fix is the task's.
+                let stack = std::mem::take(&mut f.stack);
+                let mut evidence = std::mem::take(&mut f.evidence);
+                *f = rules::finding("task-leak", thresholds::CONFIDENCE_STACK_ONLY);
+                evidence.push(format!(
+                    "on that chain, {task} is a task: tasks that never complete keep what they received"
+                ));
+                f.evidence = evidence;
+                f.stack = stack;
+            }
             f.chain = chain;
         }
     }
+}
+
+/// Functions a block without an allocation stack refers to (its vtable's
+/// first entry) that make it an async runtime's task.
+const TASK_VTABLES: &[&str] = &["tokio::runtime::task::raw::", "async_task::raw::"];
+
+/// For a finding of received data kept (request or response slices) from
+/// stacks alone: the chain node that is a task, when the walk finds the
+/// data held through one.
+fn held_by_a_task<'c>(f: &Finding, chain: &'c [String]) -> Option<&'c str> {
+    if !matches!(
+        f.scenario.as_str(),
+        "request-field-held" | "response-field-held-client"
+    ) {
+        return None;
+    }
+    chain
+        .iter()
+        .find(|node| {
+            node.split_once("refers to ")
+                .is_some_and(|(_, what)| TASK_VTABLES.iter().any(|t| what.starts_with(t)))
+        })
+        .map(String::as_str)
 }
 
 fn bytes(v: f64) -> String {
