@@ -29,6 +29,10 @@ pub struct LeakTotals {
     pub indirectly_lost: Amount,
     pub possibly_lost: Amount,
     pub still_reachable: Amount,
+    /// Blocks counted above whose memory could not all be read: what they
+    /// point to there was not followed.
+    #[serde(default)]
+    pub unscanned: Amount,
 }
 
 /// The `--report` file of `leakscope run`.
@@ -61,6 +65,7 @@ impl LeakSummary {
                 indirectly_lost: t.indirectly_lost,
                 possibly_lost: t.possibly_lost,
                 still_reachable: t.still_reachable,
+                unscanned: t.unscanned,
             },
         }
     }
@@ -79,6 +84,15 @@ impl LeakSummary {
             ("still reachable", &t.still_reachable),
         ] {
             let _ = writeln!(out, "{prefix}{kind:>18}: {}", amount(a));
+        }
+        if t.unscanned.blocks > 0 {
+            let _ = writeln!(
+                out,
+                "{prefix}{:>18}: {} (counted above; their pages were made unreadable, so \
+                 what they point to was not followed)",
+                "not scanned",
+                amount(&t.unscanned)
+            );
         }
         for (kind, words) in [
             (LeakKind::DefinitelyLost, "are definitely lost"),

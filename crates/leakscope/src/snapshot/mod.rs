@@ -358,9 +358,18 @@ pub fn snapshot_with(options: SnapshotOptions) -> Result<Snapshot, SnapshotError
     take_snapshot(caller_frame(child::frame_pointer()), options)
 }
 
+/// A snapshot whose calling thread's stack is scanned from `caller` up (the
+/// exit handler's caller: see `export::at_exit`).
+#[inline(never)]
+pub(crate) fn snapshot_from(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
+    take_snapshot(caller, SnapshotOptions::default())
+}
+
+pub(crate) use child::frame_pointer;
+
 /// The frame of the function whose frame pointer is `fp`'s caller.
 #[inline(always)]
-fn caller_frame(fp: u64) -> CallerFrame {
+pub(crate) fn caller_frame(fp: u64) -> CallerFrame {
     // SAFETY: with frame pointers, a frame record is two words at `fp`: the
     // caller's frame pointer and the return address; both are on this
     // thread's live stack.

@@ -412,6 +412,9 @@ impl Resolved {
                 continue;
             }
             totals.live.add(b.size);
+            if b.flags & flags::UNSCANNED != 0 {
+                totals.unscanned.add(b.size);
+            }
             let kind = self.block_kind(i);
             match kind {
                 LeakKind::DefinitelyLost => totals.definitely_lost.add(b.size),
