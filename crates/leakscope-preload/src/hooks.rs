@@ -524,6 +524,11 @@ unsafe fn usable_size(ptr: *mut c_void) -> usize {
     }
 }
 
+fn set_errno(value: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = value };
+}
+
 #[cfg(test)]
 mod tests {
     use super::glibc_at_least;
@@ -536,9 +541,4 @@ mod tests {
         assert!(glibc_at_least(b"3.0", (2, 38)));
         assert!(!glibc_at_least(b"", (2, 38)));
     }
-}
-
-fn set_errno(value: c_int) {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = value };
 }
