@@ -1,7 +1,8 @@
 //! `leakscope run --mode full` against Valgrind's memcheck on the kind of
 //! programs leak checkers are tested with (`tests/programs/valgrind/`):
-//! lost cycles and trees, interior pointers, pages made unreadable, threads,
-//! dlopen/dlclose, C++ classes, stdio, a program that never allocates. Each
+//! lost cycles and trees, interior pointers, realloc, pages made
+//! unreadable, threads, dlopen/dlclose, C++ classes, stdio, a program that
+//! never allocates. Each
 //! program prints the same and exits with the same code with and without
 //! leakscope, and the four categories of the final summary (bytes and
 //! blocks) equal Valgrind's, run with the same suppressions (leakscope's
@@ -273,6 +274,19 @@ fn threads_running_exited_and_their_dtvs() {
     // suppressions) is suppressed, by name.
     assert_eq!(leakscope_totals(&report)[4].1, 1, "{report:#}");
     assert!(summary.contains("glibc-thread-dtv: "), "{summary}");
+}
+
+#[test]
+fn blocks_moved_by_realloc() {
+    let (report, _) = same_as_valgrind("realloc", &[], &[]);
+    // realloc(NULL, 50) and the list's third node lost; the two nodes after
+    // it and the three nodes' texts (grown to 64-66 bytes) indirectly;
+    // held: 4860 bytes grown, 100 shrunk, two nodes and their texts.
+    assert_eq!(
+        leakscope_totals(&report)[..4],
+        [(16 + 50, 2), (2 * 16 + 64 + 65 + 66, 5), (0, 0), (5127, 6)],
+        "{report:#}"
+    );
 }
 
 #[test]

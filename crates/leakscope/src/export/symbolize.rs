@@ -356,6 +356,7 @@ mod tests {
             assert_eq!(demangle(plain), plain);
         }
         assert_eq!(demangle("_Znwm"), "operator new(unsigned long)");
+        assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar()");
         assert_eq!(
             demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"),
             "core::ptr::drop_in_place"

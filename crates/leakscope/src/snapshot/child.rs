@@ -39,11 +39,28 @@ pub(crate) struct ThreadRoots {
     pub(crate) tp: u64,
 }
 
+/// How unreached and interior-reached blocks are classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rules {
+    /// Snapshots of a running program (who holds what): a reachable block
+    /// a reachable block points to at its start is still reachable (so the
+    /// values of a Rust `HashMap`, whose table is held by a pointer into
+    /// its middle, are); lost blocks nothing unreachable points to lead
+    /// their cliques first.
+    Holders,
+    /// The leak check at exit, by Valgrind's rules, for its numbers: still
+    /// reachable only along a chain of pointers to blocks' starts (possibly
+    /// lost propagates), cliques led in address order, earlier leaders
+    /// claimed by later ones.
+    Valgrind,
+}
+
 /// What the parent prepared for the child (read-only, in the child's copy of
 /// the parent's memory).
 pub(crate) struct ChildInput<'a> {
     /// The snapshotting thread's stack starts at its caller's frame.
     pub(crate) caller: super::CallerFrame,
+    pub(crate) rules: Rules,
     pub(crate) segments: &'a [(u64, u64)],
     /// Disjoint, sorted variable ranges inside the segments.
     pub(crate) variables: &'a [(u64, u64)],
@@ -1183,12 +1200,13 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         }
     }
 
-    // Definitely reached, in Valgrind's sense: along a chain from a root in
-    // which every link points to the start of its block. A block reached
-    // otherwise (an interior pointer somewhere on every chain, even one
-    // before a pointer to its start) is possibly lost.
+    // Definitely reached: by Valgrind's rules, along a chain from a root in
+    // which every link points to the start of its block (a block reached
+    // otherwise, an interior pointer somewhere on every chain, even before
+    // a pointer to its start, is possibly lost); for holders, pointed to at
+    // its start by any reached node.
     let mut definite = MmapVec::filled(n_nodes, false)?;
-    {
+    if input.rules == Rules::Valgrind {
         let (start_off, start_to) = start_pointer_csr(&edges, n_nodes)?;
         let start_succ = Csr {
             offsets: &start_off,
@@ -1208,20 +1226,33 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
                 }
             }
         }
+    } else {
+        for e in edges.iter() {
+            if parent[e.from as usize] != NONE && e.to & INTERIOR == 0 {
+                definite[e.to as usize] = true;
+            }
+        }
     }
 
-    // Unreachable blocks, taken in address order as Valgrind takes them:
-    // each one not yet claimed leads a clique (definitely lost) and claims
-    // every unreachable block it leads to (indirectly lost), earlier
-    // leaders included, so linked lost cycles end with one leader.
+    // Unreachable blocks. By Valgrind's rules, in address order: each one
+    // not yet claimed leads a clique (definitely lost) and claims every
+    // unreachable block it leads to (indirectly lost), earlier leaders
+    // included, so linked lost cycles end with one leader. For holders,
+    // blocks no unreachable block points to lead first, then (cycles with
+    // no way in) the rest in address order, claiming no leader.
     {
-        let mut queue = MmapVec::filled(n_nodes, 0u32)?;
-        for i in 0..n_blocks {
-            let leader = first_block + i as u32;
-            if parent[leader as usize] != NONE || block_flags[i] != 0 {
-                continue;
+        let mut unreachable_in = MmapVec::filled(n_nodes, 0u32)?;
+        if input.rules == Rules::Holders {
+            for e in edges.iter() {
+                if parent[e.from as usize] == NONE && !own_node[e.from as usize] {
+                    unreachable_in[(e.to & !INTERIOR) as usize] += 1;
+                }
             }
-            block_flags[i] = flags::DEFINITELY_LOST;
+        }
+        let claims_leaders = input.rules == Rules::Valgrind;
+        let mut queue = MmapVec::filled(n_nodes, 0u32)?;
+        let mut lead = |leader: u32, block_flags: &mut MmapVec<u32>| {
+            block_flags[(leader - first_block) as usize] = flags::DEFINITELY_LOST;
             let (mut head, mut tail) = (0, 1);
             queue[0] = leader;
             while head < tail {
@@ -1232,12 +1263,29 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
                         continue;
                     }
                     let j = (m - first_block) as usize;
-                    if block_flags[j] & (flags::INDIRECTLY_LOST | flags::OWN) == 0 {
+                    let claimable = block_flags[j] == 0
+                        || (claims_leaders && block_flags[j] == flags::DEFINITELY_LOST);
+                    if claimable {
                         block_flags[j] = flags::INDIRECTLY_LOST;
                         queue[tail] = m;
                         tail += 1;
                     }
                 }
+            }
+        };
+        let unreached = |i: usize, block_flags: &MmapVec<u32>| {
+            parent[first_block as usize + i] == NONE && block_flags[i] == 0
+        };
+        if input.rules == Rules::Holders {
+            for i in 0..n_blocks {
+                if unreached(i, &block_flags) && unreachable_in[first_block as usize + i] == 0 {
+                    lead(first_block + i as u32, &mut block_flags);
+                }
+            }
+        }
+        for i in 0..n_blocks {
+            if unreached(i, &block_flags) {
+                lead(first_block + i as u32, &mut block_flags);
             }
         }
     }
