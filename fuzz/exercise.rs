@@ -40,7 +40,8 @@ pub fn snapshot(data: &[u8]) {
     };
     let _ = report.render(5);
     let _ = report.refs_profile();
-    let _ = leakscope_profile::leaks::LeakSummary::from_snapshot(&report).render("", 3);
+    let rules = leakscope_profile::suppressions::built_in();
+    let _ = leakscope_profile::leaks::LeakSummary::from_snapshot(&report, &rules).render("", 3);
 }
 
 /// Names a fuzzed directory's files can have: periodic outputs of two

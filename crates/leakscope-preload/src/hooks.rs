@@ -70,9 +70,29 @@ unsafe fn allocate(size: usize, align: usize, zeroed: bool, mut plan: Plan) -> *
 /// untracked: `free` finding no record for it is the ordinary case.
 fn record(p: *mut c_void, size: usize, plan: Plan) -> *mut c_void {
     if !p.is_null() && plan != Plan::Untracked {
+        let _errno = KeepErrno::save();
         record_alloc(p.cast(), size, plan);
     }
     p
+}
+
+/// Restores `errno` when dropped: the profiler's own work (its
+/// initialisation reads files, its tables map memory) must not change what
+/// the program sees after a call that succeeded, as glibc's allocator
+/// leaves it (and its `free` always does).
+struct KeepErrno(c_int);
+
+impl KeepErrno {
+    fn save() -> KeepErrno {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        KeepErrno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for KeepErrno {
+    fn drop(&mut self) {
+        set_errno(self.0);
+    }
 }
 
 /// The header word glibc keeps just before a block: its chunk's size, with
@@ -135,6 +155,7 @@ unsafe fn forget(p: *mut c_void) -> Option<leakscope::frontend::TrackedBlock> {
 #[cold]
 #[inline(never)]
 unsafe fn free_checked(p: *mut c_void) {
+    let _errno = KeepErrno::save();
     if in_sample_heap(p.cast()) {
         // SAFETY: a live block of the sample heap, freed once.
         return unsafe { free_sampled(p.cast()) };
@@ -151,6 +172,7 @@ unsafe fn free_checked(p: *mut c_void) {
 /// signal handler interrupted this thread's slow path (or the profiler
 /// itself allocates) and the allocation takes the plain path, untracked.
 fn plan_for(size: usize, slow: &Option<AllocSlowPath>) -> Plan {
+    let _errno = KeepErrno::save();
     if slow.is_some() {
         plan_slow_on(size, &SETTINGS, countdown_cell())
     } else {
@@ -335,12 +357,50 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 /// C's `aligned_alloc`.
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !strict_aligned_alloc() {
+        // Until 2.38 glibc's aligned_alloc is memalign: any alignment is
+        // rounded up to a power of two.
+        // SAFETY: same contract.
+        return unsafe { memalign(align, size) };
+    }
     if !align.is_power_of_two() {
         set_errno(libc::EINVAL);
         return null_mut();
     }
     // SAFETY: checked power of two.
     unsafe { aligned(align, size) }
+}
+
+/// Whether the C library's `aligned_alloc` refuses alignments that are not
+/// powers of two (glibc 2.38 and later, as C17 asks), found once.
+fn strict_aligned_alloc() -> bool {
+    static STRICT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    match STRICT.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            // SAFETY: gnu_get_libc_version returns a static NUL-terminated
+            // string ("2.36"); it allocates nothing.
+            let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+            let strict = glibc_at_least(version.to_bytes(), (2, 38));
+            STRICT.store(if strict { 2 } else { 1 }, Ordering::Relaxed);
+            strict
+        }
+    }
+}
+
+/// Whether a glibc version string ("2.36", "2.41.9000") is at least `want`.
+fn glibc_at_least(version: &[u8], want: (u32, u32)) -> bool {
+    let mut parts = version.split(|&c| c == b'.').map(|p| {
+        p.iter()
+            .take_while(|c| c.is_ascii_digit())
+            .fold(0u32, |n, &c| {
+                n.saturating_mul(10).saturating_add(u32::from(c - b'0'))
+            })
+    });
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= want
 }
 
 /// # Safety
@@ -406,6 +466,20 @@ extern "C" fn find_glibc_usable_size() {
 #[link_section = ".init_array"]
 static FIND_GLIBC_USABLE_SIZE: extern "C" fn() = find_glibc_usable_size;
 
+/// Starts the profiler as the library is loaded, before the program runs,
+/// rather than at the first allocation: a program that never allocates
+/// still gets its (empty) outputs at exit, and leakscope's exit handler,
+/// registered before the program's own, runs after them, where Valgrind
+/// checks for leaks.
+extern "C" fn initialize_early() {
+    let _errno = KeepErrno::save();
+    leakscope::frontend::initialize(&SETTINGS);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INITIALIZE_EARLY: extern "C" fn() = initialize_early;
+
 /// C's `malloc_usable_size`: glibc's answer (every block is a glibc chunk).
 ///
 /// # Safety
@@ -453,4 +527,18 @@ unsafe fn usable_size(ptr: *mut c_void) -> usize {
 fn set_errno(value: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() = value };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glibc_at_least;
+
+    #[test]
+    fn reads_glibc_versions() {
+        assert!(!glibc_at_least(b"2.36", (2, 38)));
+        assert!(glibc_at_least(b"2.38", (2, 38)));
+        assert!(glibc_at_least(b"2.41.9000", (2, 38)));
+        assert!(glibc_at_least(b"3.0", (2, 38)));
+        assert!(!glibc_at_least(b"", (2, 38)));
+    }
 }

@@ -24,6 +24,7 @@ mod at_exit;
 mod countdown;
 mod hooks;
 mod libc_direct;
+mod unload;
 
 pub use libc_direct::LibcDirect;
 

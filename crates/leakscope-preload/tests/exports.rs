@@ -44,6 +44,7 @@ fn exports_the_malloc_family() {
         "pvalloc",
         "cfree",
         "malloc_usable_size",
+        "dlclose",
     ] {
         assert!(exported.contains(&f), "{f} is not exported: {exported:?}");
     }

@@ -1,13 +1,15 @@
 //! The leak summary of a program at exit, in the vocabulary people know from
 //! Valgrind's memcheck: definitely lost, indirectly lost, possibly lost,
 //! still reachable; each group with its bytes, blocks, allocation stack and,
-//! for what is still reachable, the chain that holds it.
+//! for what is still reachable, the chain that holds it. Groups a
+//! suppression rule matches (`suppressions`) are counted as suppressed.
 
 use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
 use crate::snapshot::{Amount, LeakKind, SnapshotReport};
+use crate::suppressions::{first_match, Suppression};
 use crate::units::format_value;
 
 /// One group of blocks: one kind, one allocation site.
@@ -21,6 +23,10 @@ pub struct Leak {
     /// For reachable blocks: from a root (first) to the holder of the
     /// group's largest block.
     pub holder_chain: Vec<String>,
+    /// The suppression rule that matched the allocation stack: then the
+    /// group counts as suppressed, not as `kind`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +35,14 @@ pub struct LeakTotals {
     pub indirectly_lost: Amount,
     pub possibly_lost: Amount,
     pub still_reachable: Amount,
+    /// Blocks counted above whose memory could not all be read: what they
+    /// point to there was not followed.
+    #[serde(default)]
+    pub unscanned: Amount,
+    /// Blocks a suppression rule matched, whatever their kind (not in the
+    /// four categories, as in Valgrind's summary).
+    #[serde(default)]
+    pub suppressed: Amount,
 }
 
 /// The `--report` file of `leakscope run`.
@@ -40,8 +54,10 @@ pub struct LeakSummary {
 }
 
 impl LeakSummary {
-    pub fn from_snapshot(report: &SnapshotReport) -> Self {
-        let leaks = report
+    /// The summary of a snapshot at exit, with the groups whose allocation
+    /// stack a rule of `suppressions` matches counted apart.
+    pub fn from_snapshot(report: &SnapshotReport, suppressions: &[Suppression]) -> Self {
+        let leaks: Vec<Leak> = report
             .groups
             .iter()
             .map(|g| Leak {
@@ -50,18 +66,34 @@ impl LeakSummary {
                 blocks: g.amount.blocks,
                 stack: g.site.clone(),
                 holder_chain: g.chain.iter().map(|l| l.node.label()).collect(),
+                suppressed_by: first_match(suppressions, &g.site).map(|r| r.name.clone()),
             })
             .collect();
         let t = &report.totals;
+        let mut totals = LeakTotals {
+            definitely_lost: t.definitely_lost,
+            indirectly_lost: t.indirectly_lost,
+            possibly_lost: t.possibly_lost,
+            still_reachable: t.still_reachable,
+            unscanned: t.unscanned,
+            suppressed: Amount::default(),
+        };
+        for leak in leaks.iter().filter(|l| l.suppressed_by.is_some()) {
+            let category = match leak.kind {
+                LeakKind::DefinitelyLost => &mut totals.definitely_lost,
+                LeakKind::IndirectlyLost => &mut totals.indirectly_lost,
+                LeakKind::PossiblyLost => &mut totals.possibly_lost,
+                LeakKind::StillReachable => &mut totals.still_reachable,
+            };
+            category.bytes = category.bytes.saturating_sub(leak.bytes);
+            category.blocks = category.blocks.saturating_sub(leak.blocks);
+            totals.suppressed.bytes += leak.bytes;
+            totals.suppressed.blocks += leak.blocks;
+        }
         LeakSummary {
             pid: report.pid,
             leaks,
-            totals: LeakTotals {
-                definitely_lost: t.definitely_lost,
-                indirectly_lost: t.indirectly_lost,
-                possibly_lost: t.possibly_lost,
-                still_reachable: t.still_reachable,
-            },
+            totals,
         }
     }
 
@@ -80,6 +112,43 @@ impl LeakSummary {
         ] {
             let _ = writeln!(out, "{prefix}{kind:>18}: {}", amount(a));
         }
+        let _ = writeln!(
+            out,
+            "{prefix}{:>18}: {}",
+            "suppressed",
+            amount(&t.suppressed)
+        );
+        // What each rule suppressed: never hidden.
+        let mut by_rule: Vec<(&str, Amount)> = Vec::new();
+        for leak in &self.leaks {
+            if let Some(rule) = &leak.suppressed_by {
+                match by_rule.iter_mut().find(|(r, _)| r == rule) {
+                    Some((_, a)) => {
+                        a.bytes += leak.bytes;
+                        a.blocks += leak.blocks;
+                    }
+                    None => by_rule.push((
+                        rule,
+                        Amount {
+                            bytes: leak.bytes,
+                            blocks: leak.blocks,
+                        },
+                    )),
+                }
+            }
+        }
+        for (rule, a) in by_rule {
+            let _ = writeln!(out, "{prefix}{:>22}{rule}: {}", "", amount(&a));
+        }
+        if t.unscanned.blocks > 0 {
+            let _ = writeln!(
+                out,
+                "{prefix}{:>18}: {} (counted above; their pages were made unreadable, so \
+                 what they point to was not followed)",
+                "not scanned",
+                amount(&t.unscanned)
+            );
+        }
         for (kind, words) in [
             (LeakKind::DefinitelyLost, "are definitely lost"),
             (LeakKind::IndirectlyLost, "are indirectly lost"),
@@ -89,7 +158,7 @@ impl LeakSummary {
             for leak in self
                 .leaks
                 .iter()
-                .filter(|l| l.kind == kind)
+                .filter(|l| l.kind == kind && l.suppressed_by.is_none())
                 .take(groups_per_kind)
             {
                 let _ = writeln!(

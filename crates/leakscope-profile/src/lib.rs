@@ -40,6 +40,7 @@ pub mod html_report;
 pub mod leaks;
 pub mod memory;
 pub mod snapshot;
+pub mod suppressions;
 pub mod top;
 pub mod trend;
 pub mod units;

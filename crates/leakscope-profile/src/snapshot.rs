@@ -212,8 +212,13 @@ pub struct Totals {
     pub possibly_lost: Amount,
     pub definitely_lost: Amount,
     pub indirectly_lost: Amount,
-    /// Tracked entries left out because their memory was not readable.
+    /// Tracked entries left out (overlapping another: stale records).
     pub dropped_entries: u64,
+    /// Blocks (counted above) part of whose memory could not be read (the
+    /// program made its pages inaccessible): what they point to there was
+    /// not followed.
+    #[serde(default)]
+    pub unscanned: Amount,
     /// Blocks held only by leakscope itself (its threads, statics and
     /// frames), left out of everything else.
     #[serde(default)]
@@ -507,6 +512,15 @@ impl SnapshotReport {
                 "  leakscope's own: {} in {} blocks (not counted above)",
                 b(t.leakscope_own.bytes),
                 t.leakscope_own.blocks
+            );
+        }
+        if t.unscanned.blocks > 0 {
+            let _ = writeln!(
+                out,
+                "  not scanned: {} in {} blocks (counted above) whose pages were made unreadable; \
+                 what they point to was not followed",
+                b(t.unscanned.bytes),
+                t.unscanned.blocks
             );
         }
         for th in self.threads.iter().filter(|th| !th.stopped) {

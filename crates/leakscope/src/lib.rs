@@ -81,6 +81,7 @@ pub use snapshot::{
 /// `LD_PRELOAD` library). Application code does not need it.
 pub mod frontend {
     pub use crate::collect::thread::{AllocSlowPath, UntrackedScope};
+    pub use crate::collect::unloaded::code_unloaded;
     pub use crate::collect::{
         alloc_sampled, count_down, free_sampled, in_checked_range, in_sample_heap, initialize,
         may_be_tracked, needs_free_check, plan_alloc, plan_slow, plan_slow_on, record_alloc,

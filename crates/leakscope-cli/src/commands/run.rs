@@ -10,6 +10,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 use leakscope_profile::leaks::LeakSummary;
+use leakscope_profile::suppressions::{self, Suppression};
 
 use crate::input::load_snapshot;
 
@@ -50,6 +51,14 @@ pub struct Args {
     /// and data, other mappings, leakscope's own.
     #[arg(long)]
     pub memory: bool,
+    /// More suppression rules for the leak summary (`NAME: FRAME` per
+    /// line; see the built-in list in leakscope-profile's suppressions.txt).
+    /// Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub suppressions: Vec<PathBuf>,
+    /// Do not apply the built-in suppressions (glibc's own blocks).
+    #[arg(long)]
+    pub no_default_suppressions: bool,
     /// The program and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -87,8 +96,27 @@ fn preload_library() -> Result<PathBuf> {
     )
 }
 
+/// The suppression rules: the built-in ones unless turned off, then each
+/// file's.
+fn suppression_rules(args: &Args) -> Result<Vec<Suppression>> {
+    let mut rules = if args.no_default_suppressions {
+        Vec::new()
+    } else {
+        suppressions::built_in()
+    };
+    for path in &args.suppressions {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read suppressions from {}", path.display()))?;
+        rules.extend(
+            suppressions::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?,
+        );
+    }
+    Ok(rules)
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let library = preload_library()?;
+    let rules = suppression_rules(&args)?;
     if let Some(i) = args.interval {
         if !(0.01..=86_400.0).contains(&i) {
             bail!("--interval must be from 0.01 to 86400 seconds");
@@ -174,7 +202,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     ),
                 }
             }
-            let summary = LeakSummary::from_snapshot(&snapshot);
+            let summary = LeakSummary::from_snapshot(&snapshot, &rules);
             if !args.quiet {
                 eprint!("{}", summary.render("leakscope: ", 3));
                 eprintln!("leakscope: profiles and snapshots in {}", out.display());

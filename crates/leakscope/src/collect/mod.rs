@@ -39,6 +39,7 @@ pub(crate) mod spinlock;
 pub(crate) mod stack_table;
 pub mod thread;
 pub(crate) mod thread_counters;
+pub(crate) mod unloaded;
 pub(crate) mod unwind;
 
 use std::cell::Cell;

@@ -42,6 +42,9 @@ struct SiteKey {
     frames: *const usize,
     depth: u32,
     labels: u32,
+    /// `unloaded::epoch()` when the site was made: which unloads of code
+    /// (`dlclose`) came after its frames were captured.
+    epoch: u32,
 }
 
 /// The counters split exact figures (blocks tracked one by one in `full`
@@ -72,6 +75,14 @@ impl SiteRecord {
 
     pub(crate) fn labels(&self) -> u32 {
         self.key.labels
+    }
+
+    /// Return addresses, innermost first, with those in code unloaded since
+    /// they were captured marked (see `unloaded::mark`).
+    pub(crate) fn frames_now(&self) -> Vec<usize> {
+        let mut frames = self.frames().to_vec();
+        super::unloaded::mark(&mut frames, self.key.epoch);
+        frames
     }
 
     pub(crate) fn add_exact(&self, bytes: u64) {
@@ -293,6 +304,7 @@ impl StackTable {
                     frames: stored_frames,
                     depth: frames.len() as u32,
                     labels,
+                    epoch: super::unloaded::epoch(),
                 },
                 counters: SiteCounters {
                     exact_objects: AtomicU64::new(0),

@@ -3,20 +3,26 @@
 
 use crate::config::{expand_path, OUT_PATH, PERIODIC_DIR, REFS_OUT_PATH};
 
+#[inline(never)]
 extern "C" fn write_at_exit() {
+    // The program's frames end where this handler's begins: the snapshot
+    // scans the exiting thread's stack from the handler's caller (glibc's
+    // exit code) up, as Valgrind does, so words left in leakscope's own
+    // frames (or in the memory they reuse) never hold anything.
+    let program = crate::snapshot::caller_frame(crate::snapshot::frame_pointer());
     let _scope = crate::collect::thread::UntrackedScope::enter();
     // After the writer thread's set, if one is being written: its
     // symbolizer is gone by then.
     let _one = super::periodic::one_set_at_a_time();
-    super::symbolize::with_shared_symbolizer(write_outputs);
+    super::symbolize::with_shared_symbolizer(|| write_outputs(program));
 }
 
-fn write_outputs() {
+fn write_outputs(program: crate::snapshot::CallerFrame) {
     // The snapshot first: its memory breakdown is read before anything is
     // symbolised, so the symboliser's memory is not counted as the program's.
     if let Some(template) = REFS_OUT_PATH.get() {
         let path = expand_path(template);
-        let written = crate::snapshot::snapshot()
+        let written = crate::snapshot::snapshot_from(program)
             .map_err(|e| e.to_string())
             .and_then(|snap| {
                 if path.ends_with(".pb.gz") {

@@ -65,7 +65,7 @@ pub fn heap_profile() -> HeapProfile {
             .exact_bytes
             .load(std::sync::atomic::Ordering::Relaxed) as f64;
         SiteFigures {
-            frames: r.frames().to_vec(),
+            frames: r.frames_now(),
             labels: crate::labels::labels_of(r.labels()),
             alloc_objects: exact_objects + load_f64(&r.counters.estimated_objects),
             alloc_space: exact_bytes + load_f64(&r.counters.estimated_bytes),

@@ -148,8 +148,17 @@ impl Symbols {
         self.expand(stack)
             .iter()
             .map(|f| {
-                f.frame
-                    .map_or_else(|| format!("{:#x}", f.addr), |s| s.name.clone())
+                f.frame.map_or_else(
+                    || {
+                        let unloaded = crate::collect::unloaded::UNLOADED_BIT as u64;
+                        if f.addr & unloaded != 0 {
+                            format!("{:#x} (unloaded)", f.addr & !unloaded)
+                        } else {
+                            format!("{:#x}", f.addr)
+                        }
+                    },
+                    |s| s.name.clone(),
+                )
             })
             .collect()
     }

@@ -27,8 +27,56 @@ fn new_symbolizer() -> Symbolizer {
     Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
-        .enable_demangling(true)
+        // Demangled here (`demangle`): blazesym would take a plain C name
+        // such as `f` or `i` for a mangled C++ type (`float`, `int`).
+        .enable_demangling(false)
         .build()
+}
+
+/// A symbol's readable name: Rust's manglings (legacy and v0, without the
+/// hash) and C++'s (Itanium, `_Z...`); any other name is a plain one and
+/// stays as it is.
+fn demangle(name: &str) -> String {
+    if let Ok(rust) = rustc_demangle::try_demangle(name) {
+        return format!("{rust:#}");
+    }
+    if name.starts_with("_Z") {
+        if let Some(cpp) = cpp_demangle::Symbol::new(name)
+            .ok()
+            .and_then(|s| s.demangle().ok())
+        {
+            return cpp;
+        }
+    }
+    name.to_string()
+}
+
+/// The executable file mappings of this process (`/proc/self/maps`): code
+/// addresses outside them belong to nothing loaded now (a library closed
+/// with `dlclose`) and are left unknown, never named after whatever file
+/// occupies the range since. `None` if the maps cannot be read.
+fn code_mappings() -> Option<Vec<(u64, u64)>> {
+    let text = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let mut ranges = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).unwrap_or("");
+        if !perms.contains('x') || !(path.starts_with('/') || path == "[vdso]") {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        if let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            ranges.push((start, end));
+        }
+    }
+    ranges.sort_unstable();
+    Some(ranges)
 }
 
 /// Runs `f` with one symbolizer for every batch this thread symbolises in
@@ -138,10 +186,36 @@ fn symbolize_with(symbolizer: &Symbolizer, addrs: &[u64]) -> Vec<Vec<SymFrame>> 
     // /proc/self/maps work for our own process.
     process.map_files = false;
     let src = source::Source::Process(process);
-    match symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
-        Ok(results) => results.into_iter().map(frames_of).collect(),
-        Err(_) => vec![Vec::new(); addrs.len()],
+    let mut out = vec![Vec::new(); addrs.len()];
+    let (at, known): (Vec<usize>, Vec<u64>) = match code_mappings() {
+        Some(code) => addrs
+            .iter()
+            .enumerate()
+            .filter(|&(_, &a)| {
+                let i = code.partition_point(|&(start, _)| start <= a);
+                i > 0 && a < code[i - 1].1
+            })
+            .map(|(i, &a)| (i, a))
+            .unzip(),
+        None => addrs.iter().copied().enumerate().unzip(),
+    };
+    match symbolizer.symbolize(&src, Input::AbsAddr(&known)) {
+        Ok(results) => {
+            for (i, r) in at.into_iter().zip(results) {
+                out[i] = frames_of(r);
+            }
+        }
+        // One address the batch cannot take (its file changed or went
+        // away) must not cost the others their names: one by one.
+        Err(_) => {
+            for (i, a) in at.into_iter().zip(known) {
+                if let Ok(r) = symbolizer.symbolize_single(&src, Input::AbsAddr(a)) {
+                    out[i] = frames_of(r);
+                }
+            }
+        }
     }
+    out
 }
 
 /// Whether batches outside a [`with_shared_symbolizer`] scope go to the one
@@ -245,7 +319,7 @@ fn frames_of(result: Symbolized<'_>) -> Vec<SymFrame> {
         .map(|inlined| {
             let (file, line) = location(inlined.code_info.as_ref());
             SymFrame {
-                name: inlined.name.to_string(),
+                name: demangle(&inlined.name),
                 file,
                 line,
             }
@@ -253,7 +327,7 @@ fn frames_of(result: Symbolized<'_>) -> Vec<SymFrame> {
         .collect();
     let (file, line) = location(sym.code_info.as_deref());
     frames.push(SymFrame {
-        name: sym.name.to_string(),
+        name: demangle(&sym.name),
         file,
         line,
     });
@@ -297,6 +371,19 @@ mod tests {
     #[inline(never)]
     fn a_known_function() -> usize {
         std::hint::black_box(42)
+    }
+
+    #[test]
+    fn plain_names_are_not_taken_for_mangled_types() {
+        for plain in ["f", "d", "i", "x", "main", "malloc"] {
+            assert_eq!(demangle(plain), plain);
+        }
+        assert_eq!(demangle("_Znwm"), "operator new(unsigned long)");
+        assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar()");
+        assert_eq!(
+            demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"),
+            "core::ptr::drop_in_place"
+        );
     }
 
     #[test]

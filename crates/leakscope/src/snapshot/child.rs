@@ -39,11 +39,28 @@ pub(crate) struct ThreadRoots {
     pub(crate) tp: u64,
 }
 
+/// How unreached and interior-reached blocks are classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rules {
+    /// Snapshots of a running program (who holds what): a reachable block
+    /// a reachable block points to at its start is still reachable (so the
+    /// values of a Rust `HashMap`, whose table is held by a pointer into
+    /// its middle, are); lost blocks nothing unreachable points to lead
+    /// their cliques first.
+    Holders,
+    /// The leak check at exit, by Valgrind's rules, for its numbers: still
+    /// reachable only along a chain of pointers to blocks' starts (possibly
+    /// lost propagates), cliques led in address order, earlier leaders
+    /// claimed by later ones.
+    Valgrind,
+}
+
 /// What the parent prepared for the child (read-only, in the child's copy of
 /// the parent's memory).
 pub(crate) struct ChildInput<'a> {
     /// The snapshotting thread's stack starts at its caller's frame.
     pub(crate) caller: super::CallerFrame,
+    pub(crate) rules: Rules,
     pub(crate) segments: &'a [(u64, u64)],
     /// Disjoint, sorted variable ranges inside the segments.
     pub(crate) variables: &'a [(u64, u64)],
@@ -116,6 +133,10 @@ struct BlockIndex {
     pages: PageTable,
     min: u64,
     max_end: u64,
+    /// The parts of blocks that cannot be read (pages made inaccessible by
+    /// the program), sorted: their words are not scanned, and, as in
+    /// Valgrind, a word pointing into them is no reference.
+    unreadable: MmapVec<(u64, u64)>,
 }
 
 const PAGE_SHIFT: u32 = 12;
@@ -201,8 +222,11 @@ impl PageTable {
 
 impl BlockIndex {
     fn build(readable: &Maps, blocks: MmapVec<Block>) -> Option<(BlockIndex, u32)> {
-        // Drop entries whose memory is not readable or that overlap the
-        // previous block: stale records of blocks freed behind our back.
+        // Drop entries that overlap the previous block: stale records of
+        // blocks freed behind our back. Blocks whose pages cannot be read
+        // stay (they are the program's all the same); their unreadable
+        // parts are noted.
+        let mut unreadable: MmapVec<(u64, u64)> = MmapVec::new();
         let mut kept: MmapVec<Block> = MmapVec::new();
         kept.reserve(blocks.len())?;
         let mut dropped = 0u32;
@@ -221,9 +245,22 @@ impl BlockIndex {
                 }
                 readable.covers(b.addr, end)
             };
-            if b.addr < last_end || !readable_here {
+            if b.addr < last_end {
                 dropped += 1;
                 continue;
+            }
+            if !readable_here {
+                let mut at = b.addr;
+                while at < end {
+                    match readable.mapping(at) {
+                        Some((_, m_end)) => at = m_end,
+                        None => {
+                            let next = readable.next_readable(at).unwrap_or(end).min(end);
+                            unreadable.push((at, next))?;
+                            at = next;
+                        }
+                    }
+                }
             }
             last_end = b.addr + b.size.max(1);
             pages_touched += (((last_end - 1) >> PAGE_SHIFT) - (b.addr >> PAGE_SHIFT) + 1) as usize;
@@ -253,6 +290,7 @@ impl BlockIndex {
                 pages,
                 min,
                 max_end,
+                unreadable,
             },
             dropped,
         ))
@@ -293,13 +331,42 @@ impl BlockIndex {
         let i = first + self.spans[first..end].partition_point(|&(s, _)| s <= word);
         let i = i.checked_sub(1)?;
         let (start, end) = self.spans[i];
-        if word == start {
-            Some((i as u32, false))
-        } else if word < end {
-            Some((i as u32, true))
-        } else {
+        if word >= end && word != start || self.in_unreadable(word) {
             None
+        } else {
+            Some((i as u32, word != start))
         }
+    }
+
+    /// Whether `word` points into a part of a block that cannot be read.
+    #[inline(always)]
+    fn in_unreadable(&self, word: u64) -> bool {
+        if self.unreadable.is_empty() {
+            return false;
+        }
+        let k = self.unreadable.partition_point(|&(s, _)| s <= word);
+        k > 0 && word < self.unreadable[k - 1].1
+    }
+
+    /// The first readable piece of `[at, end)` (part of a block), if any.
+    fn readable_piece(&self, at: u64, end: u64) -> Option<(u64, u64)> {
+        let mut lo = at;
+        let mut k = self.unreadable.partition_point(|&(_, e)| e <= lo);
+        while let Some(&(s, e)) = self.unreadable.get(k) {
+            if s > lo {
+                break;
+            }
+            lo = lo.max(e);
+            k += 1;
+        }
+        let hi = self.unreadable.get(k).map_or(end, |&(s, _)| s.min(end));
+        (lo < hi).then_some((lo, hi))
+    }
+
+    /// Whether any part of `[start, end)` is unreadable.
+    fn has_unreadable(&self, start: u64, end: u64) -> bool {
+        let k = self.unreadable.partition_point(|&(_, e)| e <= start);
+        self.unreadable.get(k).is_some_and(|&(s, _)| s < end)
     }
 
     /// The block `word` points into, and whether it points past its start.
@@ -527,6 +594,9 @@ pub(crate) mod flags {
     /// Held only by leakscope itself (its threads, statics and frames): not
     /// the program's memory.
     pub(crate) const OWN: u32 = 64;
+    /// Part of the block's memory could not be read (the program made its
+    /// pages inaccessible): what it points to there was not followed.
+    pub(crate) const UNSCANNED: u32 = 128;
 }
 
 /// The analysis phases, timed one by one in [`Header::phase_ns`].
@@ -594,6 +664,31 @@ fn owns_block(before: u64, after: u64, size: u64) -> bool {
         && size / before <= 128
         && after <= before;
     before == size || after == size || vec_of_elements
+}
+
+/// The graph's edges that point to the start of a block (and the
+/// super-root's), as CSR offsets and targets.
+fn start_pointer_csr(
+    edges: &MmapVec<Edge>,
+    n_nodes: usize,
+) -> Option<(MmapVec<u32>, MmapVec<u32>)> {
+    let mut offsets = MmapVec::filled(n_nodes + 1, 0u32)?;
+    let starts = || edges.iter().filter(|e| e.to & INTERIOR == 0);
+    for e in starts() {
+        offsets[e.from as usize + 1] += 1;
+    }
+    for i in 1..offsets.len() {
+        offsets[i] += offsets[i - 1];
+    }
+    let mut targets = MmapVec::filled(offsets[n_nodes] as usize, 0u32)?;
+    let mut cursor = MmapVec::filled(n_nodes, 0u32)?;
+    cursor.as_mut_slice().copy_from_slice(&offsets[..n_nodes]);
+    for e in starts() {
+        let slot = &mut cursor[e.from as usize];
+        targets[*slot as usize] = e.to;
+        *slot += 1;
+    }
+    Some((offsets, targets))
 }
 
 /// Whether `pc` is in leakscope's own code (`own` sorted, disjoint).
@@ -965,13 +1060,31 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         )?;
     }
 
-    // Heap blocks.
+    // Heap blocks (of those partly unreadable, the parts that can be read).
     for (i, b) in index.blocks.iter().enumerate() {
         let node = first_block + i as u32;
+        let end = b.addr + b.size;
+        if index.has_unreadable(b.addr, end) {
+            let mut at = b.addr;
+            while let Some((lo, hi)) = index.readable_piece(at, end) {
+                scanned += scan(
+                    mem,
+                    lo,
+                    hi,
+                    &index,
+                    first_block,
+                    |_| (node, b.addr),
+                    &mut pending,
+                    &mut edges,
+                )?;
+                at = hi;
+            }
+            continue;
+        }
         scanned += scan(
             mem,
             b.addr,
-            b.addr + b.size,
+            end,
             &index,
             first_block,
             |_| (node, b.addr),
@@ -1103,53 +1216,99 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         }
     }
     let mut parent_offset = MmapVec::filled(n_nodes, UNSET)?;
-    let mut start_pointed = MmapVec::filled(n_nodes, false)?;
-    let mut unreachable_in = MmapVec::filled(n_nodes, 0u32)?;
     for e in edges.iter() {
         let to = (e.to & !INTERIOR) as usize;
-        let from_reached = parent[e.from as usize] != NONE;
         if parent[to] == e.from && parent_offset[to] == UNSET {
             parent_offset[to] = e.offset;
         }
-        if from_reached && e.to & INTERIOR == 0 {
-            start_pointed[to] = true;
+    }
+
+    // Definitely reached: by Valgrind's rules, along a chain from a root in
+    // which every link points to the start of its block (a block reached
+    // otherwise, an interior pointer somewhere on every chain, even before
+    // a pointer to its start, is possibly lost); for holders, pointed to at
+    // its start by any reached node.
+    let mut definite = MmapVec::filled(n_nodes, false)?;
+    if input.rules == Rules::Valgrind {
+        let (start_off, start_to) = start_pointer_csr(&edges, n_nodes)?;
+        let start_succ = Csr {
+            offsets: &start_off,
+            targets: &start_to,
+        };
+        let mut queue = MmapVec::filled(n_nodes, 0u32)?;
+        definite[0] = true;
+        let (mut head, mut tail) = (0, 1);
+        while head < tail {
+            let n = queue[head];
+            head += 1;
+            for &m in start_succ.neighbours(n) {
+                if !definite[m as usize] {
+                    definite[m as usize] = true;
+                    queue[tail] = m;
+                    tail += 1;
+                }
+            }
         }
-        if !from_reached && !own_node[e.from as usize] {
-            unreachable_in[to] += 1;
+    } else {
+        for e in edges.iter() {
+            if parent[e.from as usize] != NONE && e.to & INTERIOR == 0 {
+                definite[e.to as usize] = true;
+            }
         }
     }
 
-    // Unreachable blocks: no incoming pointer from another unreachable block
-    // makes one definitely lost; what it points to is indirectly lost.
-    // Cycles with no way in get one leader, in address order.
+    // Unreachable blocks. By Valgrind's rules, in address order: each one
+    // not yet claimed leads a clique (definitely lost) and claims every
+    // unreachable block it leads to (indirectly lost), earlier leaders
+    // included, so linked lost cycles end with one leader. For holders,
+    // blocks no unreachable block points to lead first, then (cycles with
+    // no way in) the rest in address order, claiming no leader.
     {
+        let mut unreachable_in = MmapVec::filled(n_nodes, 0u32)?;
+        if input.rules == Rules::Holders {
+            for e in edges.iter() {
+                if parent[e.from as usize] == NONE && !own_node[e.from as usize] {
+                    unreachable_in[(e.to & !INTERIOR) as usize] += 1;
+                }
+            }
+        }
+        let claims_leaders = input.rules == Rules::Valgrind;
         let mut queue = MmapVec::filled(n_nodes, 0u32)?;
-        let mut lost = |leader: usize, block_flags: &mut MmapVec<u32>| {
-            block_flags[leader] |= flags::DEFINITELY_LOST;
+        let mut lead = |leader: u32, block_flags: &mut MmapVec<u32>| {
+            block_flags[(leader - first_block) as usize] = flags::DEFINITELY_LOST;
             let (mut head, mut tail) = (0, 1);
-            queue[0] = first_block + leader as u32;
+            queue[0] = leader;
             while head < tail {
                 let n = queue[head];
                 head += 1;
                 for &m in succ.neighbours(n) {
-                    let i = (m - first_block) as usize;
-                    if m >= first_block && parent[m as usize] == NONE && block_flags[i] == 0 {
-                        block_flags[i] = flags::INDIRECTLY_LOST;
+                    if m < first_block || m == leader || parent[m as usize] != NONE {
+                        continue;
+                    }
+                    let j = (m - first_block) as usize;
+                    let claimable = block_flags[j] == 0
+                        || (claims_leaders && block_flags[j] == flags::DEFINITELY_LOST);
+                    if claimable {
+                        block_flags[j] = flags::INDIRECTLY_LOST;
                         queue[tail] = m;
                         tail += 1;
                     }
                 }
             }
         };
-        for i in 0..n_blocks {
-            let node = first_block as usize + i;
-            if parent[node] == NONE && unreachable_in[node] == 0 && block_flags[i] == 0 {
-                lost(i, &mut block_flags);
+        let unreached = |i: usize, block_flags: &MmapVec<u32>| {
+            parent[first_block as usize + i] == NONE && block_flags[i] == 0
+        };
+        if input.rules == Rules::Holders {
+            for i in 0..n_blocks {
+                if unreached(i, &block_flags) && unreachable_in[first_block as usize + i] == 0 {
+                    lead(first_block + i as u32, &mut block_flags);
+                }
             }
         }
         for i in 0..n_blocks {
-            if parent[first_block as usize + i] == NONE && block_flags[i] == 0 {
-                lost(i, &mut block_flags);
+            if unreached(i, &block_flags) {
+                lead(first_block + i as u32, &mut block_flags);
             }
         }
     }
@@ -1157,12 +1316,15 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         let node = first_block as usize + i;
         if parent[node] != NONE {
             block_flags[i] |= flags::REACHABLE;
-            if !start_pointed[node] {
+            if !definite[node] {
                 block_flags[i] |= flags::POSSIBLY_LOST;
             }
         }
         if b.sampled {
             block_flags[i] |= flags::SAMPLED;
+        }
+        if index.has_unreadable(b.addr, b.addr + b.size) {
+            block_flags[i] |= flags::UNSCANNED;
         }
     }
 
@@ -1181,7 +1343,11 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         for (i, b) in index.blocks.iter().enumerate() {
             let node = first_block as usize + i;
             let holds_pointers = !succ.neighbours(node as u32).is_empty();
-            if b.size >= PIN_MIN_BYTES && parent[node] != NONE && idom[node] != 0 && !holds_pointers
+            if b.size >= PIN_MIN_BYTES
+                && parent[node] != NONE
+                && idom[node] != 0
+                && !holds_pointers
+                && block_flags[i] & flags::UNSCANNED == 0
             {
                 candidates.push((idom[node], i as u32))?;
             }

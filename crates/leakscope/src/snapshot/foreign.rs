@@ -89,6 +89,7 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
     .ok_or_else(|| SnapshotError::Fork(std::io::Error::other("no memory for the results")))?;
     let input = ChildInput {
         caller: CallerFrame::default(),
+        rules: super::child::Rules::Holders,
         segments: &segments,
         variables: &variables,
         own_variables: &own_variables,

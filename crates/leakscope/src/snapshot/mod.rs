@@ -45,7 +45,7 @@ pub use blocks::BlockSource;
 use crate::collect::thread::UntrackedScope;
 use crate::collect::{self, LIVE};
 use crate::config::{HeapKind, Mode};
-use child::{ChildInput, RootLayout, ThreadRoots};
+use child::{ChildInput, RootLayout, Rules, ThreadRoots};
 use report::{ReportMeta, Resolved};
 use threads::{ThreadInfo, ThreadSlot};
 use wire::Output;
@@ -349,18 +349,33 @@ pub fn snapshot() -> Result<Snapshot, SnapshotError> {
     take_snapshot(
         caller_frame(child::frame_pointer()),
         SnapshotOptions::default(),
+        Rules::Holders,
     )
 }
 
 /// [`snapshot`] with options.
 #[inline(never)]
 pub fn snapshot_with(options: SnapshotOptions) -> Result<Snapshot, SnapshotError> {
-    take_snapshot(caller_frame(child::frame_pointer()), options)
+    take_snapshot(
+        caller_frame(child::frame_pointer()),
+        options,
+        Rules::Holders,
+    )
 }
+
+/// The leak check at exit: a snapshot whose calling thread's stack is
+/// scanned from `caller` up (the exit handler's caller: see
+/// `export::at_exit`), its blocks classified by Valgrind's rules.
+#[inline(never)]
+pub(crate) fn snapshot_from(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
+    take_snapshot(caller, SnapshotOptions::default(), Rules::Valgrind)
+}
+
+pub(crate) use child::frame_pointer;
 
 /// The frame of the function whose frame pointer is `fp`'s caller.
 #[inline(always)]
-fn caller_frame(fp: u64) -> CallerFrame {
+pub(crate) fn caller_frame(fp: u64) -> CallerFrame {
     // SAFETY: with frame pointers, a frame record is two words at `fp`: the
     // caller's frame pointer and the return address; both are on this
     // thread's live stack.
@@ -483,7 +498,11 @@ pub(crate) fn other_allocator() -> Option<String> {
     }
 }
 
-fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapshot, SnapshotError> {
+fn take_snapshot(
+    caller: CallerFrame,
+    options: SnapshotOptions,
+    rules: Rules,
+) -> Result<Snapshot, SnapshotError> {
     let mode = collect::mode();
     let source = resolve_source(options.blocks, mode)?;
     let walking = source != BlockSource::LiveTable;
@@ -597,6 +616,7 @@ fn take_snapshot(caller: CallerFrame, options: SnapshotOptions) -> Result<Snapsh
         collect::enter_snapshot_child();
         let input = ChildInput {
             caller,
+            rules,
             segments: &segments,
             variables: &variables,
             own_variables: &own_variables,

@@ -108,11 +108,14 @@ impl Resolved {
         let mut sites: Vec<SiteId> = blocks.iter().map(|b| b.site).collect();
         sites.sort_unstable();
         sites.dedup();
-        let stacks: Vec<&[usize]> = sites
+        // Frames in code unloaded since they were captured are marked (and
+        // stay unknown).
+        let site_frames: HashMap<SiteId, Vec<usize>> = sites
             .iter()
             .filter(|&&s| s < STACKS.len())
-            .map(|&s| STACKS.record(s).frames())
+            .map(|&s| (s, STACKS.record(s).frames_now()))
             .collect();
+        let stacks: Vec<&[usize]> = site_frames.values().map(Vec::as_slice).collect();
         let frame_pcs = roots
             .iter()
             .filter(|r| r.kind == RootKind::StackFrame && r.pc != 0)
@@ -165,14 +168,14 @@ impl Resolved {
         let site_names: HashMap<SiteId, Vec<String>> = sites
             .iter()
             .filter(|&&s| s < STACKS.len())
-            .map(|&s| (s, symbols.names(STACKS.record(s).frames())))
+            .map(|&s| (s, symbols.names(&site_frames[&s])))
             .collect();
         let dependency_crates = symbols
             .dependency_crates(
                 sites
                     .iter()
                     .filter(|&&s| s < STACKS.len())
-                    .map(|&s| STACKS.record(s).frames()),
+                    .map(|&s| site_frames[&s].as_slice()),
             )
             .into_iter()
             .collect();
@@ -474,6 +477,9 @@ impl Resolved {
                 continue;
             }
             totals.live.add(b.size);
+            if b.flags & flags::UNSCANNED != 0 {
+                totals.unscanned.add(b.size);
+            }
             let kind = self.block_kind(i);
             match kind {
                 LeakKind::DefinitelyLost => totals.definitely_lost.add(b.size),

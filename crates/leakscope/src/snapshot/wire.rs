@@ -24,7 +24,7 @@ pub(crate) struct Header {
     pub(crate) roots: u32,
     pub(crate) blocks: u32,
     pub(crate) threads: u32,
-    /// Live-table entries left out (unreadable memory or overlapping).
+    /// Live-table entries left out (overlapping the block before).
     pub(crate) dropped_blocks: u32,
     pub(crate) edges: u64,
     pub(crate) scanned_bytes: u64,
