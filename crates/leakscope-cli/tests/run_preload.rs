@@ -7,9 +7,11 @@
 //! Needs gcc, g++, rustc, valgrind, heaptrack, python3, git and ripgrep;
 //! the README's test command installs what is missing.
 
+mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use support::must;
 
 use serde_json::Value;
 
@@ -21,18 +23,6 @@ fn scratch() -> PathBuf {
 
 fn programs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
-}
-
-fn must(command: &mut Command) -> Output {
-    let out = command.output().unwrap_or_else(|e| {
-        panic!("cannot run {command:?}: {e} (the README's test command installs it)")
-    });
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The test programs, compiled once per test binary: `-O0` so that the

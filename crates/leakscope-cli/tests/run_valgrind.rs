@@ -14,9 +14,11 @@
 //!
 //! Needs gcc, g++ and valgrind (the README's test command installs them).
 
+mod support;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
+use support::must;
 
 use serde_json::Value;
 
@@ -30,18 +32,6 @@ fn source(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/programs/valgrind")
         .join(name)
-}
-
-fn must(command: &mut Command) -> Output {
-    let out = command.output().unwrap_or_else(|e| {
-        panic!("cannot run {command:?}: {e} (the README's test command installs it)")
-    });
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Compiles one test program (`-O0`: every planted allocation stays).
