@@ -111,13 +111,7 @@ pub(crate) fn with_shared_symbolizer<R>(f: impl FnOnce() -> R) -> R {
 /// walks its free chunks (a few ms on heaps of hundreds of MB); it runs on
 /// the writing thread, after the outputs are written.
 pub(crate) fn return_freed_memory() {
-    use crate::config::HeapKind;
-    let glibc = match crate::collect::heap_kind() {
-        HeapKind::Glibc => true,
-        HeapKind::System => crate::snapshot::other_allocator().is_none(),
-        HeapKind::Other => false,
-    };
-    if glibc {
+    if crate::snapshot::other_allocator().is_none() {
         // SAFETY: malloc_trim only returns free memory to the system; it
         // is called outside any allocator hook and any profiler lock.
         unsafe { libc::malloc_trim(0) };
