@@ -55,9 +55,43 @@ impl Counters {
     }
 }
 
-/// Drives the scenario's load against the server at `addr` for `duration`.
+/// When the load stops: after its duration, and not before three quarters
+/// of the periodic sets that duration should hold have been written. On a
+/// loaded machine a set can take longer than its interval, and a run with
+/// too few sets cannot show growth. Never more than three times the
+/// duration.
+#[derive(Clone, Copy)]
+struct Pace {
+    deadline: Instant,
+    latest: Instant,
+    sets: u64,
+}
+
+impl Pace {
+    fn new(duration: Duration) -> Pace {
+        let start = Instant::now();
+        let sets = leakscope::periodic::interval().map_or(0, |interval| {
+            let expected = duration.as_secs_f64() / interval.as_secs_f64().max(1e-3);
+            (expected * 0.75) as u64
+        });
+        Pace {
+            deadline: start + duration,
+            latest: start + 3 * duration,
+            sets: leakscope::periodic::sets_written() + sets,
+        }
+    }
+
+    fn running(&self) -> bool {
+        let now = Instant::now();
+        now < self.deadline
+            || (now < self.latest && leakscope::periodic::sets_written() < self.sets)
+    }
+}
+
+/// Drives the scenario's load against the server at `addr` for `duration`
+/// (longer if the periodic sets fell behind: see [`Pace`]).
 pub async fn drive(scenario: Scenario, addr: SocketAddr, duration: Duration) -> RunSummary {
-    let deadline = Instant::now() + duration;
+    let deadline = Pace::new(duration);
     let counters = Arc::new(Counters::default());
     match scenario {
         Scenario::IdleConnections => idle_connections(addr, deadline, &counters).await,
@@ -72,7 +106,7 @@ pub async fn drive(scenario: Scenario, addr: SocketAddr, duration: Duration) -> 
 async fn steady_load(
     scenario: Scenario,
     addr: SocketAddr,
-    deadline: Instant,
+    deadline: Pace,
     counters: &Arc<Counters>,
 ) {
     let Ok(shared) = LabClient::connect(addr).await else {
@@ -87,7 +121,7 @@ async fn steady_load(
             let counters = counters.clone();
             let next_id = next_id.clone();
             tokio::spawn(async move {
-                while Instant::now() < deadline {
+                while deadline.running() {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     let ok = match scenario {
                         Scenario::JsonBorrowedStrings => {
@@ -124,10 +158,10 @@ async fn steady_load(
 /// Opens ten more connections every quarter second (plain channels, as a
 /// connection pool would), uses each once, and leaves them all open and
 /// idle.
-async fn idle_connections(addr: SocketAddr, deadline: Instant, counters: &Arc<Counters>) {
+async fn idle_connections(addr: SocketAddr, deadline: Pace, counters: &Arc<Counters>) {
     let mut idle = Vec::new();
     let mut id = 0;
-    while Instant::now() < deadline {
+    while deadline.running() {
         for _ in 0..10 {
             let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
                 .expect("a valid URI")
@@ -154,9 +188,9 @@ async fn idle_connections(addr: SocketAddr, deadline: Instant, counters: &Arc<Co
 }
 
 /// Waves of short-lived connections sending large payloads.
-async fn connection_churn(addr: SocketAddr, deadline: Instant, counters: &Arc<Counters>) {
+async fn connection_churn(addr: SocketAddr, deadline: Pace, counters: &Arc<Counters>) {
     let mut id = 0;
-    while Instant::now() < deadline {
+    while deadline.running() {
         for _ in 0..5 {
             let Ok(mut client) = LabClient::connect(addr).await else {
                 counters.done(false);
@@ -174,9 +208,9 @@ async fn connection_churn(addr: SocketAddr, deadline: Instant, counters: &Arc<Co
 }
 
 /// A new client for every call, registered globally.
-async fn client_per_call(addr: SocketAddr, deadline: Instant, counters: &Arc<Counters>) {
+async fn client_per_call(addr: SocketAddr, deadline: Pace, counters: &Arc<Counters>) {
     let mut id = 0;
-    while Instant::now() < deadline {
+    while deadline.running() {
         id += 1;
         let ok = match LabClient::connect(addr).await {
             Ok(mut client) => {

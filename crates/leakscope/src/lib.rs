@@ -68,6 +68,10 @@ pub use config::{Mode, DEFAULT_RATE};
 pub mod settings {
     pub use crate::config::{rejected_variables, Variable, VARIABLES};
 }
+/// The periodic sets written with `LEAKSCOPE_INTERVAL` and `LEAKSCOPE_DIR`.
+pub mod periodic {
+    pub use crate::export::periodic::{interval, sets_written};
+}
 pub use descriptors::register_descriptor_set;
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use labels::{label, LabelGuard};

@@ -20,6 +20,22 @@ use crate::config::{PERIODIC_DIR, PERIODIC_INTERVAL_MS};
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
+/// Sets written to the end (each file complete or reported as failed).
+static COMPLETED: AtomicU64 = AtomicU64::new(0);
+
+/// How many periodic sets this process has written so far: a program
+/// (or a test) that must be observed over several sets can wait for them
+/// instead of guessing how long a set takes on a loaded machine.
+pub fn sets_written() -> u64 {
+    COMPLETED.load(Ordering::Acquire)
+}
+
+/// The interval between periodic sets, if they are written at all.
+pub fn interval() -> Option<Duration> {
+    let ms = PERIODIC_INTERVAL_MS.load(Ordering::Relaxed);
+    (PERIODIC_DIR.get().is_some() && ms > 0).then(|| Duration::from_millis(ms))
+}
+
 /// Whether the last attempt to create the directory failed (so that the
 /// failure is reported once, not every interval).
 static DIR_FAILED: AtomicBool = AtomicBool::new(false);
@@ -88,6 +104,7 @@ fn write_set() {
         }
         Err(e) => eprintln!("leakscope: periodic snapshot failed: {e}"),
     }
+    COMPLETED.fetch_add(1, Ordering::Release);
 }
 
 /// Creates the directory if needed. A failure is reported once (with the
