@@ -55,11 +55,12 @@ impl Counters {
     }
 }
 
-/// When the load stops: after its duration, and not before three quarters
-/// of the periodic sets that duration should hold have been written. On a
-/// loaded machine a set can take longer than its interval, and a run with
-/// too few sets cannot show growth. Never more than three times the
-/// duration.
+/// When the load stops: after its duration, and not before half the
+/// periodic sets that duration would hold at one per interval have been
+/// written (the writer sleeps an interval after each set, so an unloaded
+/// run writes about that many). On a loaded machine a set can take much
+/// longer, and a run with too few sets cannot show growth. Never more than
+/// three times the duration.
 #[derive(Clone, Copy)]
 struct Pace {
     deadline: Instant,
@@ -72,7 +73,7 @@ impl Pace {
         let start = Instant::now();
         let sets = leakscope::periodic::interval().map_or(0, |interval| {
             let expected = duration.as_secs_f64() / interval.as_secs_f64().max(1e-3);
-            (expected * 0.75) as u64
+            (expected * 0.5) as u64
         });
         Pace {
             deadline: start + duration,
