@@ -2,7 +2,8 @@
 //! programs leak checkers are tested with (`tests/programs/valgrind/`):
 //! lost cycles and trees, interior pointers, realloc, pages made
 //! unreadable, threads, dlopen/dlclose, C++ classes, stdio, a program that
-//! never allocates. Each
+//! never allocates, the shapes of Valgrind's leak-check heuristics, memory
+//! the program mapped itself. Each
 //! program prints the same and exits with the same code with and without
 //! leakscope, and the four categories of the final summary (bytes and
 //! blocks) equal Valgrind's, run with the same suppressions (leakscope's
@@ -34,9 +35,16 @@ fn source(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Compiles one test program (`-O0`: every planted allocation stays).
+/// Compiles one test program (`-O0`: every planted allocation stays),
+/// once: tests sharing a program run in parallel.
 fn build(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let out = scratch().join(name);
+    if built.iter().any(|b| b == name) {
+        return out;
+    }
+    built.push(name.to_string());
     let (compiler, file) = if Path::new(&source(&format!("{name}.cpp"))).exists() {
         ("g++", format!("{name}.cpp"))
     } else {
@@ -97,8 +105,13 @@ const KINDS: [&str; 5] = [
     "suppressed",
 ];
 
-/// Valgrind's LEAK SUMMARY: (bytes, blocks) per category, then suppressed.
-fn valgrind_totals(program: &Path, args: &[&str], extra: &[&str]) -> Totals {
+/// Of what is still reachable, (bytes, blocks) per heuristic that reached
+/// it, by Valgrind's name, in its order.
+type ViaHeuristic = Vec<(String, (u64, u64))>;
+
+/// Valgrind's LEAK SUMMARY: (bytes, blocks) per category, then suppressed;
+/// and what it reached via heuristics.
+fn valgrind_summary(program: &Path, args: &[&str], extra: &[&str]) -> (Totals, ViaHeuristic) {
     let out = Command::new("valgrind")
         .args([
             "--leak-check=full",
@@ -116,24 +129,59 @@ fn valgrind_totals(program: &Path, args: &[&str], extra: &[&str]) -> Totals {
         .expect("valgrind must be installed (the README's test command installs it)");
     let text = String::from_utf8_lossy(&out.stderr);
     if text.contains("All heap blocks were freed -- no leaks are possible") {
-        return [(0, 0); 5];
+        return ([(0, 0); 5], Vec::new());
     }
-    KINDS.map(|label| {
+    let numbers = |after: &str| -> (u64, u64) {
+        let n: Vec<u64> = after
+            .replace(',', "")
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (n[0], n[1])
+    };
+    let via: ViaHeuristic = text
+        .lines()
+        .skip_while(|l| !l.contains("of which reachable via heuristic:"))
+        .skip(1)
+        .map_while(|l| {
+            let (_, rest) = l.split_once("==")?.1.split_once("==")?;
+            let (name, after) = rest.split_once(':')?;
+            let name = name.trim();
+            KINDS
+                .iter()
+                .all(|k| !name.starts_with(k))
+                .then(|| (name.to_string(), numbers(after)))
+        })
+        .collect();
+    let totals = KINDS.map(|label| {
         let label = format!("{label}:");
         let line = text
             .lines()
             .find(|l| l.contains(&label))
             .unwrap_or_else(|| panic!("no '{label}' in valgrind's output:\n{text}"));
-        let numbers: Vec<u64> = line
-            .split_once(&label)
-            .unwrap()
-            .1
-            .replace(',', "")
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        (numbers[0], numbers[1])
-    })
+        numbers(line.split_once(&label).unwrap().1)
+    });
+    (totals, via)
+}
+
+/// leakscope's counterpart of Valgrind's "of which reachable via heuristic".
+fn leakscope_via_heuristic(report: &Value) -> ViaHeuristic {
+    report["via_heuristic"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|h| {
+                    (
+                        h["heuristic"].as_str().unwrap().to_string(),
+                        (
+                            h["amount"]["bytes"].as_u64().unwrap(),
+                            h["amount"]["blocks"].as_u64().unwrap(),
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn leakscope_totals(report: &Value) -> Totals {
@@ -156,9 +204,10 @@ fn leakscope_totals(report: &Value) -> Totals {
 /// Runs `program` plainly and under `leakscope run --mode full`: the same
 /// stdout, stderr and exit code. Returns the leak report and leakscope's
 /// own stderr (the summary) from a second, non-quiet run.
-fn checked_run(name: &str, program: &Path, args: &[&str]) -> (Value, String) {
+fn checked_run(name: &str, program: &Path, options: &[&str], args: &[&str]) -> (Value, String) {
     let plain = Command::new(program).args(args).output().unwrap();
-    let dir = scratch().join(format!("out-{name}"));
+    // One directory per program and options: tests run in parallel.
+    let dir = scratch().join(format!("out-{name}{}", options.concat()));
     let _ = std::fs::remove_dir_all(&dir);
     let report_path = dir.join("report.json");
     let run = |quiet: bool| {
@@ -169,6 +218,7 @@ fn checked_run(name: &str, program: &Path, args: &[&str]) -> (Value, String) {
             .arg(&report_path)
             .arg("--out")
             .arg(&dir)
+            .args(options)
             .arg("--")
             .arg(program)
             .args(args)
@@ -196,9 +246,20 @@ fn checked_run(name: &str, program: &Path, args: &[&str]) -> (Value, String) {
 /// summary text.
 fn same_as_valgrind(name: &str, args: &[&str], valgrind_flags: &[&str]) -> (Value, String) {
     let program = build(name);
-    let (report, summary) = checked_run(name, &program, args);
+    // Options both tools have, under the same name, go to both.
+    let shared: Vec<&str> = valgrind_flags
+        .iter()
+        .copied()
+        .filter(|f| f.starts_with("--leak-check-heuristics="))
+        .collect();
+    let (report, summary) = checked_run(name, &program, &shared, args);
     let ours = leakscope_totals(&report);
-    let valgrind = valgrind_totals(&program, args, valgrind_flags);
+    let (valgrind, valgrind_via) = valgrind_summary(&program, args, valgrind_flags);
+    assert_eq!(
+        leakscope_via_heuristic(&report),
+        valgrind_via,
+        "{name}: reachable via heuristic\n{summary}"
+    );
     for (k, kind) in KINDS.iter().enumerate().take(4) {
         assert_eq!(
             ours[k], valgrind[k],
@@ -408,15 +469,93 @@ fn stdio_buffers_are_suppressed_not_hidden() {
 
 #[test]
 fn cpp_classes_without_valgrinds_heuristics() {
-    // Valgrind by default takes some interior pointers (std::string,
-    // new[], multiple inheritance) as references; leakscope does not yet
-    // (issue 14, item 5), so the comparison turns them off. Then the C
-    // object (held by a pointer to its second base), its string's buffer
-    // and the new[] array (held past its count) are possibly lost.
+    // With the heuristics off (both tools), the C object (held by a pointer
+    // to its second base), its string's buffer and the new[] array (held
+    // past its count) are possibly lost.
     let (report, _) = same_as_valgrind("classes", &[], &["--leak-check-heuristics=none"]);
     assert_eq!(
         leakscope_totals(&report)[2],
         (64 + 101 + 88, 3),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn cpp_classes_with_valgrinds_heuristics() {
+    // By default both take the pointer to the second base and the one past
+    // new[]'s count as references: nothing is possibly lost, and the object
+    // and the array are reachable via their heuristics (the string's buffer,
+    // held by the object at its start, plainly).
+    let (report, summary) = same_as_valgrind("classes", &[], &[]);
+    assert_eq!(leakscope_totals(&report)[2], (0, 0), "{report:#}");
+    assert_eq!(
+        leakscope_via_heuristic(&report),
+        [
+            ("newarray".to_string(), (88, 1)),
+            ("multipleinheritance".to_string(), (64, 1)),
+        ],
+        "{report:#}"
+    );
+    assert!(
+        summary.contains("of which reachable via heuristic:"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn memory_the_program_mapped_itself_is_a_root() {
+    // Blocks held from its own arena and from the one touched page of a
+    // large reservation are still reachable; the block held only from a
+    // page made unreadable, and the plainly lost one, are definitely lost.
+    let (report, _) = same_as_valgrind("mmap_roots", &[], &[]);
+    assert_eq!(leakscope_totals(&report)[3], (600, 3), "{report:#}");
+    assert_eq!(leakscope_totals(&report)[0], (450, 2), "{report:#}");
+    // And the chain (to the group's largest block) says where: the
+    // reservation, by its address and size.
+    let held = report["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "still_reachable")
+        .expect("the reachable group");
+    assert_eq!(
+        held["holder_chain"][0], "anonymous memory at 0x310000200000 (256.00MB)",
+        "{held:#}"
+    );
+}
+
+#[test]
+fn every_heuristic_and_a_choice_of_them() {
+    // Each shape reached by its heuristic alone; the plain interior
+    // pointer stays possibly lost; the string's child is reachable plainly.
+    let (report, _) = same_as_valgrind("heuristics", &[], &[]);
+    assert_eq!(
+        leakscope_via_heuristic(&report),
+        [
+            ("stdstring".to_string(), (55, 1)),
+            ("length64".to_string(), (48, 1)),
+            ("newarray".to_string(), (88, 1)),
+            ("multipleinheritance".to_string(), (32, 1)),
+        ],
+        "{report:#}"
+    );
+    assert_eq!(leakscope_totals(&report)[2], (64, 1), "{report:#}");
+    assert_eq!(leakscope_totals(&report)[3], (247, 5), "{report:#}");
+    // None: all six possibly lost. A choice: newarray then also accepts
+    // the length-prefixed block (as in Valgrind).
+    let (report, _) = same_as_valgrind("heuristics", &[], &["--leak-check-heuristics=none"]);
+    assert_eq!(leakscope_totals(&report)[2], (311, 6), "{report:#}");
+    let (report, _) = same_as_valgrind(
+        "heuristics",
+        &[],
+        &["--leak-check-heuristics=stdstring,newarray"],
+    );
+    assert_eq!(
+        leakscope_via_heuristic(&report),
+        [
+            ("stdstring".to_string(), (55, 1)),
+            ("newarray".to_string(), (48 + 88, 2)),
+        ],
         "{report:#}"
     );
 }

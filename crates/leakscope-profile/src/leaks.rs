@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::{Amount, LeakKind, SnapshotReport};
+use crate::snapshot::{Amount, HeuristicAmount, LeakKind, SnapshotReport};
 use crate::suppressions::{first_match, Suppression};
 use crate::units::format_value;
 
@@ -51,6 +51,11 @@ pub struct LeakSummary {
     pub pid: u32,
     pub leaks: Vec<Leak>,
     pub totals: LeakTotals,
+    /// Of what is still reachable, the blocks reached only through an
+    /// interior pointer a leak-check heuristic accepted, by heuristic (as
+    /// Valgrind lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via_heuristic: Vec<HeuristicAmount>,
 }
 
 impl LeakSummary {
@@ -94,6 +99,7 @@ impl LeakSummary {
             pid: report.pid,
             leaks,
             totals,
+            via_heuristic: report.totals.via_heuristic.clone(),
         }
     }
 
@@ -111,6 +117,18 @@ impl LeakSummary {
             ("still reachable", &t.still_reachable),
         ] {
             let _ = writeln!(out, "{prefix}{kind:>18}: {}", amount(a));
+        }
+        if !self.via_heuristic.is_empty() {
+            let _ = writeln!(out, "{prefix}{:>22}of which reachable via heuristic:", "");
+            for h in &self.via_heuristic {
+                let _ = writeln!(
+                    out,
+                    "{prefix}{:>24}{:<19}: {}",
+                    "",
+                    h.heuristic,
+                    amount(&h.amount)
+                );
+            }
         }
         let _ = writeln!(
             out,

@@ -225,6 +225,18 @@ pub struct Totals {
     pub leakscope_own: Amount,
     pub scanned_bytes: u64,
     pub edges: u64,
+    /// Of the still reachable blocks, those reached only through an
+    /// interior pointer one of Valgrind's leak-check heuristics accepted
+    /// (the leak check at exit), by heuristic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via_heuristic: Vec<HeuristicAmount>,
+}
+
+/// Blocks reached through one leak-check heuristic (Valgrind's name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeuristicAmount {
+    pub heuristic: String,
+    pub amount: Amount,
 }
 
 /// Everything a snapshot found.

@@ -219,6 +219,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "where snapshots take the blocks from: `table` (full mode's live table), `walk` (glibc's heap), `check` (both, compared)",
     },
     Variable {
+        name: "LEAKSCOPE_LEAK_HEURISTICS",
+        expected: "all, none, or a comma list of stdstring, length64, newarray, multipleinheritance",
+        default: "all",
+        meaning: "which interior pointers the leak check at exit takes as references, as Valgrind's `--leak-check-heuristics`",
+    },
+    Variable {
         name: "LEAKSCOPE_HTTP",
         expected: "a port (loopback) or an address to listen on",
         default: "unset",
@@ -264,6 +270,7 @@ enum Var {
     Signal,
     SnapshotTimeout,
     SnapshotBlocks,
+    LeakHeuristics,
 }
 
 impl Var {
@@ -343,6 +350,7 @@ struct Environment {
     signal: Option<libc::c_int>,
     snapshot_timeout_secs: Option<u64>,
     snapshot_blocks: Option<SnapshotBlocks>,
+    leak_heuristics: Option<Heuristics>,
     /// Bit `i` set: `VARIABLES[i]` had a bad value (ignored).
     rejected: u64,
 }
@@ -372,6 +380,7 @@ static ENVIRONMENT: EnvironmentCell = EnvironmentCell {
         signal: None,
         snapshot_timeout_secs: None,
         snapshot_blocks: None,
+        leak_heuristics: None,
         rejected: 0,
     }),
 };
@@ -458,6 +467,7 @@ fn read_environment() -> Environment {
         Var::Signal,
         Var::SnapshotTimeout,
         Var::SnapshotBlocks,
+        Var::LeakHeuristics,
     ] {
         if is_not_text(var) {
             reject(var, "...", &["not UTF-8 text", ""]);
@@ -569,6 +579,17 @@ fn read_environment() -> Environment {
         }
         choice
     });
+    let leak_heuristics = lookup(Var::LeakHeuristics).and_then(|v| {
+        let set = Heuristics::parse(v);
+        if set.is_none() {
+            reject(
+                Var::LeakHeuristics,
+                v,
+                &["expected ", Var::LeakHeuristics.info().expected],
+            );
+        }
+        set
+    });
     if !quiet {
         warn_unknown_variables();
     }
@@ -580,6 +601,7 @@ fn read_environment() -> Environment {
         signal,
         snapshot_timeout_secs,
         snapshot_blocks,
+        leak_heuristics,
         rejected,
     }
 }
@@ -717,6 +739,51 @@ pub(crate) fn snapshot_blocks() -> Option<SnapshotBlocks> {
     environment().snapshot_blocks
 }
 
+/// Valgrind's leak-check heuristics: interior pointers of known shapes that
+/// the leak check at exit takes as references to their block (a bit each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Heuristics(pub(crate) u8);
+
+impl Heuristics {
+    /// `std::string` of the old (copy-on-write) libstdc++ ABI: a pointer to
+    /// the characters after length, capacity and reference count.
+    pub(crate) const STD_STRING: u8 = 1;
+    /// A block that starts with its remaining length, held past it.
+    pub(crate) const LENGTH64: u8 = 2;
+    /// `new[]` of objects with destructors: held past the element count.
+    pub(crate) const NEW_ARRAY: u8 = 4;
+    /// A C++ object held by a pointer to a base other than its first.
+    pub(crate) const MULTIPLE_INHERITANCE: u8 = 8;
+    pub(crate) const ALL: Heuristics = Heuristics(15);
+    pub(crate) const NAMES: [(u8, &'static str); 4] = [
+        (Self::STD_STRING, "stdstring"),
+        (Self::LENGTH64, "length64"),
+        (Self::NEW_ARRAY, "newarray"),
+        (Self::MULTIPLE_INHERITANCE, "multipleinheritance"),
+    ];
+
+    /// Valgrind's syntax: `all`, `none`, or names separated by commas.
+    pub(crate) fn parse(v: &str) -> Option<Heuristics> {
+        match v {
+            "all" => return Some(Self::ALL),
+            "none" => return Some(Heuristics(0)),
+            _ => {}
+        }
+        let mut set = 0;
+        for name in v.split(',') {
+            let (bit, _) = Self::NAMES.iter().find(|(_, n)| *n == name.trim())?;
+            set |= bit;
+        }
+        Some(Heuristics(set))
+    }
+}
+
+/// The heuristics of the leak check at exit (`LEAKSCOPE_LEAK_HEURISTICS`,
+/// all by default, as in Valgrind).
+pub(crate) fn leak_heuristics() -> Heuristics {
+    environment().leak_heuristics.unwrap_or(Heuristics::ALL)
+}
+
 /// How long a snapshot's analysis may run (`LEAKSCOPE_SNAPSHOT_TIMEOUT`).
 pub(crate) fn snapshot_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(environment().snapshot_timeout_secs.unwrap_or(600))
@@ -825,10 +892,23 @@ mod tests {
             (Var::Signal, "LEAKSCOPE_SIGNAL"),
             (Var::SnapshotTimeout, "LEAKSCOPE_SNAPSHOT_TIMEOUT"),
             (Var::SnapshotBlocks, "LEAKSCOPE_SNAPSHOT_BLOCKS"),
+            (Var::LeakHeuristics, "LEAKSCOPE_LEAK_HEURISTICS"),
         ] {
             assert_eq!(var.info().name, name);
         }
         assert!(VARIABLES.len() < 64, "the rejected set is a u64");
+    }
+
+    #[test]
+    fn heuristics_read_as_valgrind_writes_them() {
+        assert_eq!(Heuristics::parse("all"), Some(Heuristics::ALL));
+        assert_eq!(Heuristics::parse("none"), Some(Heuristics(0)));
+        assert_eq!(
+            Heuristics::parse("stdstring,newarray"),
+            Some(Heuristics(Heuristics::STD_STRING | Heuristics::NEW_ARRAY))
+        );
+        assert_eq!(Heuristics::parse("stdstring,bogus"), None);
+        assert_eq!(Heuristics::parse(""), None);
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub struct Args {
     /// Do not apply the built-in suppressions (glibc's own blocks).
     #[arg(long)]
     pub no_default_suppressions: bool,
+    /// Interior pointers the leak summary takes as references, as
+    /// Valgrind's option of the same name: `all` (the default), `none`, or
+    /// a comma list of stdstring, length64, newarray, multipleinheritance.
+    #[arg(long, value_name = "SET", value_parser = parse_heuristics)]
+    pub leak_check_heuristics: Option<String>,
     /// The program and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -152,6 +157,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .env("LEAKSCOPE_OUT", out.join("heap-%p.pb.gz"));
     if let Some(rate) = args.rate {
         command.env("LEAKSCOPE_RATE", rate.to_string());
+    }
+    if let Some(set) = &args.leak_check_heuristics {
+        command.env("LEAKSCOPE_LEAK_HEURISTICS", set);
     }
     if let Some(interval) = args.interval {
         command
@@ -314,6 +322,20 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
         (Some(code), _) => ExitCode::from(code as u8),
         (None, Some(signal)) => ExitCode::from((128 + signal) as u8),
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// Valgrind's syntax for `--leak-check-heuristics`.
+fn parse_heuristics(v: &str) -> Result<String, String> {
+    const NAMES: [&str; 4] = ["stdstring", "length64", "newarray", "multipleinheritance"];
+    let valid = matches!(v, "all" | "none") || v.split(',').all(|n| NAMES.contains(&n.trim()));
+    if valid {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "expected all, none, or a comma list of {}",
+            NAMES.join(", ")
+        ))
     }
 }
 

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use object::elf::{
     FileHeader64, ELF_NOTE_CORE, ELF_NOTE_LINUX, ET_CORE, NT_ARM_TLS, NT_AUXV, NT_FILE,
-    NT_PRPSINFO, NT_PRSTATUS, PF_R, PF_W, PT_LOAD, PT_NOTE,
+    NT_PRPSINFO, NT_PRSTATUS, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE,
 };
 use object::read::elf::{FileHeader as _, ProgramHeader as _};
 use object::Endianness;
@@ -169,11 +169,13 @@ impl CoreImage {
             };
             let readable = flags.0 & PF_R.0 != 0;
             let writable = flags.0 & PF_W.0 != 0;
+            let executable = flags.0 & PF_X.0 != 0;
             let region = |start, end, readable| Region {
                 start,
                 end,
                 readable,
                 writable,
+                executable,
                 kind,
             };
             // The part the core holds.

@@ -345,6 +345,7 @@ fn parse_line(line: &str) -> Option<Listed> {
             end,
             readable: p.first() == Some(&b'r') && !device,
             writable: p.get(1) == Some(&b'w'),
+            executable: p.get(2) == Some(&b'x'),
             kind,
         },
         private: p.get(3) == Some(&b'p'),

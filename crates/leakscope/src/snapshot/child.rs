@@ -17,7 +17,7 @@ use super::blocks::{self, Block, BlockSource, CrossCheck};
 use super::fields::{self, FirstView};
 use super::glibc::{HeapStats, Prepared, ThreadRef};
 use super::graph::{self, Csr, NONE};
-use super::image::{Maps, Memory, OwnMemory};
+use super::image::{Maps, Memory, OwnMemory, RegionKind};
 use super::mmap_vec::MmapVec;
 use super::threads::{FP, PC, SAVED_REGS, SP};
 use super::wire::{BlockOut, Header, Output, RootKind, RootOut};
@@ -77,6 +77,13 @@ pub(crate) struct ChildInput<'a> {
     /// This process's live table describes the image's blocks (false for
     /// another process's image: its heap is walked).
     pub(crate) own_table: bool,
+    /// Valgrind's leak-check heuristics in force (`config::Heuristics`
+    /// bits), with [`Rules::Valgrind`] only.
+    pub(crate) heuristics: u8,
+    /// Scan anonymous writable memory that is not heap as roots (when the
+    /// heap is glibc's, whose arenas can be told apart; another allocator's
+    /// mappings hold freed memory with stale pointers).
+    pub(crate) anonymous_roots: bool,
 }
 
 /// Root-entity slots per thread: registers, thread-local storage, stack
@@ -89,7 +96,13 @@ pub(crate) struct RootLayout {
     pub(crate) variables: u32,
     pub(crate) segments: u32,
     pub(crate) threads: u32,
+    /// Anonymous mappings scanned as roots (found by the child; the parent
+    /// reserves [`MAX_ANONYMOUS_ROOTS`]).
+    pub(crate) anonymous: u32,
 }
+
+/// Anonymous mappings scanned as roots, at most (the rest are left out).
+pub(crate) const MAX_ANONYMOUS_ROOTS: u32 = 4096;
 
 impl RootLayout {
     pub(crate) fn variable(&self, i: usize) -> u32 {
@@ -101,9 +114,12 @@ impl RootLayout {
     pub(crate) fn thread(&self, t: usize) -> u32 {
         1 + self.variables + self.segments + t as u32 * PER_THREAD
     }
+    pub(crate) fn anonymous(&self, i: usize) -> u32 {
+        1 + self.variables + self.segments + self.threads * PER_THREAD + i as u32
+    }
     /// Number of root entities (node ids `1..=roots()`).
     pub(crate) fn roots(&self) -> u32 {
-        self.variables + self.segments + self.threads * PER_THREAD
+        self.variables + self.segments + self.threads * PER_THREAD + self.anonymous
     }
 }
 
@@ -389,16 +405,28 @@ struct Pending {
     at: [u64; SCAN_BATCH],
     from: [(u32, u64); SCAN_BATCH],
     n: usize,
+    /// With leak-check heuristics: each interior edge's index and pointer,
+    /// for [`apply_heuristics`].
+    interior: Option<MmapVec<(usize, u64)>>,
 }
 
 impl Pending {
-    fn new() -> Self {
+    fn new(record_interior: bool) -> Self {
         Pending {
             words: [0; SCAN_BATCH],
             at: [0; SCAN_BATCH],
             from: [(0, 0); SCAN_BATCH],
             n: 0,
+            interior: record_interior.then(MmapVec::new),
         }
+    }
+
+    /// Notes an interior edge just pushed (with heuristics on).
+    fn note_interior(&mut self, edges: &MmapVec<Edge>, pointer: u64) -> Option<()> {
+        if let Some(list) = &mut self.interior {
+            list.push((edges.len() - 1, pointer))?;
+        }
+        Some(())
     }
 
     /// Queues a word found at `at` in node `from` (whose range starts at
@@ -434,17 +462,22 @@ impl Pending {
         let n = std::mem::take(&mut self.n);
         let mut found = [None; SCAN_BATCH];
         index.find_batch(&self.words[..n], &mut found[..n]);
-        for ((hit, &at), &(from, base)) in found[..n].iter().zip(&self.at[..n]).zip(&self.from[..n])
-        {
-            let Some((b, interior)) = *hit else { continue };
+        for (i, hit) in found[..n].iter().enumerate() {
+            let Some((b, interior)) = *hit else {
+                continue;
+            };
+            let (from, base) = self.from[i];
             let to = first_block + b;
             if from != to && from != NONE {
-                let offset = (at - base).min(u64::from(u32::MAX)) as u32;
+                let offset = (self.at[i] - base).min(u64::from(u32::MAX)) as u32;
                 edges.push(Edge {
                     from,
                     to: to | if interior { INTERIOR } else { 0 },
                     offset,
                 })?;
+                if interior {
+                    self.note_interior(edges, self.words[i])?;
+                }
             }
         }
         Some(())
@@ -597,6 +630,9 @@ pub(crate) mod flags {
     /// Part of the block's memory could not be read (the program made its
     /// pages inaccessible): what it points to there was not followed.
     pub(crate) const UNSCANNED: u32 = 128;
+    /// Bits 8 to 11: the leak-check heuristic (`config::Heuristics`) by
+    /// which alone a still reachable block is reached.
+    pub(crate) const HEURISTIC_SHIFT: u32 = 8;
 }
 
 /// The analysis phases, timed one by one in [`Header::phase_ns`].
@@ -689,6 +725,160 @@ fn start_pointer_csr(
         *slot += 1;
     }
     Some((offsets, targets))
+}
+
+/// What Valgrind's heuristics decided: per block, the first heuristic that
+/// accepted a pointer into it; the edges they turned into start pointers
+/// (indices, ascending).
+struct HeuristicReach {
+    kind: MmapVec<u8>,
+    turned: MmapVec<usize>,
+}
+
+impl HeuristicReach {
+    /// Per block: a true pointer to its start (not one a heuristic turned)
+    /// from a reached node. Such a block is not reached "via a heuristic",
+    /// as Valgrind clears its mark on meeting one.
+    fn true_start_from_reached(
+        &self,
+        edges: &MmapVec<Edge>,
+        parent: &MmapVec<u32>,
+        first_block: u32,
+    ) -> Option<MmapVec<bool>> {
+        let mut out = MmapVec::filled(self.kind.len(), false)?;
+        let mut turned = self.turned.iter().peekable();
+        for (i, e) in edges.iter().enumerate() {
+            if turned.peek() == Some(&&i) {
+                turned.next();
+                continue;
+            }
+            let reached = e.from < first_block || parent[e.from as usize] != NONE;
+            if e.to & INTERIOR == 0 && e.to >= first_block && reached {
+                out[(e.to - first_block) as usize] = true;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Turns every interior edge a heuristic of `set` accepts into a pointer to
+/// its block's start.
+fn apply_heuristics<M: Memory>(
+    mem: &M,
+    index: &BlockIndex,
+    first_block: u32,
+    set: u8,
+    interior: &MmapVec<(usize, u64)>,
+    edges: &mut MmapVec<Edge>,
+) -> Option<HeuristicReach> {
+    let n_blocks = index.blocks.len();
+    let mut reach = HeuristicReach {
+        kind: MmapVec::filled(n_blocks, 0u8)?,
+        turned: MmapVec::new(),
+    };
+    for &(at, pointer) in interior.iter() {
+        let e = &mut edges[at];
+        let b = ((e.to & !INTERIOR) - first_block) as usize;
+        let block = &index.blocks[b];
+        let kind = super::heuristics::reachedness(mem, block.addr, block.size, pointer, set);
+        if kind != 0 {
+            e.to &= !INTERIOR;
+            reach.turned.push(at)?;
+            if reach.kind[b] == 0 {
+                reach.kind[b] = kind;
+            }
+        }
+    }
+    Some(reach)
+}
+
+/// glibc's non-main arenas live in heaps of at most this size, aligned to it.
+const GLIBC_HEAP_MAX: u64 = 64 << 20;
+
+/// The anonymous writable mappings Valgrind would scan and leakscope does
+/// not otherwise: not glibc's arenas (`[heap]` and the 64 MiB-aligned heaps
+/// of the others, holding freed chunks), not leakscope's own, not a thread's
+/// stack (one holding a thread's stack or thread pointer, or above a guard
+/// page: also the stacks glibc keeps of exited threads).
+fn anonymous_regions<M: Memory>(
+    mem: &M,
+    input: &ChildInput<'_>,
+    out: &mut MmapVec<(u64, u64)>,
+) -> Option<()> {
+    let maps = mem.maps();
+    let own = maps.own();
+    let regions = maps.regions();
+    for (i, r) in regions.iter().enumerate() {
+        if r.kind != RegionKind::Anonymous || !r.readable || !r.writable {
+            continue;
+        }
+        let arena_heap = r.start % GLIBC_HEAP_MAX == 0 && r.end - r.start <= GLIBC_HEAP_MAX;
+        let owned = {
+            let k = own.partition_point(|&(_, e)| e <= r.start);
+            own.get(k).is_some_and(|&(s, _)| s < r.end)
+        };
+        let inside = |a: u64| a >= r.start && a < r.end;
+        let a_stack = input.threads.iter().any(|t| {
+            inside(t.tp) || inside(t.regs[SP]) || (t.is_self && inside(input.caller.stack_start))
+        });
+        let guard_below = i > 0 && {
+            let p = &regions[i - 1];
+            p.end == r.start
+                && p.kind == RegionKind::Anonymous
+                && !p.readable
+                && !p.writable
+                && p.end - p.start <= 1 << 20
+        };
+        if arena_heap || owned || a_stack || guard_below {
+            continue;
+        }
+        if out.len() as u32 == MAX_ANONYMOUS_ROOTS {
+            break;
+        }
+        out.push((r.start, r.end))?;
+    }
+    Some(())
+}
+
+/// The length of a glibc mmapped chunk starting at page `at` and ending by
+/// `end`, if the words there are its header: no offset before it, then a
+/// page-multiple size with the `IS_MMAPPED` bit and neither of the others.
+fn mmapped_chunk_at<M: Memory>(mem: &M, at: u64, end: u64) -> Option<u64> {
+    let header = mem.words(at, at + 16)?;
+    let (prev_size, size_word) = (header[0], header[1]);
+    let len = size_word & !7;
+    let is_mmapped = size_word & 7 == 2;
+    (prev_size == 0 && is_mmapped && len >= 4096 && len % 4096 == 0 && len <= end - at)
+        .then_some(len)
+}
+
+/// The first piece of `[at, end)` outside every segment (sorted) and every
+/// block: `(lo, hi)`, empty (`lo >= hi`) if none is left.
+fn next_piece(mut at: u64, end: u64, segments: &[(u64, u64)], index: &BlockIndex) -> (u64, u64) {
+    loop {
+        if at >= end {
+            return (end, end);
+        }
+        // Past a segment or block covering `at`.
+        let s = segments.partition_point(|&(_, e)| e <= at);
+        if let Some(&(s_start, s_end)) = segments.get(s) {
+            if s_start <= at {
+                at = s_end;
+                continue;
+            }
+        }
+        let b = index.spans.partition_point(|&(_, e)| e <= at);
+        if let Some(&(b_start, b_end)) = index.spans.get(b) {
+            if b_start <= at {
+                at = b_end;
+                continue;
+            }
+        }
+        // Up to the next segment or block.
+        let next_segment = segments.get(s).map_or(end, |&(s_start, _)| s_start);
+        let next_block = index.spans.get(b).map_or(end, |&(b_start, _)| b_start);
+        return (at, end.min(next_segment).min(next_block));
+    }
 }
 
 /// Whether `pc` is in leakscope's own code (`own` sorted, disjoint).
@@ -835,10 +1025,15 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
     lap(Phase::Blocks);
     let (index, dropped) = BlockIndex::build(readable, blocks)?;
     lap(Phase::Index);
+    let mut anonymous: MmapVec<(u64, u64)> = MmapVec::new();
+    if input.anonymous_roots {
+        anonymous_regions(mem, input, &mut anonymous)?;
+    }
     let layout = RootLayout {
         variables: input.variables.len() as u32,
         segments: input.segments.len() as u32,
         threads: input.threads.len() as u32,
+        anonymous: anonymous.len() as u32,
     };
     let first_block = layout.roots() + 1;
     let n_blocks = index.blocks.len();
@@ -850,7 +1045,7 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
     // Roots that are leakscope's own: not reached from the super-root.
     let mut root_own = MmapVec::filled(first_block as usize, false)?;
     let mut edges: MmapVec<Edge> = MmapVec::new();
-    let mut pending = Pending::new();
+    let mut pending = Pending::new(input.rules == Rules::Valgrind && input.heuristics != 0);
     // Heaps hold about one to two pointers per block; reserving up front
     // saves regrowing (and copying) the largest array of the analysis.
     edges.reserve(n_blocks * 2 + first_block as usize)?;
@@ -921,6 +1116,49 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         root_own[layout.variable(vi) as usize] = input.own_variables.get(vi) == Some(&true);
     }
 
+    // Roots: anonymous memory a program mapped itself, outside the blocks
+    // in it (glibc's large blocks are mappings of their own, which the
+    // kernel may merge with a neighbour) and outside objects' data.
+    for (ai, &(start, end)) in anonymous.iter().enumerate() {
+        let node = layout.anonymous(ai);
+        roots_out[node as usize] = RootOut::new(RootKind::Anonymous, ai as u32, 0, 0, start, end);
+        let mut at = start;
+        while at < end {
+            let (lo, hi) = next_piece(at, end, input.segments, &index);
+            if lo >= hi {
+                break;
+            }
+            // Page by page past guard pages and pages never touched (a
+            // reservation of gigabytes costs nothing to skip), and past
+            // glibc's mmapped chunks that are no block of the program's
+            // (leakscope's own large buffers).
+            let mut page = lo;
+            while page < hi {
+                if page % 4096 == 0 {
+                    if let Some(len) = mmapped_chunk_at(mem, page, hi) {
+                        page += len;
+                        continue;
+                    }
+                }
+                let page_end = ((page & !4095) + 4096).min(hi);
+                if !mem.is_guard_page(page) && mem.is_populated(page) {
+                    scanned += scan(
+                        mem,
+                        page,
+                        page_end,
+                        &index,
+                        first_block,
+                        |_| (node, start),
+                        &mut pending,
+                        &mut edges,
+                    )?;
+                }
+                page = page_end;
+            }
+            at = hi;
+        }
+    }
+
     // Roots: each thread's registers, thread-local storage and stack.
     for (ti, t) in input.threads.iter().enumerate() {
         let base = layout.thread(ti);
@@ -943,6 +1181,9 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
                         to: (first_block + b) | if interior { INTERIOR } else { 0 },
                         offset: r as u32 * 8,
                     })?;
+                    if interior {
+                        pending.note_interior(&edges, value)?;
+                    }
                 }
             }
         }
@@ -1103,6 +1344,20 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
             })?;
         }
     }
+
+    // Valgrind's heuristics (the leak check at exit): interior pointers of
+    // the shapes they accept count as pointers to their block's start.
+    let heuristic = match pending.interior.take() {
+        Some(interior) => Some(apply_heuristics(
+            mem,
+            &index,
+            first_block,
+            input.heuristics,
+            &interior,
+            &mut edges,
+        )?),
+        None => None,
+    };
 
     lap(Phase::Scan);
     // Graph: successors grouped by source, predecessors by target, each
@@ -1312,6 +1567,10 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
             }
         }
     }
+    let true_start = match &heuristic {
+        Some(h) => Some(h.true_start_from_reached(&edges, &parent, first_block)?),
+        None => None,
+    };
     for (i, b) in index.blocks.iter().enumerate() {
         let node = first_block as usize + i;
         if parent[node] != NONE {
@@ -1322,6 +1581,11 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         }
         if b.sampled {
             block_flags[i] |= flags::SAMPLED;
+        }
+        if let (Some(h), Some(true_start)) = (&heuristic, &true_start) {
+            if parent[node] != NONE && definite[node] && !true_start[i] {
+                block_flags[i] |= u32::from(h.kind[i]) << flags::HEURISTIC_SHIFT;
+            }
         }
         if index.has_unreadable(b.addr, b.addr + b.size) {
             block_flags[i] |= flags::UNSCANNED;

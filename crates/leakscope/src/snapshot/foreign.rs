@@ -81,6 +81,7 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
         variables: variables.len() as u32,
         segments: segments.len() as u32,
         threads: thread_roots.len() as u32,
+        anonymous: child::MAX_ANONYMOUS_ROOTS,
     };
     let mut out = Output::new(
         layout.roots() as usize + 1,
@@ -99,6 +100,9 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
         source: BlockSource::HeapWalk,
         glibc: image.glibc,
         own_table: false,
+        heuristics: 0,
+        // Its heap is glibc's, walked.
+        anonymous_roots: true,
     };
     let started = Instant::now();
     child::analyse(image.mem, &input, &mut out)

@@ -31,6 +31,7 @@ pub(crate) struct Region {
     pub(crate) end: u64,
     pub(crate) readable: bool,
     pub(crate) writable: bool,
+    pub(crate) executable: bool,
     pub(crate) kind: RegionKind,
 }
 
@@ -201,6 +202,7 @@ fn parse_line(line: &[u8]) -> Option<Region> {
         end,
         readable: perms.first() == Some(&b'r') && !special_unsafe,
         writable: perms.get(1) == Some(&b'w'),
+        executable: perms.get(2) == Some(&b'x'),
         kind,
     })
 }
@@ -232,6 +234,9 @@ pub(crate) struct GuardPages {
 
 /// The page map's guard-region bit.
 const PM_GUARD_REGION: u64 = 1 << 58;
+/// The page map's bits for a page in memory and one swapped out.
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
 
 impl GuardPages {
     pub(crate) fn open_own() -> GuardPages {
@@ -255,6 +260,23 @@ impl GuardPages {
         if self.fd < 0 {
             return false;
         }
+        let e = self.entry(addr);
+        e != u64::MAX && e & PM_GUARD_REGION != 0
+    }
+
+    /// Whether the page holding `addr` is present or swapped out (true when
+    /// the page map cannot be read).
+    pub(crate) fn is_populated(&mut self, addr: u64) -> bool {
+        if self.fd < 0 {
+            return true;
+        }
+        let e = self.entry(addr);
+        e == u64::MAX || e & (PM_PRESENT | PM_SWAPPED) != 0
+    }
+
+    /// The page map's entry for the page holding `addr` (`u64::MAX` if it
+    /// cannot be read).
+    fn entry(&mut self, addr: u64) -> u64 {
         let page = addr / 4096;
         if page < self.first_page || page >= self.first_page + self.loaded as u64 {
             // SAFETY: pread into our own buffer from our own descriptor.
@@ -267,12 +289,12 @@ impl GuardPages {
                 )
             };
             if n <= 0 {
-                return false;
+                return u64::MAX;
             }
             self.first_page = page;
             self.loaded = n as usize / 8;
         }
-        self.entries[(page - self.first_page) as usize] & PM_GUARD_REGION != 0
+        self.entries[(page - self.first_page) as usize]
     }
 }
 
@@ -294,6 +316,13 @@ pub(crate) trait Memory {
     /// regions of anonymous memory (not blocks, not stacks above their
     /// pointer) must ask first.
     fn is_guard_page(&self, addr: u64) -> bool;
+
+    /// Whether the page holding `addr` was ever touched (present or swapped
+    /// out): an untouched page reads as zeros, so scans may skip it. True
+    /// when unknown.
+    fn is_populated(&self, _addr: u64) -> bool {
+        true
+    }
 
     /// The aligned words of `[start, end)` if all of it is readable.
     fn words(&self, start: u64, end: u64) -> Option<&[u64]>;
@@ -327,6 +356,10 @@ impl Memory for OwnMemory {
 
     fn is_guard_page(&self, addr: u64) -> bool {
         self.guards.borrow_mut().is_guard(addr)
+    }
+
+    fn is_populated(&self, addr: u64) -> bool {
+        self.guards.borrow_mut().is_populated(addr)
     }
 
     fn words(&self, start: u64, end: u64) -> Option<&[u64]> {

@@ -21,6 +21,7 @@ mod fields;
 pub(crate) mod foreign;
 pub(crate) mod glibc;
 mod graph;
+mod heuristics;
 pub(crate) mod image;
 mod memory_guard;
 pub(crate) mod mmap_vec;
@@ -539,6 +540,7 @@ fn take_snapshot(
         variables: variables.len() as u32,
         segments: segments.len() as u32,
         threads: thread_roots.len() as u32,
+        anonymous: child::MAX_ANONYMOUS_ROOTS,
     };
     let mut slot_buffer = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
     let slots = slot_buffer.prepare(&others)?;
@@ -599,6 +601,11 @@ fn take_snapshot(
         roots.regs = slot.regs;
         roots.tp = slot.tp;
     }
+    let heuristics = match rules {
+        Rules::Valgrind => crate::config::leak_heuristics().0,
+        Rules::Holders => 0,
+    };
+    let anonymous_roots = other_allocator().is_none();
     let pid = match &out {
         Some(_) => raw_fork(),
         None => -1,
@@ -626,6 +633,8 @@ fn take_snapshot(
             source,
             glibc,
             own_table: true,
+            heuristics,
+            anonymous_roots,
         };
         let code = match out {
             Some(mut out) => child::run(&input, &mut out),

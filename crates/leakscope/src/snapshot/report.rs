@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use leakscope_profile::snapshot::{
-    Amount, ArenaUsage, BlocksFrom, GlibcHeap, Holder, LargeBlock, LeakGroup, LeakKind, Link, Node,
-    NodeKind, Pinning, RetentionPath, SnapshotReport, ThreadReport, Totals, FORMAT, VERSION,
+    Amount, ArenaUsage, BlocksFrom, GlibcHeap, HeuristicAmount, Holder, LargeBlock, LeakGroup,
+    LeakKind, Link, Node, NodeKind, Pinning, RetentionPath, SnapshotReport, ThreadReport, Totals,
+    FORMAT, VERSION,
 };
 
 use super::blocks::{BlockSource, NO_SITE};
@@ -19,6 +20,7 @@ use super::threads::ThreadInfo;
 use super::wire::{BlockOut, FieldOut, Header, RootKind, RootOut};
 use crate::collect::stack_table::SiteId;
 use crate::collect::STACKS;
+use crate::config::Heuristics;
 use crate::export::stacks::{call_site, Symbols};
 
 /// The name of a heap block whose allocation stack was not recorded (heap
@@ -249,6 +251,17 @@ impl Resolved {
                             format!("thread {}: {function}", thread_name(r.index)),
                         )
                     }
+                    RootKind::Anonymous => (
+                        NodeKind::Data,
+                        format!(
+                            "anonymous memory at {:#x} ({})",
+                            r.start,
+                            leakscope_profile::units::format_value(
+                                leakscope_profile::units::clamp_i64(r.end - r.start),
+                                "bytes"
+                            )
+                        ),
+                    ),
                     RootKind::Unused => (NodeKind::Data, String::new()),
                 };
                 Node {
@@ -480,6 +493,27 @@ impl Resolved {
             if b.flags & flags::UNSCANNED != 0 {
                 totals.unscanned.add(b.size);
             }
+            let heuristic = (b.flags >> flags::HEURISTIC_SHIFT) & 0xf;
+            if let Some(&(_, name)) = Heuristics::NAMES
+                .iter()
+                .find(|&&(bit, _)| u32::from(bit) == heuristic)
+            {
+                match totals
+                    .via_heuristic
+                    .iter_mut()
+                    .find(|h| h.heuristic == name)
+                {
+                    Some(h) => h.amount.add(b.size),
+                    None => {
+                        let mut amount = Amount::default();
+                        amount.add(b.size);
+                        totals.via_heuristic.push(HeuristicAmount {
+                            heuristic: name.to_string(),
+                            amount,
+                        });
+                    }
+                }
+            }
             let kind = self.block_kind(i);
             match kind {
                 LeakKind::DefinitelyLost => totals.definitely_lost.add(b.size),
@@ -520,6 +554,12 @@ impl Resolved {
                 }
             }
         }
+        // In Valgrind's order of the heuristics.
+        totals.via_heuristic.sort_by_key(|h| {
+            Heuristics::NAMES
+                .iter()
+                .position(|&(_, name)| name == h.heuristic)
+        });
 
         // Holders: roots and heap containers by retained bytes; a node that
         // adds little to a dominator already listed is left out (it shows in

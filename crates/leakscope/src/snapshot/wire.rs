@@ -70,6 +70,10 @@ pub(crate) enum RootKind {
     /// A stack frame: `index` the thread, `frame` its depth, `pc` the code
     /// address it was executing.
     StackFrame = 6,
+    /// Anonymous writable memory that is neither heap, a stack, an object's
+    /// data nor leakscope's (a program's own arena, a JIT region); `start`
+    /// and `end` its mapping.
+    Anonymous = 7,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
