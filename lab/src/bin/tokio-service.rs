@@ -135,8 +135,7 @@ async fn worker(addr: SocketAddr, deadline: Instant, w: u64) -> u64 {
         let mut frame = Vec::with_capacity(4 + len);
         frame.extend_from_slice(&(len as u32).to_be_bytes());
         frame.extend_from_slice(&leakscope_lab::http_load::body(id, len));
-        if stream.write_all(&frame).await.is_err() || stream.read_exact(&mut reply).await.is_err()
-        {
+        if stream.write_all(&frame).await.is_err() || stream.read_exact(&mut reply).await.is_err() {
             break;
         }
         done += 1;
