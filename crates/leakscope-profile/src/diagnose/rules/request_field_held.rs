@@ -4,7 +4,9 @@
 //! With snapshots: receive buffers pinned by slices held in the
 //! application's structures, on the server side (or a side no frame names),
 //! and not JSON values (json-borrowed-strings). From stacks alone: a server
-//! receive path grows in a run without zero-copy JSON values.
+//! receive path grows in a run without zero-copy JSON values, or (sampled
+//! mode, a protocol no frame names) a growing stack whose buffers the heap
+//! walk finds pinned by small slices held from a static.
 
 use super::super::evidence::Evidence;
 use super::super::thresholds::CONFIDENCE_STACK_ONLY;

@@ -2,7 +2,9 @@
 //! channel, so the channel's queue only grows. The evidence: the blocks a
 //! queue allocates as it grows (tokio: one per 32 messages) increase; the
 //! sender is the application frame that sent into it, the holder the
-//! channel they are reached through.
+//! channel they are reached through. Small messages (a `Bytes` each) grow
+//! the queue too little for the profiles; the snapshots then count its
+//! blocks and what is reached through them.
 
 use super::super::evidence::Evidence;
 use super::super::thresholds::{CONFIDENCE_COUNTED, CONFIDENCE_STACK_ONLY, MIN_NEW_QUEUE_BLOCKS};
