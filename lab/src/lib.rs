@@ -8,8 +8,8 @@
 //! rebuilt per call, zero-copy JSON values cached, tasks that never complete,
 //! an unbounded channel outpaced by its producers, a map that only grows,
 //! and a steady service that does none of this (its caches are bounded).
-//! Beside it, `src/bin` holds two small services that are not the lab (axum,
-//! plain hyper) reproducing some of the same leaks in their own terms. The lab is leakscope's ground truth: the self-check
+//! Beside it, `src/bin` holds three small services that are not the lab
+//! (axum, plain hyper, plain tokio) reproducing some of the same leaks in their own terms. The lab is leakscope's ground truth: the self-check
 //! must name each scenario from the evidence alone.
 //!
 //! The scenario name only chooses behaviour here; nothing in leakscope's

@@ -529,6 +529,11 @@ pub const BUILTIN: &[(Class, &str)] = &[
     (Connection, "tokio::net::tcp::stream::TcpStream::connect*"),
     (Connection, "tokio::runtime::io::registration::Registration::new*"),
     (Connection, "tokio::runtime::io::registration_set::RegistrationSet::allocate"),
+    // Which end a socket is: an accepted one is the server's, one opened
+    // with connect the client's (a service on plain sockets has no other
+    // frame that says so).
+    (Server, "tokio::net::tcp::listener::TcpListener::accept*"),
+    (Client, "tokio::net::tcp::stream::TcpStream::connect*"),
 
     // ── Connection pools ─────────────────────────────────────────────────
     (Library, "deadpool*::*"),
@@ -1091,6 +1096,10 @@ mod tests {
             "<leakscope::profiler::Profiler<A> as core::alloc::global::GlobalAlloc>::alloc"
         )
         .contains(&"allocator"));
+        let accepted = classes("tokio::net::tcp::listener::TcpListener::accept::{{closure}}");
+        assert!(accepted.contains(&"connection") && accepted.contains(&"server"));
+        let opened = classes("tokio::net::tcp::stream::TcpStream::connect::{{closure}}");
+        assert!(opened.contains(&"connection") && opened.contains(&"client"));
         assert!(classes("myapp::handler::keep").is_empty());
     }
 

@@ -109,15 +109,13 @@ fn name_walked_holders(ev: &Evidence, findings: &mut [Finding]) {
             {
                 f.confidence = f.confidence.max(thresholds::CONFIDENCE_WALKED_STATIC);
             }
-            if let Some(task) = held_by_a_task(f, &chain) {
-                // Received data kept by tasks that never complete, not by
-                // a handler keeping a field: the fix is the task's.
+            if let Some((task, why)) = held_by_a_task(f, &chain) {
+                // Kept by tasks that never complete, not by a handler
+                // keeping a field or a collection: the fix is the task's.
                 let stack = std::mem::take(&mut f.stack);
                 let mut evidence = std::mem::take(&mut f.evidence);
                 *f = rules::finding("task-leak", thresholds::CONFIDENCE_STACK_ONLY);
-                evidence.push(format!(
-                    "on that chain, {task} is a task: tasks that never complete keep what they received"
-                ));
+                evidence.push(format!("on that chain, {task} is a task: {why}"));
                 f.evidence = evidence;
                 f.stack = stack;
             }
@@ -130,23 +128,39 @@ fn name_walked_holders(ev: &Evidence, findings: &mut [Finding]) {
 /// first entry) that make it an async runtime's task.
 const TASK_VTABLES: &[&str] = &["tokio::runtime::task::raw::", "async_task::raw::"];
 
-/// For a finding of received data kept (request or response slices) from
-/// stacks alone: the chain node that is a task, when the walk finds the
-/// data held through one.
-fn held_by_a_task<'c>(f: &Finding, chain: &'c [String]) -> Option<&'c str> {
-    if !matches!(
-        f.scenario.as_str(),
-        "request-field-held" | "response-field-held-client"
-    ) {
-        return None;
+/// The chain node that is a task, when the walk finds a finding's blocks
+/// held through one, and what that says: for received data kept (request
+/// or response slices), any task on the chain; for growth nothing named,
+/// a task that refers to the blocks directly (tasks piling up, each keeping
+/// some; a task's own collection would be the blocks' direct holder).
+fn held_by_a_task<'c>(f: &Finding, chain: &'c [String]) -> Option<(&'c str, &'static str)> {
+    let is_task = |node: &&String| {
+        node.split_once("refers to ")
+            .is_some_and(|(_, what)| TASK_VTABLES.iter().any(|t| what.starts_with(t)))
+    };
+    match f.scenario.as_str() {
+        "request-field-held" | "response-field-held-client" => {
+            chain.iter().find(is_task).map(|t| {
+                (
+                    t.as_str(),
+                    "tasks that never complete keep what they received",
+                )
+            })
+        }
+        "unclassified" => chain
+            .len()
+            .checked_sub(2)
+            .map(|i| &chain[i])
+            .filter(is_task)
+            .map(|t| {
+                (
+                    t.as_str(),
+                    "the growing blocks are referred to directly by tasks' state: tasks that \
+                     never complete keep what they hold",
+                )
+            }),
+        _ => None,
     }
-    chain
-        .iter()
-        .find(|node| {
-            node.split_once("refers to ")
-                .is_some_and(|(_, what)| TASK_VTABLES.iter().any(|t| what.starts_with(t)))
-        })
-        .map(String::as_str)
 }
 
 fn bytes(v: f64) -> String {
@@ -310,6 +324,33 @@ mod tests {
         let check = self_check_with(&run.snapshots, &run.profiles, &FrameTable::builtin());
         assert_eq!(check.verdict, Verdict::NoLeak);
         assert!(check.findings.is_empty(), "{check:#?}");
+    }
+
+    #[test]
+    fn growth_a_heap_walk_finds_held_directly_by_tasks_is_a_task_leak() {
+        let task = "(allocation stack not sampled), refers to tokio::runtime::task::raw::poll";
+        let check = |via: &str| {
+            let run = Run::walked(|t, b| {
+                b.held(
+                    "thread w: tokio::runtime::task::raw::RawTask::poll",
+                    &[task, task, via],
+                    TOKIO_READ_BUF,
+                    300 * t as u64,
+                    8192,
+                )
+            });
+            self_check_with(&run.snapshots, &run.profiles, &FrameTable::builtin())
+        };
+        let found = check(task);
+        assert_eq!(found.findings[0].scenario, "task-leak", "{found:#?}");
+        assert!(found.findings[0]
+            .evidence
+            .last()
+            .is_some_and(|e| e.contains("referred to directly by tasks' state")));
+        // Reached through a task, but held by something else (a task's own
+        // collection): not said to be the tasks'.
+        let found = check("(allocation stack not sampled)");
+        assert_eq!(found.findings[0].scenario, "unclassified", "{found:#?}");
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         id: "idle-connections",
         title: "open connections accumulate, each holding its buffers",
-        fix: "limit idle connections: set an idle timeout (e.g. tonic Server::http2_keepalive / tcp_keepalive with a max connection age) and bound the client's pool",
+        fix: "limit idle connections: close a connection that stays idle past a timeout (a tokio::time::timeout around each read of your own protocol; tonic's Server::http2_keepalive_interval / max_connection_age) and bound how many are open and the client's pool",
         with_snapshots: "live connections (counted from connection set-up allocations) grow while the heap grows",
         stacks_only: Some("the same counts, from the profiles"),
         scope: Scope::Specific,

@@ -86,6 +86,33 @@ mod tests {
     }
 
     #[test]
+    fn sockets_accepted_by_a_service_on_plain_tokio_are_server_connections() {
+        // No framework frame: only tokio's accept and the socket's
+        // registration with the I/O driver say a connection was set up.
+        let accepted: &[&str] = &[
+            "tokio::runtime::io::registration_set::RegistrationSet::allocate",
+            "tokio::runtime::io::driver::Handle::add_source",
+            "tokio::io::poll_evented::PollEvented<E>::new",
+            "tokio::net::tcp::stream::TcpStream::new_accepted",
+            "tokio::net::tcp::listener::TcpListener::accept::{{closure}}",
+            "app::main::{{closure}}",
+        ];
+        let run = Run::new(|t, p| {
+            p.stack_allocated(accepted, 10 * t, 256, 10 * t as u64);
+            p.stack(
+                &["bytes::bytes_mut::BytesMut::with_capacity", "app::serve"],
+                10 * t,
+                65536,
+            );
+        });
+        let f = only(&run, &IdleConnections);
+        assert!(
+            f.evidence[0].starts_with("70 live server connections (up from 20"),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
     fn connections_that_close_are_no_finding() {
         let run = Run::stacks_only(|t, p| {
             p.connections(Side::Server, 10 * t as u64, 2);

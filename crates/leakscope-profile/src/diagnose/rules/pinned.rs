@@ -1,7 +1,7 @@
 //! What the three slice-pinning rules share: which pinned buffers count, and
 //! the one place a pinning finding's evidence is written.
 
-use super::super::evidence::{Evidence, PinEvidence};
+use super::super::evidence::{Evidence, PinEvidence, SnapshotEvidence};
 use super::super::thresholds::{
     CONFIDENCE_PINNED, CONFIDENCE_PINNED_GROWING, MIN_PINNED_BYTES, MIN_PINNED_SHARE,
 };
@@ -15,15 +15,25 @@ use crate::snapshot::NodeKind;
 /// state holding a slice of its current read buffer is how buffers work,
 /// not a leak.
 pub(crate) fn counts(ev: &Evidence, p: &PinEvidence) -> bool {
-    let live = ev
-        .snapshots
-        .as_ref()
-        .map_or(1, |s| s.last.totals.live.bytes.max(1));
+    ev.snapshots.as_ref().is_some_and(|s| counts_in(ev, s, p))
+}
+
+/// The same for the pins of `snaps` (a run's snapshots or its heap walks).
+/// A heap walk knows no stack for most holders: one whose chain starts at
+/// a static is the application's (a framework's connection state is
+/// reached from thread stacks and task lists, not from a static).
+pub(crate) fn counts_in(ev: &Evidence, snaps: &SnapshotEvidence, p: &PinEvidence) -> bool {
+    let live = snaps.last.totals.live.bytes.max(1);
     if p.pin.buffers.bytes < MIN_PINNED_BYTES.min(live / MIN_PINNED_SHARE) {
         return false;
     }
     match p.pin.holder.kind {
         NodeKind::Static | NodeKind::Data => true,
+        NodeKind::Heap if p.pin.holder.site.is_empty() => p
+            .pin
+            .chain
+            .first()
+            .is_some_and(|l| matches!(l.node.kind, NodeKind::Static | NodeKind::Data)),
         NodeKind::Heap => p
             .pin
             .holder
@@ -34,17 +44,37 @@ pub(crate) fn counts(ev: &Evidence, p: &PinEvidence) -> bool {
     }
 }
 
+/// A pin of the heap walk (sampled mode) that [`counts_in`], is not JSON
+/// values, and whose buffers were allocated at `stack` (leaf first; a
+/// snapshot's sites stop after 16 frames, so one may be a prefix of the
+/// other).
+pub(crate) fn walked_pin<'e>(ev: &'e Evidence, stack: &[String]) -> Option<&'e PinEvidence> {
+    let walked = ev.walked.as_ref()?;
+    let same = |site: &[String]| {
+        let n = site.len().min(stack.len());
+        n >= 1 && site[..n] == stack[..n]
+    };
+    walked
+        .pins
+        .iter()
+        .filter(|p| same(&p.pin.buffer_site) && counts_in(ev, walked, p))
+        .filter(|p| !is_json_in(walked, p))
+        .max_by_key(|p| p.pin.buffers.bytes)
+}
+
 /// Whether the pinning holder is (or reaches) values made by a JSON parser.
 pub(crate) fn is_json(ev: &Evidence, p: &PinEvidence) -> bool {
+    ev.snapshots.as_ref().is_some_and(|s| is_json_in(s, p))
+}
+
+fn is_json_in(snaps: &SnapshotEvidence, p: &PinEvidence) -> bool {
     let json =
         |c: crate::frames::Classes| c.contains(Class::Json) || c.contains(Class::JsonZeroCopy);
     json(p.holder_facts.classes)
-        || ev.snapshots.as_ref().is_some_and(|s| {
-            p.root.is_some()
-                && s.sites.iter().any(|g| {
-                    json(g.facts.classes) && g.chain.first().map(|l| l.node.label()) == p.root
-                })
-        })
+        || (p.root.is_some()
+            && snaps.sites.iter().any(|g| {
+                json(g.facts.classes) && g.chain.first().map(|l| l.node.label()) == p.root
+            }))
 }
 
 /// The finding for pinned buffers: counts, sizes, where they were read,

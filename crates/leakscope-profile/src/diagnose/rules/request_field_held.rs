@@ -4,7 +4,9 @@
 //! With snapshots: receive buffers pinned by slices held in the
 //! application's structures, on the server side (or a side no frame names),
 //! and not JSON values (json-borrowed-strings). From stacks alone: a server
-//! receive path grows in a run without zero-copy JSON values.
+//! receive path grows in a run without zero-copy JSON values, or (sampled
+//! mode, a protocol no frame names) a growing stack whose buffers the heap
+//! walk finds pinned by small slices held from a static.
 
 use super::super::evidence::Evidence;
 use super::super::thresholds::CONFIDENCE_STACK_ONLY;
@@ -37,20 +39,45 @@ impl Rule for RequestFieldHeld {
         if ev.seen.contains(Class::JsonZeroCopy) {
             return Vec::new();
         }
-        ev.growing_stacks()
+        // A receive path the frame table knows; else (a hand-written
+        // protocol over plain sockets) buffers the heap walk finds pinned by
+        // small slices the application holds.
+        if let Some(s) = ev
+            .growing_stacks()
             .find(|s| s.facts.role == Some(Class::Receive) && s.facts.side != Some(Side::Client))
-            .map(|s| {
-                let krate = s
-                    .frame(s.facts.role_frame)
-                    .map_or("", crate::frames::crate_of);
+        {
+            let krate = s
+                .frame(s.facts.role_frame)
+                .map_or("", crate::frames::crate_of);
+            return vec![stack_finding(
+                ev,
+                ID,
+                CONFIDENCE_STACK_ONLY,
+                s,
+                format!(
+                    "the growth is under the server's receive path ({krate}): requests, or \
+                     zero-copy parts of them, are being kept"
+                ),
+            )];
+        }
+        ev.growing_stacks()
+            .filter(|s| s.facts.side != Some(Side::Client))
+            .find_map(|s| Some((s, pinned::walked_pin(ev, s.frames())?)))
+            .map(|(s, p)| {
+                let pin = &p.pin;
                 stack_finding(
                     ev,
                     ID,
                     CONFIDENCE_STACK_ONLY,
                     s,
                     format!(
-                        "the growth is under the server's receive path ({krate}): requests, or \
-                         zero-copy parts of them, are being kept"
+                        "a walk of glibc's heap finds {} buffers allocated here ({}) kept alive \
+                         by {} of slices of them, held from {}: received data, or zero-copy \
+                         parts of it, are being kept",
+                        pin.buffers.blocks,
+                        super::bytes(pin.buffers.bytes as f64),
+                        super::bytes(pin.slice_bytes as f64),
+                        p.root.as_deref().unwrap_or("an unknown root")
                     ),
                 )
             })
@@ -125,6 +152,36 @@ mod tests {
         let run = run().with_frames(frames);
         let f = only(&run, &RequestFieldHeld);
         assert!(f.evidence.iter().any(|e| e.contains("(mynet)")), "{f:#?}");
+    }
+
+    #[test]
+    fn buffers_a_heap_walk_finds_pinned_by_a_static_need_no_known_receive_path() {
+        let run = Run::walked(|t, p| {
+            p.pin_walked("static app::KEPT", TOKIO_READ_BUF, 300 * t as u64, 8192, 4);
+        });
+        let f = only(&run, &RequestFieldHeld);
+        assert_eq!(f.confidence, CONFIDENCE_STACK_ONLY);
+        assert!(
+            f.evidence.iter().any(|e| e.contains(
+                "finds 2400 buffers allocated here (18.75MB) kept alive by 9.38kB of slices of \
+                 them, held from static app::KEPT"
+            )),
+            "{f:#?}"
+        );
+        // Without the walk, or pinned from a thread's stack (work in flight,
+        // a framework's connection state), the stack alone says nothing.
+        let run = Run::stacks_only(|t, p| p.stack(TOKIO_READ_BUF, 300 * t, 8192));
+        assert!(RequestFieldHeld.check(&run.evidence()).is_empty());
+        let run = Run::walked(|t, p| {
+            p.pin_walked(
+                "thread w: app::conn::serve",
+                TOKIO_READ_BUF,
+                300 * t as u64,
+                8192,
+                4,
+            );
+        });
+        assert!(RequestFieldHeld.check(&run.evidence()).is_empty());
     }
 
     #[test]

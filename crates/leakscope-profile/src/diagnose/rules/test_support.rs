@@ -22,6 +22,16 @@ pub(crate) const HYPER_READ: &[&str] = &[
     "<hyper::server::conn::http1::Connection<I,S> as core::future::future::Future>::poll",
     "app::serve::{{closure}}",
 ];
+/// A hand-written protocol over plain tokio sockets: a `BytesMut` filled
+/// with `read_buf`; no frame names a receive path.
+pub(crate) const TOKIO_READ_BUF: &[&str] = &[
+    "bytes::bytes_mut::BytesMut::reserve_inner",
+    "bytes::bytes_mut::BytesMut::reserve",
+    "<bytes::bytes_mut::BytesMut as bytes::buf::buf_mut::BufMut>::chunk_mut",
+    "<tokio::io::util::read_buf::ReadBuf<R,B> as core::future::future::Future>::poll",
+    "app::conn::serve::{{closure}}",
+    "tokio::runtime::task::core::Core<T,S>::poll",
+];
 pub(crate) const TONIC_SERVER_READ: &[&str] = &[
     "bytes::bytes_mut::BytesMut::reserve_inner",
     "tonic::codec::decode::StreamingInner::decode_chunk",
@@ -191,6 +201,48 @@ impl Point {
         }
     }
 
+    /// As [`Point::pin`], as a heap walk finds it: the slices are in a
+    /// block whose stack was not sampled, reached from `root`.
+    pub(crate) fn pin_walked(
+        &mut self,
+        root: &str,
+        site: &[&str],
+        blocks: u64,
+        each: u64,
+        slice: u64,
+    ) {
+        self.group(root, site, blocks, each);
+        if blocks > 0 {
+            let holder = Node {
+                kind: NodeKind::Heap,
+                name: "(allocation stack not sampled)".to_string(),
+                site: Vec::new(),
+                size: Some(4096),
+            };
+            self.pinned.push(Pinning {
+                holder: holder.clone(),
+                buffer_site: strings(site),
+                buffers: Amount {
+                    blocks,
+                    bytes: blocks * each,
+                },
+                slice_bytes: blocks * slice,
+                with_stacks: None,
+                fields: Vec::new(),
+                chain: vec![
+                    Link {
+                        node: root_node(root),
+                        offset: 0,
+                    },
+                    Link {
+                        node: holder,
+                        offset: 0,
+                    },
+                ],
+            });
+        }
+    }
+
     /// One of the largest live blocks, held from `root`.
     pub(crate) fn large(&mut self, root: &str, site: &[&str], size: u64) {
         self.group(root, site, 1, size);
@@ -228,6 +280,16 @@ impl Run {
     /// Profiles only (sampled mode, saved profiles).
     pub(crate) fn stacks_only(f: impl Fn(i64, &mut Point)) -> Run {
         Self::build(false, f)
+    }
+
+    /// Profiles and heap walks (sampled mode with snapshots): rules judge
+    /// the stacks; the walks only say who holds what.
+    pub(crate) fn walked(f: impl Fn(i64, &mut Point)) -> Run {
+        let mut run = Self::build(true, f);
+        for s in &mut run.snapshots {
+            s.blocks_from = crate::snapshot::BlocksFrom::HeapWalk;
+        }
+        run
     }
 
     fn build(with_snapshots: bool, f: impl Fn(i64, &mut Point)) -> Run {

@@ -2,14 +2,16 @@
 //! channel, so the channel's queue only grows. The evidence: the blocks a
 //! queue allocates as it grows (tokio: one per 32 messages) increase; the
 //! sender is the application frame that sent into it, the holder the
-//! channel they are reached through.
+//! channel they are reached through. Small messages (a `Bytes` each) grow
+//! the queue too little for the profiles; the snapshots then count its
+//! blocks and what is reached through them.
 
 use super::super::evidence::Evidence;
 use super::super::thresholds::{CONFIDENCE_COUNTED, CONFIDENCE_STACK_ONLY, MIN_NEW_QUEUE_BLOCKS};
 use super::super::Finding;
 use super::{bytes, finding, stack_finding, Rule};
 use crate::frames::Class;
-use crate::snapshot::Amount;
+use crate::snapshot::{Amount, SnapshotReport};
 
 pub struct UnboundedChannel;
 
@@ -46,6 +48,85 @@ fn channel_of(ev: &Evidence, leaf: &str) -> Option<(String, String, Amount)> {
     by_channel.into_iter().max_by_key(|(_, _, a)| a.bytes)
 }
 
+/// Bytes reached through the blocks allocated at `leaf` (a queue's blocks)
+/// in one snapshot: what their messages hold.
+fn reached_through(r: &SnapshotReport, leaf: &str) -> Amount {
+    let mut out = Amount::default();
+    for p in &r.retention {
+        let inner = p.path.len().saturating_sub(2);
+        if p.path
+            .iter()
+            .skip(1)
+            .take(inner)
+            .any(|l| l.trim_end_matches(" (heap)") == leaf)
+        {
+            out.blocks += p.amount.blocks;
+            out.bytes += p.amount.bytes;
+        }
+    }
+    out
+}
+
+/// With snapshots, a queue of small messages (a `Bytes`, an `Arc`): its own
+/// blocks grow too little for the profiles to call growing, while what the
+/// messages hold (received buffers, say) grows. The snapshots count the
+/// queue's blocks and what is reached through them.
+fn queue_of_small_messages(ev: &Evidence) -> Option<Finding> {
+    let snaps = ev.snapshots.as_ref()?;
+    if !ev.heap_grows() {
+        return None;
+    }
+    let queue = snaps
+        .sites
+        .iter()
+        .filter(|g| g.facts.role == Some(Class::ChannelGrow))
+        .max_by_key(|g| g.last.blocks.saturating_sub(g.first.blocks))?;
+    if queue.last.blocks.saturating_sub(queue.first.blocks) < MIN_NEW_QUEUE_BLOCKS {
+        return None;
+    }
+    let leaf = queue.site.first()?;
+    let (before, now) = (
+        reached_through(snaps.first, leaf),
+        reached_through(snaps.last, leaf),
+    );
+    if (now.bytes.saturating_sub(before.bytes) as f64) < crate::trend::MIN_SERIES_GROWTH {
+        return None;
+    }
+    let sender = queue
+        .facts
+        .caller
+        .and_then(|i| queue.site.get(i))
+        .map_or("an unknown call site", String::as_str);
+    let mut f = finding(ID, CONFIDENCE_COUNTED);
+    f.evidence.push(format!(
+        "a channel's queue holds {} blocks ({}), up from {} after warm-up: messages are sent faster than they are received",
+        queue.last.blocks,
+        bytes(queue.last.bytes as f64),
+        queue.first.blocks
+    ));
+    f.evidence.push(format!(
+        "what the queued messages hold grows: {} in {} blocks reached through the queue, up from {}",
+        bytes(now.bytes as f64),
+        now.blocks,
+        bytes(before.bytes as f64)
+    ));
+    f.evidence.push(format!("messages are sent from {sender}"));
+    if queue.site.iter().any(|f| f.contains("Unbounded")) {
+        f.evidence
+            .push("the channel is unbounded (UnboundedSender)".to_string());
+    }
+    if let Some((root, ch, _)) = channel_of(ev, leaf) {
+        f.evidence.push(format!(
+            "the queue is held by the channel ({ch}), reached from {root}"
+        ));
+        f.chain = vec![root.clone(), ch];
+        f.claims.push(root);
+    }
+    f.stack = queue.site.clone();
+    f.claims.push(sender.to_string());
+    Some(f)
+}
+
 impl Rule for UnboundedChannel {
     fn scenario(&self) -> &'static str {
         ID
@@ -58,7 +139,7 @@ impl Rule for UnboundedChannel {
             .growing_stacks()
             .find(|s| s.facts.role == Some(Class::ChannelGrow))
         else {
-            return Vec::new();
+            return queue_of_small_messages(ev).into_iter().collect();
         };
         let sender = s.frame(s.facts.caller).unwrap_or("an unknown call site");
         if s.objects_last - s.objects_first < MIN_NEW_QUEUE_BLOCKS as f64 {
@@ -140,6 +221,67 @@ mod tests {
             "{f:#?}"
         );
         assert_eq!(f.chain, ["static app::AUDIT", &format!("{CHANNEL} (heap)")]);
+    }
+
+    #[test]
+    fn a_queue_of_small_messages_is_named_from_what_they_hold() {
+        // `Bytes` messages: the queue's blocks grow by 25kB, too little for
+        // the profiles; the received buffers the messages hold grow.
+        let queue = |t: i64, b: &mut Point, what: bool| {
+            b.held(
+                "static app::AUDIT",
+                &[CHANNEL],
+                QUEUE_GROWS,
+                3 * t as u64,
+                1056,
+            );
+            let block = "tokio::sync::mpsc::block::Block<T>::new";
+            if what {
+                b.held(
+                    "static app::AUDIT",
+                    &[CHANNEL, block],
+                    TOKIO_READ_BUF,
+                    90 * t as u64,
+                    8192,
+                );
+            } else {
+                b.group(
+                    "static app::CACHE",
+                    &["app::cache::put"],
+                    90 * t as u64,
+                    8192,
+                );
+            }
+        };
+        let run = Run::new(|t, b| queue(t, b, true));
+        assert!(!run
+            .evidence()
+            .growing_stacks()
+            .any(|s| s.facts.role == Some(Class::ChannelGrow)));
+        let f = only(&run, &UnboundedChannel);
+        assert_eq!(f.confidence, CONFIDENCE_COUNTED);
+        assert!(
+            f.evidence[0].starts_with(
+                "a channel's queue holds 24 blocks (24.75kB), up from 6 after warm-up"
+            ),
+            "{f:#?}"
+        );
+        assert!(
+            f.evidence[1]
+                .contains("5.62MB in 720 blocks reached through the queue, up from 1.41MB"),
+            "{f:#?}"
+        );
+        assert!(
+            f.evidence[2].ends_with("sent from app::audit::record"),
+            "{f:#?}"
+        );
+        assert_eq!(f.chain, ["static app::AUDIT", &format!("{CHANNEL} (heap)")]);
+        // A queue that grows a little beside growth held elsewhere is not
+        // the leak; nor, without snapshots, can its small blocks be seen.
+        let run = Run::new(|t, b| queue(t, b, false));
+        assert!(UnboundedChannel.check(&run.evidence()).is_empty());
+        let run = Run::stacks_only(|t, b| queue(t, b, true));
+        assert!(UnboundedChannel.check(&run.evidence()).is_empty());
     }
 
     #[test]
