@@ -523,6 +523,13 @@ fn take_snapshot(
     let segments: Vec<(u64, u64)> = modules.segments.iter().map(|s| (s.start, s.end)).collect();
     let variables: Vec<(u64, u64)> = modules.variables.iter().map(|v| (v.start, v.end)).collect();
     let own_variables: Vec<bool> = modules.variables.iter().map(|v| v.own).collect();
+    let heuristics = match rules {
+        Rules::Valgrind => crate::config::leak_heuristics().0,
+        Rules::Holders => 0,
+    };
+    // Asks the loader (and allocates): never once other threads are
+    // stopped, one of which may hold the loader's lock or an arena's.
+    let anonymous_roots = other_allocator().is_none();
     let me = threads::own_thread();
     let others = threads::other_threads();
     let mut thread_roots = vec![
@@ -601,11 +608,6 @@ fn take_snapshot(
         roots.regs = slot.regs;
         roots.tp = slot.tp;
     }
-    let heuristics = match rules {
-        Rules::Valgrind => crate::config::leak_heuristics().0,
-        Rules::Holders => 0,
-    };
-    let anonymous_roots = other_allocator().is_none();
     let pid = match &out {
         Some(_) => raw_fork(),
         None => -1,
