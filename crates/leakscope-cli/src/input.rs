@@ -107,6 +107,8 @@ pub struct Run {
     pub profiles: Vec<StackView>,
     pub snapshots: Vec<SnapshotReport>,
     pub memory: Vec<Breakdown>,
+    /// The program the profiles name (their first mapping's file), if any.
+    pub program: Option<PathBuf>,
 }
 
 /// A memory breakdown written beside a periodic profile
@@ -195,8 +197,10 @@ pub fn load_run(dir: &Path, pid: Option<u32>) -> Result<Run> {
     let mut profiles = Vec::new();
     let mut snapshots = Vec::new();
     let mut memory = Vec::new();
+    let mut a_profile = None;
     for e in &files {
         let loaded = if is_profile_name(&e.name) {
+            a_profile.get_or_insert(&e.path);
             load_profile(&e.path).map(|p| profiles.push(p))
         } else if is_memory_name(&e.name) {
             load_memory(&e.path).map(|m| memory.push(m))
@@ -223,6 +227,7 @@ pub fn load_run(dir: &Path, pid: Option<u32>) -> Result<Run> {
         profiles,
         snapshots,
         memory,
+        program: a_profile.and_then(|p| program_of(p)).map(PathBuf::from),
     })
 }
 

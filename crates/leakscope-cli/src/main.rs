@@ -2,6 +2,8 @@
 //! and maps errors to one line and an exit code; each command lives in
 //! `commands/`.
 
+mod advisories;
+mod auditable;
 mod commands;
 mod input;
 

@@ -573,8 +573,9 @@ const STD_SOURCES: [&str; 3] = [
 
 /// Source files of dependencies: registry and git checkouts, vendored
 /// code, and the distribution.
-const DEPENDENCY_SOURCES: [&str; 6] = [
+const DEPENDENCY_SOURCES: [&str; 7] = [
     "*/.cargo/registry/*",
+    "*/cargo/registry/src/*",
     "*/.cargo/git/*",
     "*/vendor/*",
     "/rustc/*",
@@ -813,17 +814,45 @@ pub fn is_dependency_file(file: &str) -> bool {
 }
 
 /// The crate and version of a registry source file
-/// (`.../registry/src/<index>/hyper-1.12.0/src/...` → `("hyper", "1.12.0")`).
+/// (`.../registry/src/<index>/hyper-1.12.0/src/...` → `("hyper", "1.12.0")`),
+/// under any cargo home (`~/.cargo`, a container's `/usr/local/cargo`), or
+/// as cargo's `trim-paths` leaves it (`hyper-1.12.0/src/...`).
 pub fn crate_version_of_file(file: &str) -> Option<(&str, &str)> {
-    let rest = file.split("/.cargo/registry/src/").nth(1)?;
-    let dir = rest.split('/').nth(1)?;
-    // The version starts at the last `-` followed by a digit.
+    let mut parts = match file
+        .split_once("/.cargo/registry/src/")
+        .or_else(|| file.split_once("/cargo/registry/src/"))
+    {
+        Some((_, rest)) => {
+            let mut parts = rest.split('/');
+            parts.next()?; // the index
+            parts
+        }
+        None if !file.starts_with('/') => file.split('/'),
+        None => return None,
+    };
+    let dir = parts.next()?;
+    // A source file inside the crate's directory, not the directory itself.
+    parts.next()?;
+    // The version starts at the first `-` followed by `MAJOR.MINOR.PATCH`
+    // (names may hold dashes and digits: `foo-2d-0.1.0`; versions too:
+    // `ring-0.17.8-rc.1`).
     let at = dir
         .char_indices()
-        .filter(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+        .filter(|&(_, c)| c == '-')
         .map(|(i, _)| i)
-        .next_back()?;
+        .find(|&i| starts_with_version(&dir[i + 1..]))?;
     Some((&dir[..at], &dir[at + 1..]))
+}
+
+/// Whether text starts with three dot-separated numbers.
+fn starts_with_version(text: &str) -> bool {
+    let mut parts = text.splitn(3, '.');
+    let number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let (Some(major), Some(minor), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let patch = rest.split(['-', '+']).next().unwrap_or("");
+    number(major) && number(minor) && number(patch)
 }
 
 /// Name-based test for the standard library: a trait method counts as
@@ -1172,7 +1201,36 @@ mod tests {
             crate_version_of_file("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hyper-util-0.1.21/src/client.rs"),
             Some(("hyper-util", "0.1.21"))
         );
+        assert_eq!(
+            crate_version_of_file(
+                "/usr/local/cargo/registry/src/index.crates.io-1949cf8c6b5b557f/h2-0.3.16/src/proto/streams/recv.rs"
+            ),
+            Some(("h2", "0.3.16"))
+        );
+        assert_eq!(
+            crate_version_of_file(
+                "/root/.cargo/registry/src/index.crates.io-1/ring-0.17.8-rc.1/src/lib.rs"
+            ),
+            Some(("ring", "0.17.8-rc.1"))
+        );
         assert_eq!(crate_version_of_file("/work/app/src/main.rs"), None);
+        // trim-paths: registry sources relative to the index, the
+        // application's relative to its workspace.
+        assert_eq!(
+            crate_version_of_file("hyper-1.4.1/src/proto/h1/io.rs"),
+            Some(("hyper", "1.4.1"))
+        );
+        assert_eq!(crate_version_of_file("src/main.rs"), None);
+        assert_eq!(crate_version_of_file("crates/app-2/src/lib.rs"), None);
+        assert_eq!(crate_version_of_file("/work/hyper-1.4.1/src/lib.rs"), None);
+        assert_eq!(
+            crate_version_of_file("/root/.cargo/registry/src/index/nodash/src/lib.rs"),
+            None
+        );
+        assert_eq!(
+            crate_version_of_file("/root/.cargo/registry/src/index/foo-2d-0.1.0+meta/src/lib.rs"),
+            Some(("foo-2d", "0.1.0+meta"))
+        );
         assert!(is_dependency_file(
             "/root/.cargo/registry/src/x/tokio-1.0.0/src/lib.rs"
         ));

@@ -144,6 +144,14 @@ fn findings(out: &mut String, check: &SelfCheck) {
             }
             let _ = writeln!(out, "</ol>");
         }
+        if !f.dependencies.is_empty() {
+            let names: Vec<String> = f.dependencies.iter().map(|d| d.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "<p class=\"dependencies\">Dependencies on its stack and chain: {}</p>",
+                esc(&names.join(", "))
+            );
+        }
         let _ = writeln!(
             out,
             "<p class=\"fix\"><b>Fix:</b> {}</p></article>",

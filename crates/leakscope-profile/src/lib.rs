@@ -28,6 +28,7 @@ pub mod atomic_file;
 pub mod builder;
 pub mod codec;
 pub mod delta;
+pub mod dependencies;
 pub mod diagnose;
 pub mod diff;
 pub mod fields;

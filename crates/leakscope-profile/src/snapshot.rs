@@ -266,6 +266,10 @@ pub struct SnapshotReport {
     /// the Rust distribution), as opposed to the application's own code.
     #[serde(default)]
     pub dependency_crates: Vec<String>,
+    /// The version of each registry crate on the allocation stacks, from the
+    /// source paths of the debug information (`hyper 1.4.1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependency_versions: Vec<crate::dependencies::CrateVersion>,
     pub retention: Vec<RetentionPath>,
     /// Where the block set came from.
     #[serde(default)]
@@ -625,10 +629,10 @@ pub fn chain_text(chain: &[Link]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> SnapshotReport {
+    pub(crate) fn sample() -> SnapshotReport {
         let stat = Node {
             kind: NodeKind::Static,
             name: "app::CACHE".into(),
@@ -676,6 +680,7 @@ mod tests {
             groups: vec![],
             largest: vec![],
             dependency_crates: vec![],
+            dependency_versions: vec![],
             retention: vec![RetentionPath {
                 path: vec![stat.label(), table.label()],
                 amount: Amount {

@@ -736,6 +736,7 @@ mod tests {
             groups: Vec::new(),
             largest: Vec::new(),
             dependency_crates: Vec::new(),
+            dependency_versions: Vec::new(),
             retention: Vec::new(),
             blocks_from: Default::default(),
             with_stacks: Amount {

@@ -8,6 +8,7 @@ use leakscope_profile::diagnose::{self, SelfCheck};
 use leakscope_profile::fields::Schema;
 use leakscope_profile::{html_report, trend};
 
+use crate::advisories::AdvisoryDb;
 use crate::commands::descriptors::{name_fields, DescriptorArgs};
 
 use crate::input::{load_run, Run};
@@ -37,6 +38,12 @@ pub struct Args {
     /// to the built-in table; default: the file LEAKSCOPE_FRAMES names).
     #[arg(long, value_name = "FILE")]
     pub frames: Option<PathBuf>,
+    /// A local copy of the RustSec advisory database (its repository's
+    /// layout, `crates/<name>/RUSTSEC-*.md`): findings cite the advisories
+    /// (denial of service, memory) against the dependency versions their
+    /// stacks and chains pass through.
+    #[arg(long, value_name = "PATH")]
+    pub advisory_db: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -48,6 +55,11 @@ pub fn run(args: Args) -> Result<()> {
     };
     let title = format!("leakscope self-check: {}", args.dir.display());
     let schema = args.descriptors.schema()?;
+    let advisories = args
+        .advisory_db
+        .as_deref()
+        .map(AdvisoryDb::open)
+        .transpose()?;
     self_check_named(
         &args.dir,
         args.pid,
@@ -55,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         args.html.as_deref(),
         &title,
         schema.as_ref(),
+        advisories.as_ref(),
     )
 }
 
@@ -80,7 +93,7 @@ pub fn self_check(
     html: Option<&Path>,
     title: &str,
 ) -> Result<()> {
-    self_check_named(dir, pid, format, html, title, None)
+    self_check_named(dir, pid, format, html, title, None, None)
 }
 
 fn self_check_named(
@@ -90,8 +103,20 @@ fn self_check_named(
     html: Option<&Path>,
     title: &str,
     schema: Option<&Schema>,
+    advisories: Option<&AdvisoryDb>,
 ) -> Result<()> {
-    let (check, run) = analyse(dir, pid, schema)?;
+    let (mut check, run) = analyse(dir, pid, schema)?;
+    let started = run.profiles.first().map_or(0, |p| p.time_nanos);
+    if let Some(versions) = run
+        .program
+        .as_deref()
+        .and_then(|program| crate::auditable::versions_of_binary(program, started))
+    {
+        crate::auditable::add_versions(&mut check, &versions);
+    }
+    if let Some(db) = advisories {
+        crate::advisories::cite(db, &mut check);
+    }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&check)?),
         Format::Text => {
@@ -137,7 +162,22 @@ pub fn render_text(check: &SelfCheck) -> String {
         for e in &f.evidence {
             let _ = writeln!(out, "   - {e}");
         }
+        if !f.dependencies.is_empty() {
+            let names: Vec<String> = f.dependencies.iter().map(|d| d.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "   dependencies on its stack and chain: {}",
+                names.join(", ")
+            );
+        }
         let _ = writeln!(out, "   fix: {}", f.fix);
+    }
+    if !check.dependencies.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} dependency crates with versions from the debug information (--json lists them)",
+            check.dependencies.len()
+        );
     }
     out
 }

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::dependencies::DependencyVersions;
 use crate::frames::{Class, Classes, FrameTable, Side};
 use crate::snapshot::{Amount, LeakKind, Link, NodeKind, Pinning, SnapshotReport};
 use crate::trend::{self, RunPoints, SeriesKind, SeriesTrend, TrendReport, TrendState};
@@ -253,6 +254,9 @@ pub struct Evidence<'a> {
     /// Classes of any frame seen anywhere in the run.
     pub seen: Classes,
     dependencies: HashSet<String>,
+    /// The version of each dependency crate, where the debug information's
+    /// source paths say it.
+    pub versions: DependencyVersions,
     /// How RSS grew, part by part (from the run's memory breakdowns).
     pub memory: Option<super::memory_growth::MemoryGrowth>,
 }
@@ -330,6 +334,7 @@ impl<'a> Evidence<'a> {
             client_connections,
             seen,
             dependencies,
+            versions: DependencyVersions::of_run(snapshots, profiles),
             memory: None,
         }
     }
@@ -376,6 +381,26 @@ impl<'a> Evidence<'a> {
     pub fn is_application(&self, name: &str) -> bool {
         self.frames
             .is_application(name, &|c| self.dependencies.contains(c))
+    }
+
+    /// Whether a crate's code comes from dependency sources in this run.
+    pub fn is_dependency(&self, krate: &str) -> bool {
+        self.dependencies.contains(krate)
+    }
+
+    /// " 0.3.16" after a crate's name when one version of it is known,
+    /// " 0.3.16 or 0.4.6" for several, else nothing.
+    pub fn version_suffix(&self, krate: &str) -> String {
+        let versions: Vec<&str> = self
+            .versions
+            .of_crate(krate)
+            .map(|v| v.version.as_str())
+            .collect();
+        if versions.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", versions.join(" or "))
+        }
     }
 
     /// Growing stacks, steepest first.

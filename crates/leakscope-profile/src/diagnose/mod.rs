@@ -26,6 +26,7 @@ pub mod thresholds;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dependencies::{CrateVersion, FindingDependency};
 use crate::frames::FrameTable;
 use crate::snapshot::SnapshotReport;
 use crate::trend::{TotalSource, TrendState};
@@ -78,6 +79,11 @@ pub struct Finding {
     pub chain: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// The dependencies its stack and chain pass through (stack first,
+    /// leaf first), with their versions and, when checked against an
+    /// advisory database, the advisories that can explain the growth.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<FindingDependency>,
     /// What the finding explains (holder labels, stack frames), for the
     /// post-pass.
     #[serde(skip)]
@@ -91,6 +97,10 @@ pub struct SelfCheck {
     pub summary: String,
     pub growth: Growth,
     pub findings: Vec<Finding>,
+    /// Every dependency crate whose version the run's debug information
+    /// names (from snapshots and profiles), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<CrateVersion>,
 }
 
 /// In sampled mode, findings come from growing stacks; a heap walk's
@@ -197,6 +207,11 @@ pub fn self_check_of_run(
     // Not re-ranked: the rules' order stands; a raised confidence only
     // says memory is held (the verdict below).
     name_walked_holders(&ev, &mut findings);
+    for f in &mut findings {
+        f.dependencies = ev
+            .versions
+            .named_by(&f.stack, &f.chain, &|c| ev.is_dependency(c));
+    }
     // What explains growth without a leak (the allocator keeping freed
     // memory) comes after every finding of memory being kept.
     findings.sort_by_key(|f| !scenarios::scenario(&f.scenario).leak);
@@ -299,6 +314,7 @@ pub fn self_check_of_run(
         summary,
         growth,
         findings,
+        dependencies: ev.versions.all(),
     }
 }
 
@@ -351,6 +367,45 @@ mod tests {
         // collection): not said to be the tasks'.
         let found = check("(allocation stack not sampled)");
         assert_eq!(found.findings[0].scenario, "unclassified", "{found:#?}");
+    }
+
+    #[test]
+    fn findings_name_the_dependencies_on_their_stacks_with_versions() {
+        const REGISTRY: &str = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f";
+        let stack = &[
+            "bytes::bytes_mut::BytesMut::reserve_inner",
+            "h2::proto::streams::recv::Recv::recv_data",
+            "app::serve",
+        ];
+        let run = Run::stacks_only(|t, b| {
+            b.file(
+                "bytes::bytes_mut::BytesMut::reserve_inner",
+                &format!("{REGISTRY}/bytes-1.10.1/src/bytes_mut.rs"),
+            );
+            b.file(
+                "h2::proto::streams::recv::Recv::recv_data",
+                &format!("{REGISTRY}/h2-0.3.16/src/proto/streams/recv.rs"),
+            );
+            b.stack(stack, 100 * t, 4096);
+        });
+        let check = self_check_with(&[], &run.profiles, &FrameTable::builtin());
+        let top = &check.findings[0];
+        let deps: Vec<String> = top.dependencies.iter().map(|d| d.to_string()).collect();
+        assert_eq!(deps, ["bytes 1.10.1", "h2 0.3.16"], "{check:#?}");
+        assert!(
+            top.evidence
+                .iter()
+                .any(|e| e.contains("the h2 0.3.16 crate")),
+            "{check:#?}"
+        );
+        let all: Vec<String> = check.dependencies.iter().map(|d| d.to_string()).collect();
+        assert_eq!(all, ["bytes 1.10.1", "h2 0.3.16"]);
+        // Without registry paths: no versions, and crates of unknown
+        // origin are not called dependencies.
+        let run = Run::stacks_only(|t, b| b.stack(stack, 100 * t, 4096));
+        let check = self_check_with(&[], &run.profiles, &FrameTable::builtin());
+        assert!(check.dependencies.is_empty());
+        assert!(check.findings[0].dependencies.is_empty(), "{check:#?}");
     }
 
     #[test]

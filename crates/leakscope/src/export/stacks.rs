@@ -3,6 +3,7 @@
 //! first frame of other code, the standard library's) trimmed from the leaf
 //! end. Shared by the pprof export and the snapshot report.
 
+use leakscope_profile::dependencies::CrateVersion;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -177,19 +178,30 @@ pub(crate) fn crate_of(name: &str) -> &str {
     leakscope_profile::frames::crate_of(name)
 }
 
+/// The dependency crates of some stacks: names as code spells them, and
+/// the versions their registry source paths say.
+#[derive(Default)]
+pub(crate) struct Dependencies {
+    pub(crate) crates: std::collections::BTreeSet<String>,
+    pub(crate) versions: std::collections::BTreeSet<CrateVersion>,
+}
+
 impl Symbols {
     /// Crates whose code, in the given stacks, comes from dependencies.
     pub(crate) fn dependency_crates<'a>(
         &self,
         stacks: impl Iterator<Item = &'a [usize]>,
-    ) -> std::collections::BTreeSet<String> {
-        let mut out = std::collections::BTreeSet::new();
+    ) -> Dependencies {
+        let mut out = Dependencies::default();
         for stack in stacks {
             for f in self.expand(stack) {
                 if let Some(sym) = f.frame.filter(|s| is_dependency_file(&s.file)) {
                     let krate = crate_of(&sym.name);
                     if !krate.is_empty() {
-                        out.insert(krate.to_string());
+                        out.crates.insert(krate.to_string());
+                    }
+                    if let Some(v) = CrateVersion::of_file(&sym.file) {
+                        out.versions.insert(v);
                     }
                 }
             }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use leakscope_profile::dependencies::CrateVersion;
 use leakscope_profile::snapshot::{
     Amount, ArenaUsage, BlocksFrom, GlibcHeap, HeuristicAmount, Holder, LargeBlock, LeakGroup,
     LeakKind, Link, Node, NodeKind, Pinning, RetentionPath, SnapshotReport, ThreadReport, Totals,
@@ -54,6 +55,7 @@ pub(crate) struct Resolved {
     /// share a key: reports group by what a reader sees.
     site_key: HashMap<SiteId, u32>,
     dependency_crates: Vec<String>,
+    dependency_versions: Vec<CrateVersion>,
     first_block: u32,
     /// Per node: links from the super-root along parents (roots are at 1),
     /// 0 when unreached.
@@ -172,15 +174,14 @@ impl Resolved {
             .filter(|&&s| s < STACKS.len())
             .map(|&s| (s, symbols.names(&site_frames[&s])))
             .collect();
-        let dependency_crates = symbols
-            .dependency_crates(
-                sites
-                    .iter()
-                    .filter(|&&s| s < STACKS.len())
-                    .map(|&s| site_frames[&s].as_slice()),
-            )
-            .into_iter()
-            .collect();
+        let dependencies = symbols.dependency_crates(
+            sites
+                .iter()
+                .filter(|&&s| s < STACKS.len())
+                .map(|&s| site_frames[&s].as_slice()),
+        );
+        let dependency_crates = dependencies.crates.into_iter().collect();
+        let dependency_versions = dependencies.versions.into_iter().collect();
         let mut keys: HashMap<&Vec<String>, u32> = HashMap::new();
         let site_key = site_names
             .iter()
@@ -283,6 +284,7 @@ impl Resolved {
             referred_names,
             site_key,
             dependency_crates,
+            dependency_versions,
             first_block,
             depth,
             head,
@@ -712,6 +714,7 @@ impl Resolved {
             groups,
             largest,
             dependency_crates: self.dependency_crates.clone(),
+            dependency_versions: self.dependency_versions.clone(),
             retention,
             blocks_from: if self.outside {
                 BlocksFrom::OutsideWalk

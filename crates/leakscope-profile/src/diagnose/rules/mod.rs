@@ -91,6 +91,7 @@ pub(crate) fn finding(id: &str, confidence: f64) -> Finding {
         fix: s.fix.to_string(),
         chain: Vec::new(),
         stack: Vec::new(),
+        dependencies: Vec::new(),
         claims: Vec::new(),
     }
 }
@@ -130,7 +131,7 @@ pub(crate) fn stack_finding(
         let owner = if s.facts.app_leaf() {
             "the application's own code".to_string()
         } else {
-            format!("the {krate} crate")
+            format!("the {krate}{} crate", ev.version_suffix(krate))
         };
         f.evidence.push(format!(
             "the allocations are made by {owner} ({})",
@@ -145,7 +146,6 @@ pub(crate) fn stack_finding(
         f.claims.push(leaf.to_string());
     }
     f.claims.push(s.trend.name.clone());
-    let _ = ev;
     f
 }
 

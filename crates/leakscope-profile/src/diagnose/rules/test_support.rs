@@ -80,6 +80,9 @@ pub(crate) struct Point {
     retention: Vec<RetentionPath>,
     pinned: Vec<Pinning>,
     largest: Vec<LargeBlock>,
+    /// Source files of functions (default: `src/app.rs` for `app::`, none
+    /// for others).
+    files: HashMap<String, String>,
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -100,6 +103,12 @@ fn root_node(label: &str) -> Node {
 }
 
 impl Point {
+    /// The source file the profiles give `function` (a registry path names
+    /// its crate's version).
+    pub(crate) fn file(&mut self, function: &str, file: &str) {
+        self.files.insert(function.to_string(), file.to_string());
+    }
+
     /// `blocks` live blocks of `each` bytes at `site` (allocated once each).
     pub(crate) fn stack(&mut self, site: &[&str], blocks: i64, each: u64) {
         let b = blocks.max(0) as u64;
@@ -337,10 +346,10 @@ fn profile(t: i64, p: &Point) -> StackView {
             .map(|name| {
                 let next = locations.len() as u64 + 1;
                 *locations.entry(name.clone()).or_insert_with(|| {
-                    let file = if name.starts_with("app::") {
-                        "src/app.rs"
-                    } else {
-                        ""
+                    let file = match p.files.get(name) {
+                        Some(file) => file.as_str(),
+                        None if name.starts_with("app::") => "src/app.rs",
+                        None => "",
                     };
                     let f = b.function(name, name, file, 1);
                     b.location(0, 0x1000 * next, &[(f, 1)])
@@ -387,6 +396,7 @@ fn snapshot(t: i64, p: Point) -> SnapshotReport {
         groups: p.groups,
         largest,
         dependency_crates: Vec::new(),
+        dependency_versions: Vec::new(),
         retention: p.retention,
         blocks_from: Default::default(),
         with_stacks: Amount {
