@@ -829,7 +829,10 @@ fn anonymous_regions<M: Memory>(
                 && !p.writable
                 && p.end - p.start <= 1 << 20
         };
-        if arena_heap || owned || a_stack || guard_below {
+        // A stack whose guard is installed inside its mapping (glibc 2.43's
+        // `MADV_GUARD_INSTALL`), such as one glibc keeps for a later thread.
+        let guard_inside = mem.is_guard_page(r.start);
+        if arena_heap || owned || a_stack || guard_below || guard_inside {
             continue;
         }
         if out.len() as u32 == MAX_ANONYMOUS_ROOTS {
@@ -1134,14 +1137,19 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
             // (leakscope's own large buffers).
             let mut page = lo;
             while page < hi {
+                let page_end = ((page & !4095) + 4096).min(hi);
+                // A guard page faults when read, header included.
+                if mem.is_guard_page(page) {
+                    page = page_end;
+                    continue;
+                }
                 if page % 4096 == 0 {
                     if let Some(len) = mmapped_chunk_at(mem, page, hi) {
                         page += len;
                         continue;
                     }
                 }
-                let page_end = ((page & !4095) + 4096).min(hi);
-                if !mem.is_guard_page(page) && mem.is_populated(page) {
+                if mem.is_populated(page) {
                     scanned += scan(
                         mem,
                         page,
