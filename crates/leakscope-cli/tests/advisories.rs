@@ -2,28 +2,15 @@
 //! through a dependency at an affected version cites the advisory; at the
 //! patched version, or without the flag, it does not.
 
+mod support;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use support::{leakscope, stderr, stdout};
 
 use leakscope_profile::builder::MappingInfo;
 use leakscope_profile::{encode_gzip, ProfileBuilder, HEAP_SAMPLE_TYPES};
 
 const REGISTRY: &str = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f";
-
-fn leakscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leakscope"))
-        .args(args)
-        .output()
-        .expect("run leakscope")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn advisory_db() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/advisory-db")

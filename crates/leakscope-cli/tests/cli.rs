@@ -1,24 +1,11 @@
 //! The `leakscope` binary end to end: real files in, text and exit codes out.
 
+mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::{leakscope, stderr, stdout};
 
 use leakscope_profile::{encode_gzip, ProfileBuilder, HEAP_SAMPLE_TYPES};
-
-fn leakscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leakscope"))
-        .args(args)
-        .output()
-        .expect("run leakscope")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,24 +1,15 @@
 //! What a crash, a crowded directory or a hostile file does to the readers:
 //! each reproduces a fault found by trying (issue 15) and checks it is gone.
 
+mod support;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{leakscope, stderr};
 
 use leakscope_profile::{encode_gzip, ProfileBuilder, HEAP_SAMPLE_TYPES};
-
-fn leakscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leakscope"))
-        .args(args)
-        .output()
-        .expect("run leakscope")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn fresh_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("leakscope-hostile-{}-{name}", std::process::id()));

@@ -4,16 +4,11 @@
 //! written and `leakscope refs` reads them back; bad input gets one line.
 //! Needs gcc and gdb's `gcore`.
 
+mod support;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-
-fn leakscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leakscope"))
-        .args(args)
-        .output()
-        .expect("run leakscope")
-}
+use support::leakscope;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -1,4 +1,5 @@
-//! Helpers shared by the tests that build and run programs.
+//! Helpers shared by the CLI's test binaries (each uses a subset).
+#![allow(dead_code)]
 
 use std::process::{Command, Output};
 
@@ -14,4 +15,20 @@ pub fn must(command: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// `leakscope ARGS...`, whatever its exit status.
+pub fn leakscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args(args)
+        .output()
+        .expect("run leakscope")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
