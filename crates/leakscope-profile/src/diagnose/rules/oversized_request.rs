@@ -11,6 +11,8 @@ use super::super::Finding;
 use super::{bytes, chain_labels, finding, Rule, SNAPSHOT_HINT};
 use crate::frames::Class;
 use crate::snapshot::{LargeBlock, NodeKind, SnapshotReport};
+use crate::trend::RunPoints;
+use crate::StackView;
 
 pub struct OversizedRequest;
 
@@ -73,6 +75,27 @@ fn held_outliers(s: &SnapshotReport) -> Option<(Vec<&LargeBlock>, &LargeBlock, f
             .is_some_and(|l| matches!(l.node.kind, NodeKind::Static | NodeKind::Data))
     })?;
     Some((outliers, big, typical))
+}
+
+/// How many of `profiles` hold live size outliers at the stack `frames`.
+fn profiles_holding_outliers(profiles: &[StackView], frames: &[String]) -> usize {
+    profiles
+        .iter()
+        .filter(|view| {
+            let (Ok(objects), Ok(space)) = (
+                view.sample_index(Some("inuse_objects")),
+                view.sample_index(Some("inuse_space")),
+            ) else {
+                return false;
+            };
+            view.samples.iter().any(|s| {
+                let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
+                n > 0.0
+                    && b / n >= OUTLIER_MIN_BYTES as f64
+                    && view.function_names(s).eq(frames.iter().map(String::as_str))
+            })
+        })
+        .count()
 }
 
 impl Rule for OversizedRequest {
@@ -144,7 +167,8 @@ impl Rule for OversizedRequest {
         };
         let typical = view.total(alloc_space) as f64 / view.total(alloc_objects).max(1) as f64;
         let growing: Vec<&[String]> = ev.growing_stacks().map(|s| s.frames()).collect();
-        let Some((s, frames, facts)) = view
+        let judged = &ev.profiles[RunPoints::of(ev.profiles.len()).judged()];
+        let Some((s, frames, facts, kept_in)) = view
             .samples
             .iter()
             .filter(|s| {
@@ -160,7 +184,14 @@ impl Rule for OversizedRequest {
                 facts.side == Some(crate::frames::Side::Server)
                     && !growing.contains(&frames.as_slice())
             })
-            .max_by_key(|(s, _, _)| s.values[space])
+            .map(|(s, frames, facts)| {
+                let kept_in = profiles_holding_outliers(judged, &frames);
+                (s, frames, facts, kept_in)
+            })
+            // What a pool keeps stays from profile to profile; a large
+            // request still being read when the last profile was written
+            // is as big but seen once.
+            .max_by_key(|(s, _, _, kept_in)| (*kept_in, s.values[space]))
         else {
             return Vec::new();
         };
@@ -173,9 +204,10 @@ impl Rule for OversizedRequest {
         let mut f = finding(ID, CONFIDENCE_OUTLIERS_FROM_STACKS);
         f.evidence.extend(reads_line(ev));
         f.evidence.push(format!(
-            "{n:.0} live blocks of about {} ({}) allocated at {at} while handling requests stay after the requests — {:.0}x the average allocation of {} in this run",
+            "{n:.0} live blocks of about {} ({}) allocated at {at} while handling requests stay after the requests (live in {kept_in} of {} profiles) — {:.0}x the average allocation of {} in this run",
             bytes(b / n),
             bytes(b),
+            judged.len(),
             b / n / typical.max(1.0),
             bytes(typical)
         ));
@@ -228,6 +260,19 @@ mod tests {
             f.evidence[1].contains("app::pool::BufferPool::take"),
             "{f:#?}"
         );
+    }
+
+    #[test]
+    fn a_large_request_in_flight_at_the_end_is_not_what_the_pool_keeps() {
+        // The pool's buffer is live from the second point on; a request as
+        // larger is being read when the last running profile is written.
+        let run = Run::stacks_only(|t, p| {
+            let reading = i64::from(t == POINTS - 2);
+            p.stack_allocated(BIG_READ, reading, (4 << 20) + 4096, t as u64);
+            p.stack(POOL_TAKE, i64::from(t >= 1), 4 << 20);
+        });
+        let f = only(&run, &OversizedRequest);
+        assert_eq!(f.stack, strings(POOL_TAKE), "{f:#?}");
     }
 
     #[test]

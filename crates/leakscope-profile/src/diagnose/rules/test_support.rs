@@ -85,7 +85,7 @@ pub(crate) struct Point {
     files: HashMap<String, String>,
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
+pub(crate) fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
