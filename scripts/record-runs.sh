@@ -23,9 +23,18 @@ record() {
     mkdir -p "$dir"
     LEAKSCOPE_MODE=$mode LEAKSCOPE_RATE=65536 LEAKSCOPE_INTERVAL=0.5 LEAKSCOPE_DIR="$dir" \
         "$@" > /dev/null
+    rm -f "$dir"/memory-*.json
     gzip -9n "$dir"/snapshot-*.json 2>/dev/null || true
     printf '{\n  "command": "%s",\n  "mode": "%s",\n  "scenario": %s\n}\n' \
         "$*" "$mode" "$scenario" > "$dir/run.json"
+    # Sampled mode's snapshots are walks of glibc's heap: the run keeps them
+    # as NAME-sampled-walk, and NAME-sampled is the same run's profiles
+    # alone (what a service without the walk, e.g. on jemalloc, leaves).
+    if [[ $mode == sampled ]] && compgen -G "$dir/snapshot-*" > /dev/null; then
+        rm -rf "$dir-walk"
+        cp -r "$dir" "$dir-walk"
+        rm -f "$dir"/snapshot-*
+    fi
 }
 
 for mode in full sampled; do
@@ -37,6 +46,7 @@ for mode in full sampled; do
         target/release/leakscope lab-run --scenario steady-state --duration 4
     record axum-body-slice $mode '"request-field-held"' target/release/axum-service --leak body-slice
     record axum-channel $mode '"unbounded-channel"' target/release/axum-service --leak channel
+    record axum-oversized $mode '"oversized-request"' target/release/axum-service --leak oversized
     record axum-none $mode null target/release/axum-service --leak none
     record hyper-body-slice $mode '"request-field-held"' target/release/hyper-service --leak body-slice
     record hyper-task $mode '"task-leak"' target/release/hyper-service --leak task

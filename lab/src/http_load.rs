@@ -1,6 +1,7 @@
 //! Load for the plain HTTP services (`axum-service`, `hyper-service`): a few
 //! keep-alive HTTP/1 connections (hyper's client), each posting bodies of
-//! 1–6 KiB in a loop, counting every request as progress.
+//! 1–6 KiB in a loop (and optionally a rare multi-megabyte one), counting
+//! every request as progress.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,9 +24,20 @@ pub fn body(id: u64, len: usize) -> Bytes {
 /// Posts to `http://addr{path}` from `workers` connections until `duration`
 /// has passed; returns the requests that succeeded.
 pub async fn drive(addr: SocketAddr, path: &'static str, duration: Duration, workers: u64) -> u64 {
+    drive_with_outliers(addr, path, duration, workers, None).await
+}
+
+/// As [`drive`]; with `Some(n)`, one request in `n` carries a 4 MiB body.
+pub async fn drive_with_outliers(
+    addr: SocketAddr,
+    path: &'static str,
+    duration: Duration,
+    workers: u64,
+    large_every: Option<u64>,
+) -> u64 {
     let deadline = Instant::now() + duration;
     let tasks: Vec<_> = (0..workers)
-        .map(|w| tokio::spawn(worker(addr, path, deadline, w)))
+        .map(|w| tokio::spawn(worker(addr, path, deadline, w, large_every)))
         .collect();
     let mut done = 0;
     for t in tasks {
@@ -34,7 +46,13 @@ pub async fn drive(addr: SocketAddr, path: &'static str, duration: Duration, wor
     done
 }
 
-async fn worker(addr: SocketAddr, path: &'static str, deadline: Instant, w: u64) -> u64 {
+async fn worker(
+    addr: SocketAddr,
+    path: &'static str,
+    deadline: Instant,
+    w: u64,
+    large_every: Option<u64>,
+) -> u64 {
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
         return 0;
     };
@@ -48,7 +66,10 @@ async fn worker(addr: SocketAddr, path: &'static str, deadline: Instant, w: u64)
     let mut done = 0;
     let mut id = w;
     while Instant::now() < deadline {
-        let len = 1024 + (id as usize * 997) % 5120;
+        let len = match large_every {
+            Some(n) if id % n == 7 => 4 << 20,
+            _ => 1024 + (id as usize * 997) % 5120,
+        };
         let request = hyper::Request::post(format!("http://{addr}{path}"))
             .header("x-request-id", id.to_string())
             .body(Full::new(body(id, len)))

@@ -2,8 +2,11 @@
 //! `--leak body-slice` the handler keeps a 4-byte slice of every body in a
 //! static (request-field-held); with `--leak channel` it queues an event per
 //! request on an unbounded channel whose writer is slower
-//! (unbounded-channel); with `--leak none` it keeps nothing. It drives its own
-//! load (keep-alive HTTP/1 clients) for `--duration` seconds. Run it under
+//! (unbounded-channel); with `--leak oversized` one request in 50 carries a
+//! 4 MiB body and the handler's scratch-buffer pool keeps every buffer it
+//! ever made, however large (oversized-request); with `--leak none` it keeps
+//! nothing. It drives its own load (keep-alive HTTP/1 clients) for
+//! `--duration` seconds. Run it under
 //! leakscope's periodic output and diagnose the directory:
 //!
 //! ```sh
@@ -15,6 +18,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
@@ -23,7 +27,7 @@ use tokio::sync::mpsc;
 #[global_allocator]
 static ALLOC: leakscope::Profiler = leakscope::Profiler::new();
 
-const LEAKS: [&str; 3] = ["none", "body-slice", "channel"];
+const LEAKS: [&str; 4] = ["none", "body-slice", "channel", "oversized"];
 
 /// What the handler keeps of each body.
 static KEPT: Mutex<Vec<Bytes>> = Mutex::new(Vec::new());
@@ -69,6 +73,34 @@ async fn ingest_with_audit(body: Bytes) -> &'static str {
     "ok"
 }
 
+/// Scratch buffers reused across requests, kept whatever their size.
+static SCRATCH_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+#[inline(never)]
+fn take_scratch(len: usize) -> Vec<u8> {
+    let mut pool = SCRATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    match pool.iter().position(|b| b.capacity() >= len) {
+        Some(i) => {
+            let mut buf = pool.swap_remove(i);
+            buf.clear();
+            buf
+        }
+        None => Vec::with_capacity(len),
+    }
+}
+
+async fn ingest_with_scratch(body: Bytes) -> String {
+    let mut scratch = take_scratch(body.len());
+    scratch.extend_from_slice(&body);
+    scratch.make_ascii_uppercase();
+    let sum: u64 = scratch.iter().map(|&b| u64::from(b)).sum();
+    SCRATCH_POOL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(scratch);
+    sum.to_string()
+}
+
 async fn ingest(body: Bytes) -> String {
     body.iter().map(|&b| u64::from(b)).sum::<u64>().to_string()
 }
@@ -90,9 +122,13 @@ fn main() {
         let route = match leak.as_str() {
             "body-slice" => post(ingest_keeping_a_slice),
             "channel" => post(ingest_with_audit),
+            "oversized" => post(ingest_with_scratch),
             _ => post(ingest),
         };
-        let app = Router::new().route("/ingest", route);
+        // Above axum's 2 MB default, so the rare 4 MiB body is served.
+        let app = Router::new()
+            .route("/ingest", route)
+            .layer(DefaultBodyLimit::max(16 << 20));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
@@ -100,7 +136,9 @@ fn main() {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        leakscope_lab::http_load::drive(addr, "/ingest", duration, 4).await
+        let large_every = (leak == "oversized").then_some(50);
+        leakscope_lab::http_load::drive_with_outliers(addr, "/ingest", duration, 4, large_every)
+            .await
     });
     println!("{done} requests");
     // What the service keeps stays alive for the last profile, written at

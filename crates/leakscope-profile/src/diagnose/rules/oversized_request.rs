@@ -5,7 +5,8 @@
 
 use super::super::evidence::Evidence;
 use super::super::thresholds::{
-    CONFIDENCE_HOLDER, CONFIDENCE_OUTLIERS_FROM_STACKS, OUTLIER_FACTOR, OUTLIER_MIN_BYTES,
+    CONFIDENCE_HOLDER, CONFIDENCE_OUTLIERS_FROM_STACKS, CONFIDENCE_WALKED_STATIC, OUTLIER_FACTOR,
+    OUTLIER_MIN_BYTES,
 };
 use super::super::Finding;
 use super::{bytes, chain_labels, finding, Rule, SNAPSHOT_HINT};
@@ -55,8 +56,9 @@ fn reads_line(ev: &Evidence) -> Option<String> {
     })
 }
 
-/// Outliers of one snapshot held from a static or data root: the
-/// outliers, and the first such.
+/// Outliers of one snapshot whose allocation stack is known (a heap walk's
+/// blocks have one only when sampled; leakscope's own never), and the
+/// first of them held from a static or data root.
 fn held_outliers(s: &SnapshotReport) -> Option<(Vec<&LargeBlock>, &LargeBlock, f64)> {
     let live = &s.totals.live;
     let typical = live.bytes as f64 / live.blocks.max(1) as f64;
@@ -67,6 +69,7 @@ fn held_outliers(s: &SnapshotReport) -> Option<(Vec<&LargeBlock>, &LargeBlock, f
             b.size >= OUTLIER_MIN_BYTES
                 && b.size as f64 >= OUTLIER_FACTOR * typical
                 && !b.chain.is_empty()
+                && !b.site.is_empty()
         })
         .collect();
     let big = *outliers.iter().find(|b| {
@@ -105,119 +108,150 @@ impl Rule for OversizedRequest {
 
     fn check(&self, ev: &Evidence) -> Vec<Finding> {
         if let Some(snaps) = &ev.snapshots {
-            // A pooled buffer may be in use (held by a handler's stack) at
-            // any one moment: look back through the run for a snapshot
-            // where the pool holds it.
-            let Some((outliers, big, typical)) = snaps.all.iter().rev().find_map(held_outliers)
-            else {
-                return Vec::new();
-            };
-            let total: u64 = outliers.iter().map(|b| b.size).sum();
-            let facts = ev.facts(&big.site);
-            let site = facts
-                .first_app
-                .or(facts.leaf)
-                .and_then(|i| big.site.get(i))
-                .or(big.site.first())
-                .map_or("?", String::as_str);
-            let mut f = finding(ID, CONFIDENCE_HOLDER);
-            f.evidence.extend(reads_line(ev));
-            f.evidence.push(format!(
-                "{} live blocks of {} to {} ({}) — {:.0}x the average live block of {}",
-                outliers.len(),
-                bytes(outliers.last().map_or(0, |b| b.size) as f64),
-                bytes(big.size as f64),
-                bytes(total as f64),
-                big.size as f64 / typical.max(1.0),
-                bytes(typical)
-            ));
-            f.evidence.push(format!(
-                "allocated in {site} (request handling{})",
-                if facts.side == Some(crate::frames::Side::Server) {
-                    ", server side"
-                } else {
-                    ""
-                }
-            ));
-            f.evidence.push(format!(
-                "kept by {} after the requests ended",
-                crate::snapshot::chain_text(&big.chain)
-            ));
-            f.chain = chain_labels(&big.chain);
-            f.stack = big.site.clone();
-            f.claims.extend(f.chain.first().cloned());
-            return vec![f];
+            return from_snapshots(ev, snaps.all, CONFIDENCE_HOLDER);
         }
-        // From the profiles: live size outliers at one stack of request
-        // handling that stays (a pool keeps them; it does not grow), against
-        // the run's average allocation (live counts of small blocks are too
-        // noisy in sampled profiles to average over).
-        let Some(view) = ev.last_profile else {
-            return Vec::new();
-        };
-        let idx = [
-            "inuse_objects",
-            "inuse_space",
-            "alloc_objects",
-            "alloc_space",
-        ]
-        .map(|n| view.sample_index(Some(n)).ok());
-        let [Some(objects), Some(space), Some(alloc_objects), Some(alloc_space)] = idx else {
-            return Vec::new();
-        };
-        let typical = view.total(alloc_space) as f64 / view.total(alloc_objects).max(1) as f64;
-        let growing: Vec<&[String]> = ev.growing_stacks().map(|s| s.frames()).collect();
-        let judged = &ev.profiles[RunPoints::of(ev.profiles.len()).judged()];
-        let Some((s, frames, facts, kept_in)) = view
-            .samples
-            .iter()
-            .filter(|s| {
-                let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
-                n > 0.0 && b / n >= OUTLIER_MIN_BYTES as f64 && b / n >= OUTLIER_FACTOR * typical
-            })
-            .map(|s| {
-                let frames: Vec<String> = view.function_names(s).map(str::to_string).collect();
-                let facts = ev.facts(&frames);
-                (s, frames, facts)
-            })
-            .filter(|(_, frames, facts)| {
-                facts.side == Some(crate::frames::Side::Server)
-                    && !growing.contains(&frames.as_slice())
-            })
-            .map(|(s, frames, facts)| {
-                let kept_in = profiles_holding_outliers(judged, &frames);
-                (s, frames, facts, kept_in)
-            })
-            // What a pool keeps stays from profile to profile; a large
-            // request still being read when the last profile was written
-            // is as big but seen once.
-            .max_by_key(|(s, _, _, kept_in)| (*kept_in, s.values[space]))
-        else {
-            return Vec::new();
-        };
-        let at = facts
-            .first_app
-            .or(facts.leaf)
-            .and_then(|i| frames.get(i))
-            .map_or_else(|| "?".to_string(), String::clone);
-        let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
-        let mut f = finding(ID, CONFIDENCE_OUTLIERS_FROM_STACKS);
-        f.evidence.extend(reads_line(ev));
-        f.evidence.push(format!(
-            "{n:.0} live blocks of about {} ({}) allocated at {at} while handling requests stay after the requests (live in {kept_in} of {} profiles) — {:.0}x the average allocation of {} in this run",
-            bytes(b / n),
-            bytes(b),
+        // A heap walk sees every block and who holds it, and a block this
+        // large is all but certainly sampled, so its stack is known too. It
+        // is asked first because a profile cannot tell one large block from
+        // many small ones a pool hands out at the same stack.
+        if let Some(walked) = &ev.walked {
+            let found = from_snapshots(ev, walked.all, CONFIDENCE_WALKED_STATIC);
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        from_profiles(ev)
+    }
+}
+
+/// Outliers held by a pool, from the run's snapshots.
+fn from_snapshots(ev: &Evidence, snapshots: &[SnapshotReport], confidence: f64) -> Vec<Finding> {
+    // A pooled buffer may be in use (held by a handler's stack) at
+    // any one moment: look back through the run for a snapshot
+    // where the pool holds it.
+    let Some((outliers, big, typical)) = snapshots.iter().rev().find_map(held_outliers) else {
+        return Vec::new();
+    };
+    let total: u64 = outliers.iter().map(|b| b.size).sum();
+    let facts = ev.facts(&big.site);
+    let site = facts
+        .first_app
+        .or(facts.leaf)
+        .and_then(|i| big.site.get(i))
+        .or(big.site.first())
+        .map_or("?", String::as_str);
+    let mut f = finding(ID, confidence);
+    f.evidence.extend(reads_line(ev));
+    let smallest = outliers.last().map_or(0, |b| b.size);
+    let blocks = match outliers.len() {
+        1 => format!("1 live block of {}", bytes(total as f64)),
+        n if bytes(smallest as f64) == bytes(big.size as f64) => format!(
+            "{n} live blocks of {} each ({})",
+            bytes(big.size as f64),
+            bytes(total as f64)
+        ),
+        n => format!(
+            "{n} live blocks of {} to {} ({})",
+            bytes(smallest as f64),
+            bytes(big.size as f64),
+            bytes(total as f64)
+        ),
+    };
+    f.evidence.push(format!(
+        "{blocks} — {:.0}x the average live block of {}",
+        big.size as f64 / typical.max(1.0),
+        bytes(typical)
+    ));
+    f.evidence.push(format!(
+        "allocated in {site} (request handling{})",
+        if facts.side == Some(crate::frames::Side::Server) {
+            ", server side"
+        } else {
+            ""
+        }
+    ));
+    f.evidence.push(format!(
+        "kept by {} after the requests ended",
+        crate::snapshot::chain_text(&big.chain)
+    ));
+    f.chain = chain_labels(&big.chain);
+    f.stack = big.site.clone();
+    f.claims.extend(f.chain.first().cloned());
+    vec![f]
+}
+
+fn from_profiles(ev: &Evidence) -> Vec<Finding> {
+    // From the profiles: live size outliers at one stack of request
+    // handling that stays (a pool keeps them; it does not grow), against
+    // the run's average allocation (live counts of small blocks are too
+    // noisy in sampled profiles to average over).
+    let Some(view) = ev.last_profile else {
+        return Vec::new();
+    };
+    let idx = [
+        "inuse_objects",
+        "inuse_space",
+        "alloc_objects",
+        "alloc_space",
+    ]
+    .map(|n| view.sample_index(Some(n)).ok());
+    let [Some(objects), Some(space), Some(alloc_objects), Some(alloc_space)] = idx else {
+        return Vec::new();
+    };
+    let typical = view.total(alloc_space) as f64 / view.total(alloc_objects).max(1) as f64;
+    let growing: Vec<&[String]> = ev.growing_stacks().map(|s| s.frames()).collect();
+    let judged = &ev.profiles[RunPoints::of(ev.profiles.len()).judged()];
+    let Some((s, frames, facts, kept_in)) = view
+        .samples
+        .iter()
+        .filter(|s| {
+            let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
+            n > 0.0 && b / n >= OUTLIER_MIN_BYTES as f64 && b / n >= OUTLIER_FACTOR * typical
+        })
+        .map(|s| {
+            let frames: Vec<String> = view.function_names(s).map(str::to_string).collect();
+            let facts = ev.facts(&frames);
+            (s, frames, facts)
+        })
+        .filter(|(_, frames, facts)| {
+            facts.side == Some(crate::frames::Side::Server) && !growing.contains(&frames.as_slice())
+        })
+        .map(|(s, frames, facts)| {
+            let kept_in = profiles_holding_outliers(judged, &frames);
+            (s, frames, facts, kept_in)
+        })
+        // What a pool keeps stays from profile to profile; a large
+        // request still being read when the last profile was written
+        // is as big but seen once.
+        .max_by_key(|(s, _, _, kept_in)| (*kept_in, s.values[space]))
+    else {
+        return Vec::new();
+    };
+    let at = facts
+        .first_app
+        .or(facts.leaf)
+        .and_then(|i| frames.get(i))
+        .map_or_else(|| "?".to_string(), String::clone);
+    let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
+    let mut f = finding(ID, CONFIDENCE_OUTLIERS_FROM_STACKS);
+    f.evidence.extend(reads_line(ev));
+    f.evidence.push(format!(
+            "{} allocated at {at} while handling requests stay after the requests (live in {kept_in} of {} profiles) — {:.0}x the average allocation of {} in this run",
+            if n.round() == 1.0 {
+                format!("1 live block of about {}", bytes(b))
+            } else {
+                format!("{n:.0} live blocks of about {} ({})", bytes(b / n), bytes(b))
+            },
             judged.len(),
             b / n / typical.max(1.0),
             bytes(typical)
         ));
-        f.evidence.push(format!(
+    f.evidence.push(format!(
             "no snapshot in this run, so what keeps them (a pool, a cache) is not known for sure: {SNAPSHOT_HINT}"
         ));
-        f.stack = frames;
-        f.claims.push(at);
-        vec![f]
-    }
+    f.stack = frames;
+    f.claims.push(at);
+    vec![f]
 }
 
 #[cfg(test)]
@@ -273,6 +307,22 @@ mod tests {
         });
         let f = only(&run, &OversizedRequest);
         assert_eq!(f.stack, strings(POOL_TAKE), "{f:#?}");
+    }
+
+    #[test]
+    fn a_heap_walk_finds_the_pools_buffer_among_small_ones_of_its_stack() {
+        // The pool also hands out many small buffers at the same stack, so
+        // the stack's average block is small; the walk sees the large one.
+        let run = Run::walked(|t, p| {
+            p.stack(POOL_TAKE, 200, 8 << 10);
+            if t >= 1 {
+                p.large("static app::POOL", POOL_TAKE, 4 << 20);
+            }
+        });
+        let f = only(&run, &OversizedRequest);
+        assert_eq!(f.confidence, CONFIDENCE_WALKED_STATIC);
+        assert_eq!(f.chain, ["static app::POOL"]);
+        assert_eq!(f.stack, strings(POOL_TAKE));
     }
 
     #[test]
