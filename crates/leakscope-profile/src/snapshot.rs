@@ -176,6 +176,24 @@ pub struct LeakGroup {
     /// For reachable groups: the chain to the group's largest block.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<Link>,
+    /// From a heap walk, for reachable groups with a stack: the group's
+    /// blocks by who holds them (the root and the immediate holder of each
+    /// block's shortest chain), most bytes first, the first few. One block's
+    /// chain is a fragile witness (the block being handled sits in a
+    /// thread's registers); these say where most of the group is kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<GroupHolder>,
+}
+
+/// Blocks of a group reached from the same root through the same kind of
+/// immediate holder (a root, or heap blocks of one allocation site, or
+/// without one, referring to the same thing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupHolder {
+    pub amount: Amount,
+    /// The chain to the largest of these blocks (the block last, its
+    /// immediate holder before it).
+    pub chain: Vec<Link>,
 }
 
 /// One of the largest live blocks.

@@ -97,10 +97,22 @@ pub struct SelfCheck {
 /// snapshots then say who holds the sampled blocks of each finding's stack.
 fn name_walked_holders(ev: &Evidence, findings: &mut [Finding]) {
     for f in findings.iter_mut().filter(|f| f.chain.is_empty()) {
-        if let Some((chain, held)) = ev.walked_chain(&f.stack) {
+        if let Some(walked) = ev.walked_chain(&f.stack) {
+            let chain = walked.chain;
+            let how_many = if walked.held >= walked.sampled {
+                format!(
+                    "the sampled blocks of this stack ({})",
+                    bytes(walked.held as f64)
+                )
+            } else {
+                format!(
+                    "the most of the sampled blocks of this stack ({} of {})",
+                    bytes(walked.held as f64),
+                    bytes(walked.sampled as f64)
+                )
+            };
             f.evidence.push(format!(
-                "a walk of glibc's heap finds the sampled blocks of this stack ({}) held by {}",
-                bytes(held as f64),
+                "a walk of glibc's heap finds {how_many} held by {}",
                 chain.join(" -> ")
             ));
             if chain
@@ -351,6 +363,49 @@ mod tests {
         // collection): not said to be the tasks'.
         let found = check("(allocation stack not sampled)");
         assert_eq!(found.findings[0].scenario, "unclassified", "{found:#?}");
+    }
+
+    #[test]
+    fn the_walked_holder_is_the_one_keeping_most_bytes_not_the_largest_blocks() {
+        let task = "(allocation stack not sampled), refers to tokio::runtime::task::raw::poll";
+        // The block being handled, the largest, sits in a worker's
+        // registers; the many smaller ones are kept by `keeper`.
+        let check = |keeper: &str, via: &[&str]| {
+            let run = Run::walked(|t, b| {
+                b.held_variously(
+                    TOKIO_READ_BUF,
+                    &[
+                        ("registers of thread tokio-runtime-worker", &[], 1, 65536),
+                        (keeper, via, 300 * t as u64, 8192),
+                    ],
+                )
+            });
+            let walked = run.evidence().walked_chain(&strings(TOKIO_READ_BUF));
+            let check = self_check_with(&run.snapshots, &run.profiles, &FrameTable::builtin());
+            (walked, check)
+        };
+        let (walked, found) = check(
+            "thread w: tokio::runtime::task::raw::RawTask::poll",
+            &[task, task],
+        );
+        let walked = walked.expect("a walked holder");
+        assert_eq!(walked.held, 2400 * 8192);
+        assert_eq!(walked.sampled, 2400 * 8192 + 65536);
+        assert_eq!(walked.chain[2], format!("{task} (heap)"));
+        let f = &found.findings[0];
+        assert_eq!(f.scenario, "task-leak", "{found:#?}");
+        assert!(
+            f.evidence.iter().any(|e| e.contains(
+                "finds the most of the sampled blocks of this stack (18.75MB of 18.81MB) held by thread w"
+            )),
+            "{f:#?}"
+        );
+        // Kept by a static: named, and sure memory is held.
+        let (_, found) = check("static app::FRAMES", &["(allocation stack not sampled)"]);
+        let f = &found.findings[0];
+        assert_eq!(f.scenario, "unclassified", "{found:#?}");
+        assert_eq!(f.chain[0], "static app::FRAMES");
+        assert!(f.confidence >= thresholds::CONFIDENCE_WALKED_STATIC);
     }
 
     #[test]
