@@ -177,22 +177,22 @@ pub struct LeakGroup {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<Link>,
     /// From a heap walk, for reachable groups with a stack: the group's
-    /// blocks by who holds them (the root and the immediate holder of each
-    /// block's shortest chain), most bytes first, the first few. One block's
-    /// chain is a fragile witness (the block being handled sits in a
-    /// thread's registers); these say where most of the group is kept.
+    /// blocks by what holds them directly on their shortest chains, most
+    /// bytes first, the first few. One block's chain is a fragile witness
+    /// (the block being handled sits in a thread's registers); these say
+    /// what keeps most of the group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holders: Vec<GroupHolder>,
 }
 
-/// Blocks of a group reached from the same root through the same kind of
-/// immediate holder (a root, or heap blocks of one allocation site, or
-/// without one, referring to the same thing).
+/// Blocks of a group held directly by the same kind of holder: a root, or
+/// heap blocks of one allocation stack, or, without one, referring to the
+/// same thing (a task's vtable, say).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupHolder {
     pub amount: Amount,
-    /// The chain to the largest of these blocks (the block last, its
-    /// immediate holder before it).
+    /// The chain to the largest of them reached from the root that reaches
+    /// most of them (the block last, its direct holder before it).
     pub chain: Vec<Link>,
 }
 

@@ -191,8 +191,8 @@ pub struct SiteEvidence {
     pub last: Amount,
     /// Chain to the site's largest block at the end.
     pub chain: Vec<Link>,
-    /// From a heap walk: the site's sampled blocks at the end by root and
-    /// immediate holder, most bytes first (see [`GroupHolder`]).
+    /// From a heap walk: the site's sampled blocks at the end by what holds
+    /// them directly, most bytes first (see [`GroupHolder`]).
     pub holders: Vec<GroupHolder>,
 }
 
@@ -354,11 +354,11 @@ impl<'a> Evidence<'a> {
         self
     }
 
-    /// From a heap walk's snapshots, at the end: who holds the most bytes
-    /// of the sampled blocks allocated at `stack` (leaf first): the same
-    /// root through the same kind of immediate holder, summed over the
-    /// site groups of the stack (snapshot sites are cut at 16 frames, so
-    /// one stack may be a prefix of the other). Not the chain of one block:
+    /// From a heap walk's snapshots, at the end: what holds the most bytes
+    /// of the sampled blocks allocated at `stack` (leaf first) directly,
+    /// summed over the site groups of the stack (snapshot sites are cut at
+    /// 16 frames, so one stack may be a prefix of the other), with the
+    /// chain from the root reaching most of them. Not the chain of one block:
     /// the block being handled may sit in a thread's registers while the
     /// rest are kept by tasks or a static. Snapshots that list no holders
     /// per group (older files) give the chain to the largest block of the
@@ -742,30 +742,32 @@ fn snapshot_evidence<'a>(
     })
 }
 
-/// Holders of blocks (of one stack's groups, say) merged by root and
-/// immediate holder (their chains' first and last-but-one labels), most
-/// bytes first; each keeps the chain to its largest block.
+/// Holders of blocks (of one stack's groups, say) merged by direct holder
+/// (their chains' last-but-one label), most bytes first; each keeps the
+/// chain of the part with most bytes.
 fn merge_holders<'h>(holders: impl IntoIterator<Item = &'h GroupHolder>) -> Vec<GroupHolder> {
-    let key = |h: &GroupHolder| {
-        let label = |i: Option<usize>| i.and_then(|i| h.chain.get(i)).map(|l| l.node.label());
-        (label(Some(0)), label(h.chain.len().checked_sub(2)))
+    let direct = |h: &GroupHolder| {
+        h.chain
+            .len()
+            .checked_sub(2)
+            .map(|i| h.chain[i].node.label())
     };
-    let mut merged: Vec<(_, GroupHolder)> = Vec::new();
+    let mut merged: Vec<(Option<String>, u64, GroupHolder)> = Vec::new();
     for h in holders {
-        let k = key(h);
-        match merged.iter_mut().find(|(m, _)| *m == k) {
-            Some((_, m)) => {
-                let size = |g: &GroupHolder| g.chain.last().and_then(|l| l.node.size);
-                if size(h) > size(m) {
+        let k = direct(h);
+        match merged.iter_mut().find(|(m, _, _)| *m == k) {
+            Some((_, most, m)) => {
+                if h.amount.bytes > *most {
+                    *most = h.amount.bytes;
                     m.chain.clone_from(&h.chain);
                 }
                 m.amount.blocks += h.amount.blocks;
                 m.amount.bytes += h.amount.bytes;
             }
-            None => merged.push((k, h.clone())),
+            None => merged.push((k, h.amount.bytes, h.clone())),
         }
     }
-    let mut out: Vec<GroupHolder> = merged.into_iter().map(|(_, h)| h).collect();
+    let mut out: Vec<GroupHolder> = merged.into_iter().map(|(_, _, h)| h).collect();
     out.sort_by_key(|h| std::cmp::Reverse(h.amount.bytes));
     out
 }

@@ -368,26 +368,42 @@ mod tests {
     #[test]
     fn the_walked_holder_is_the_one_keeping_most_bytes_not_the_largest_blocks() {
         let task = "(allocation stack not sampled), refers to tokio::runtime::task::raw::poll";
-        // The block being handled, the largest, sits in a worker's
-        // registers; the many smaller ones are kept by `keeper`.
-        let check = |keeper: &str, via: &[&str]| {
+        let registers = "registers of thread tokio-runtime-worker";
+        let check = |holders: &[(&str, &[&str], u64, u64)]| {
             let run = Run::walked(|t, b| {
-                b.held_variously(
-                    TOKIO_READ_BUF,
-                    &[
-                        ("registers of thread tokio-runtime-worker", &[], 1, 65536),
-                        (keeper, via, 300 * t as u64, 8192),
-                    ],
-                )
+                let grown: Vec<_> = holders
+                    .iter()
+                    .map(|&(root, via, blocks, each)| {
+                        // The block in a worker's hands stays one.
+                        (
+                            root,
+                            via,
+                            if blocks > 1 {
+                                blocks * t as u64
+                            } else {
+                                blocks
+                            },
+                            each,
+                        )
+                    })
+                    .collect();
+                b.held_variously(TOKIO_READ_BUF, &grown)
             });
             let walked = run.evidence().walked_chain(&strings(TOKIO_READ_BUF));
             let check = self_check_with(&run.snapshots, &run.profiles, &FrameTable::builtin());
             (walked, check)
         };
-        let (walked, found) = check(
-            "thread w: tokio::runtime::task::raw::RawTask::poll",
-            &[task, task],
-        );
+        // The block being handled, the largest, sits in a worker's
+        // registers; the many smaller ones are kept by tasks.
+        let (walked, found) = check(&[
+            (registers, &[], 1, 65536),
+            (
+                "thread w: tokio::runtime::task::raw::RawTask::poll",
+                &[task, task],
+                300,
+                8192,
+            ),
+        ]);
         let walked = walked.expect("a walked holder");
         assert_eq!(walked.held, 2400 * 8192);
         assert_eq!(walked.sampled, 2400 * 8192 + 65536);
@@ -400,8 +416,42 @@ mod tests {
             )),
             "{f:#?}"
         );
+        // Tasks in a list are reached from several roots: together they
+        // keep more than a collection reached from one, and the chain is
+        // the root's that reaches most of them.
+        let (walked, found) = check(&[
+            (registers, &[], 1, 65536),
+            ("static app::SHUTDOWN", &[task, task], 100, 8192),
+            (
+                "thread w: tokio::runtime::task::raw::RawTask::poll",
+                &[task],
+                120,
+                8192,
+            ),
+            (
+                "static app::SEEN",
+                &["(allocation stack not sampled)"],
+                150,
+                8192,
+            ),
+        ]);
+        let walked = walked.expect("a walked holder");
+        assert_eq!(walked.held, 220 * 8 * 8192);
+        assert_eq!(
+            walked.chain[0],
+            "thread w: tokio::runtime::task::raw::RawTask::poll"
+        );
+        assert_eq!(found.findings[0].scenario, "task-leak", "{found:#?}");
         // Kept by a static: named, and sure memory is held.
-        let (_, found) = check("static app::FRAMES", &["(allocation stack not sampled)"]);
+        let (_, found) = check(&[
+            (registers, &[], 1, 65536),
+            (
+                "static app::FRAMES",
+                &["(allocation stack not sampled)"],
+                300,
+                8192,
+            ),
+        ]);
         let f = &found.findings[0];
         assert_eq!(f.scenario, "unclassified", "{found:#?}");
         assert_eq!(f.chain[0], "static app::FRAMES");

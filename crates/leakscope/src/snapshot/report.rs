@@ -522,7 +522,9 @@ impl Resolved {
         };
         let mut groups: HashMap<(LeakKind, u32), (Amount, usize)> = HashMap::new();
         // From a heap walk: the reachable blocks with a stack of each group
-        // by root and direct holder, with the largest of each.
+        // by root and direct holder, with the largest of each (blocks by
+        // root: a list of tasks is reached from many roots, each task
+        // from whichever is nearest).
         type HolderKey<'a> = ((LeakKind, u32), u32, DirectHolder<'a>);
         let mut group_holders: HashMap<HolderKey<'_>, (Amount, usize)> = HashMap::new();
         // Pinned buffers by holder and allocation stack; from a heap walk,
@@ -705,16 +707,32 @@ impl Resolved {
         }
         let pinned: Vec<Pinning> = pinned.into_iter().map(|(_, p)| p).collect();
 
-        let mut holders_of: HashMap<(LeakKind, u32), Vec<(Amount, usize)>> = HashMap::new();
-        for ((group, _, _), held) in group_holders {
-            holders_of.entry(group).or_default().push(held);
+        // Per group and direct holder: the blocks, and of the root reaching
+        // most of them (its bytes), the largest block.
+        type ByDirect<'a> = HashMap<DirectHolder<'a>, (Amount, u64, usize)>;
+        let mut holders_of: HashMap<(LeakKind, u32), ByDirect<'_>> = HashMap::new();
+        for ((group, _, direct), (amount, largest)) in group_holders {
+            let h = holders_of
+                .entry(group)
+                .or_default()
+                .entry(direct)
+                .or_insert((Amount::default(), 0, largest));
+            h.0.blocks += amount.blocks;
+            h.0.bytes += amount.bytes;
+            if (amount.bytes, std::cmp::Reverse(largest)) > (h.1, std::cmp::Reverse(h.2)) {
+                h.1 = amount.bytes;
+                h.2 = largest;
+            }
         }
         let mut groups: Vec<LeakGroup> = groups
             .into_iter()
             .map(|(group, (amount, largest))| {
                 let kind = group.0;
-                let mut held = holders_of.remove(&group).unwrap_or_default();
-                held.sort_by_key(|&(a, i)| (std::cmp::Reverse(a.bytes), i));
+                let mut held: Vec<(Amount, u64, usize)> = holders_of
+                    .remove(&group)
+                    .map(|by_direct| by_direct.into_values().collect())
+                    .unwrap_or_default();
+                held.sort_by_key(|&(a, _, i)| (std::cmp::Reverse(a.bytes), i));
                 LeakGroup {
                     kind,
                     site: self.block_node(largest).site,
@@ -727,7 +745,7 @@ impl Resolved {
                     holders: held
                         .into_iter()
                         .take(TOP_GROUP_HOLDERS)
-                        .map(|(amount, i)| GroupHolder {
+                        .map(|(amount, _, i)| GroupHolder {
                             amount,
                             chain: self.block_chain(i),
                         })
