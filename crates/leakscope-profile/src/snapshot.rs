@@ -176,6 +176,24 @@ pub struct LeakGroup {
     /// For reachable groups: the chain to the group's largest block.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<Link>,
+    /// From a heap walk, for reachable groups with a stack: the group's
+    /// blocks by what holds them directly on their shortest chains, most
+    /// bytes first, the first few. One block's chain is a fragile witness
+    /// (the block being handled sits in a thread's registers); these say
+    /// what keeps most of the group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<GroupHolder>,
+}
+
+/// Blocks of a group held directly by the same kind of holder: a root, or
+/// heap blocks of one allocation stack, or, without one, referring to the
+/// same thing (a task's vtable, say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupHolder {
+    pub amount: Amount,
+    /// The chain to the largest of them reached from the root that reaches
+    /// most of them (the block last, its direct holder before it).
+    pub chain: Vec<Link>,
 }
 
 /// One of the largest live blocks.

@@ -185,6 +185,80 @@ fn blocks_without_stacks_are_named_by_their_vtables() {
     );
 }
 
+static KEPT_FRAMES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Frames read at one allocation stack: the first of 8 MiB, the others of
+/// 1 MiB.
+#[inline(never)]
+fn read_frames(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| vec![7u8; if i == 0 { 8 << 20 } else { 1 << 20 }])
+        .collect()
+}
+
+/// Sixteen 1 MiB frames kept by a static, and one 8 MiB frame of the same
+/// allocation stack in the hand of the thread taking the snapshot: the
+/// group's largest block is on that thread's stack or in its registers,
+/// most of its sampled bytes are the static's.
+fn a_groups_holders_are_ranked_by_the_bytes_they_keep() {
+    // On a thread that ends, so that no stale word of its stack holds the
+    // kept frames.
+    let (in_hand, kept) = std::thread::spawn(|| {
+        let mut frames = read_frames(17);
+        let in_hand = frames.remove(0);
+        let kept: Vec<usize> = frames
+            .iter()
+            .map(|f| f.as_ptr() as usize ^ usize::MAX)
+            .collect();
+        KEPT_FRAMES.lock().unwrap().extend(frames);
+        (in_hand, kept)
+    })
+    .join()
+    .unwrap();
+    let snap = leakscope::snapshot().expect("a sampled-mode snapshot");
+    black_box(&in_hand);
+    let report = snap.report();
+    let group = report
+        .groups
+        .iter()
+        .find(|g| {
+            g.kind == LeakKind::StillReachable && g.site.iter().any(|f| f.contains("read_frames"))
+        })
+        .unwrap_or_else(|| panic!("no group of read_frames: {:#?}", report.groups));
+    // The kept frames whose allocation stack was sampled.
+    let sampled: Vec<u64> = kept
+        .iter()
+        .filter_map(|&h| snap.block_at((h ^ usize::MAX) as *const u8))
+        .filter(|b| b.chain.last().is_some_and(|l| !l.node.site.is_empty()))
+        .map(|b| b.size)
+        .collect();
+    assert!(
+        sampled.len() >= 9,
+        "{} of 16 kept frames sampled",
+        sampled.len()
+    );
+    // The group's chain is its largest block's: the one in hand.
+    assert_ne!(group.chain[0].node.kind, NodeKind::Static, "{group:#?}");
+    assert!(group.chain.last().unwrap().node.size >= Some(8 << 20));
+    // Its first holder is the static, with every sampled kept frame.
+    let first = &group.holders[0];
+    assert_eq!(first.chain[0].node.kind, NodeKind::Static, "{group:#?}");
+    assert!(first.chain[0].node.name.ends_with("KEPT_FRAMES"));
+    assert_eq!(first.amount.blocks, sampled.len() as u64, "{group:#?}");
+    assert_eq!(first.amount.bytes, sampled.iter().sum::<u64>());
+    // The frame in hand is a holder of its own.
+    assert!(
+        group.holders[1..]
+            .iter()
+            .any(|h| h.amount.blocks == 1 && h.chain[0].node.kind != NodeKind::Static),
+        "{group:#?}"
+    );
+    assert_eq!(
+        group.holders.iter().map(|h| h.amount.bytes).sum::<u64>(),
+        group.amount.bytes
+    );
+}
+
 const CASES: &[(&str, fn())] = &[
     (
         "one_byte_slices_pin_whole_buffers_in_sampled_mode",
@@ -197,6 +271,10 @@ const CASES: &[(&str, fn())] = &[
     (
         "blocks_without_stacks_are_named_by_their_vtables",
         blocks_without_stacks_are_named_by_their_vtables,
+    ),
+    (
+        "a_groups_holders_are_ranked_by_the_bytes_they_keep",
+        a_groups_holders_are_ranked_by_the_bytes_they_keep,
     ),
 ];
 

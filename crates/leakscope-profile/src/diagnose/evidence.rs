@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::dependencies::DependencyVersions;
 use crate::frames::{Class, Classes, FrameTable, Side};
-use crate::snapshot::{Amount, LeakKind, Link, NodeKind, Pinning, SnapshotReport};
+use crate::snapshot::{Amount, GroupHolder, LeakKind, Link, NodeKind, Pinning, SnapshotReport};
 use crate::trend::{self, RunPoints, SeriesKind, SeriesTrend, TrendReport, TrendState};
 use crate::view::StackView;
 
@@ -192,6 +192,20 @@ pub struct SiteEvidence {
     pub last: Amount,
     /// Chain to the site's largest block at the end.
     pub chain: Vec<Link>,
+    /// From a heap walk: the site's sampled blocks at the end by what holds
+    /// them directly, most bytes first (see [`GroupHolder`]).
+    pub holders: Vec<GroupHolder>,
+}
+
+/// Who holds the sampled blocks of a stack, as a heap walk finds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalkedHolder {
+    /// Labels, root first, to the largest of the blocks so held.
+    pub chain: Vec<String>,
+    /// Sampled bytes of the stack held this way.
+    pub held: u64,
+    /// Sampled bytes of the stack, however held.
+    pub sampled: u64,
 }
 
 /// What the snapshots of a run show.
@@ -345,24 +359,43 @@ impl<'a> Evidence<'a> {
         self
     }
 
-    /// From a heap walk's snapshots: the chain (root first) to the sampled
-    /// blocks allocated at `stack` (leaf first), and how many bytes of
-    /// them there are at the end. Snapshot sites are cut at 16 frames, so
-    /// one stack may be a prefix of the other.
-    pub fn walked_chain(&self, stack: &[String]) -> Option<(Vec<String>, u64)> {
+    /// From a heap walk's snapshots, at the end: what holds the most bytes
+    /// of the sampled blocks allocated at `stack` (leaf first) directly,
+    /// summed over the site groups of the stack (snapshot sites are cut at
+    /// 16 frames, so one stack may be a prefix of the other), with the
+    /// chain from the root reaching most of them. Not the chain of one block:
+    /// the block being handled may sit in a thread's registers while the
+    /// rest are kept by tasks or a static. Snapshots that list no holders
+    /// per group (older files) give the chain to the largest block of the
+    /// largest group.
+    pub fn walked_chain(&self, stack: &[String]) -> Option<WalkedHolder> {
         let walked = self.walked.as_ref()?;
         let same = |site: &[String]| {
             let n = site.len().min(stack.len());
             n >= 1 && site[..n] == stack[..n]
         };
-        walked
+        let sites: Vec<&SiteEvidence> = walked
             .sites
             .iter()
             .filter(|g| same(&g.site) && !g.chain.is_empty())
+            .collect();
+        let sampled = sites.iter().map(|g| g.last.bytes).sum();
+        let labels = |chain: &[Link]| chain.iter().map(|l| l.node.label()).collect();
+        let holders = merge_holders(sites.iter().flat_map(|g| &g.holders));
+        if let Some(h) = holders.first() {
+            return Some(WalkedHolder {
+                chain: labels(&h.chain),
+                held: h.amount.bytes,
+                sampled,
+            });
+        }
+        sites
+            .iter()
             .max_by_key(|g| g.last.bytes)
-            .map(|g| {
-                let chain = g.chain.iter().map(|l| l.node.label()).collect();
-                (chain, g.last.bytes)
+            .map(|g| WalkedHolder {
+                chain: labels(&g.chain),
+                held: g.last.bytes,
+                sampled: g.last.bytes,
             })
     }
 
@@ -689,28 +722,33 @@ fn snapshot_evidence<'a>(
         })
         .collect();
 
+    type SiteGroups<'a> = (Amount, &'a [Link], Vec<&'a GroupHolder>);
     let by_site = |s: &'a SnapshotReport| {
-        let mut m: HashMap<&'a [String], (Amount, &'a [Link])> = HashMap::new();
+        let mut m: HashMap<&'a [String], SiteGroups<'a>> = HashMap::new();
         for g in s
             .groups
             .iter()
             .filter(|g| matches!(g.kind, LeakKind::StillReachable | LeakKind::PossiblyLost))
         {
-            let e = m.entry(&g.site).or_insert((Amount::default(), &g.chain));
+            let e = m
+                .entry(&g.site)
+                .or_insert((Amount::default(), &g.chain, Vec::new()));
             e.0.blocks += g.amount.blocks;
             e.0.bytes += g.amount.bytes;
+            e.2.extend(&g.holders);
         }
         m
     };
     let before = by_site(first);
     let mut sites: Vec<SiteEvidence> = by_site(last)
         .into_iter()
-        .map(|(site, (amount, chain))| SiteEvidence {
+        .map(|(site, (amount, chain, holders))| SiteEvidence {
             site: site.to_vec(),
             facts: facts(site),
             first: before.get(site).map_or_else(Amount::default, |e| e.0),
             last: amount,
             chain: chain.to_vec(),
+            holders: merge_holders(holders),
         })
         .collect();
     sites.sort_by(|a, b| {
@@ -727,6 +765,36 @@ fn snapshot_evidence<'a>(
         pins,
         sites,
     })
+}
+
+/// Holders of blocks (of one stack's groups, say) merged by direct holder
+/// (their chains' last-but-one label), most bytes first; each keeps the
+/// chain of the part with most bytes.
+fn merge_holders<'h>(holders: impl IntoIterator<Item = &'h GroupHolder>) -> Vec<GroupHolder> {
+    let direct = |h: &GroupHolder| {
+        h.chain
+            .len()
+            .checked_sub(2)
+            .map(|i| h.chain[i].node.label())
+    };
+    let mut merged: Vec<(Option<String>, u64, GroupHolder)> = Vec::new();
+    for h in holders {
+        let k = direct(h);
+        match merged.iter_mut().find(|(m, _, _)| *m == k) {
+            Some((_, most, m)) => {
+                if h.amount.bytes > *most {
+                    *most = h.amount.bytes;
+                    m.chain.clone_from(&h.chain);
+                }
+                m.amount.blocks += h.amount.blocks;
+                m.amount.bytes += h.amount.bytes;
+            }
+            None => merged.push((k, h.amount.bytes, h.clone())),
+        }
+    }
+    let mut out: Vec<GroupHolder> = merged.into_iter().map(|(_, _, h)| h).collect();
+    out.sort_by_key(|h| std::cmp::Reverse(h.amount.bytes));
+    out
 }
 
 /// Bytes and blocks reached from each root along shortest chains. Unlike

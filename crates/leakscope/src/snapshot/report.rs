@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use leakscope_profile::dependencies::CrateVersion;
 use leakscope_profile::snapshot::{
-    Amount, ArenaUsage, BlocksFrom, GlibcHeap, HeuristicAmount, Holder, LargeBlock, LeakGroup,
-    LeakKind, Link, Node, NodeKind, Pinning, RetentionPath, SnapshotReport, ThreadReport, Totals,
-    FORMAT, VERSION,
+    Amount, ArenaUsage, BlocksFrom, GlibcHeap, GroupHolder, HeuristicAmount, Holder, LargeBlock,
+    LeakGroup, LeakKind, Link, Node, NodeKind, Pinning, RetentionPath, SnapshotReport,
+    ThreadReport, Totals, FORMAT, VERSION,
 };
 
 use super::blocks::{BlockSource, NO_SITE};
@@ -32,12 +32,23 @@ const OUTSIDE_BLOCK: &str = "(heap block)";
 
 /// Holders listed in a report.
 const TOP_HOLDERS: usize = 25;
+/// Holders listed per site group of a heap walk.
+const TOP_GROUP_HOLDERS: usize = 3;
 /// Longest chain kept in retention paths and holder chains: longer ones keep
 /// their first [`HEAD`] links (from the root) and their last
 /// `MAX_PATH - HEAD - 1`, with one elision link between.
 const MAX_PATH: usize = 32;
 const HEAD: u32 = 8;
 const TAIL: usize = MAX_PATH - HEAD as usize - 1;
+
+/// What holds a block directly, as a reader tells holders apart: a root, or
+/// a heap block of some allocation site (a reader's key; `u32::MAX` for
+/// none) and, for one without, what it refers to (a task's vtable, say).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum DirectHolder<'a> {
+    Root(u32),
+    Heap(u32, Option<&'a str>),
+}
 
 /// The child's results with names attached.
 pub(crate) struct Resolved {
@@ -445,6 +456,44 @@ impl Resolved {
         }
     }
 
+    /// The root at the head of node `n`'s shortest chain (`None` if
+    /// unreached); at most [`HEAD`] steps, however deep.
+    fn root_of(&self, n: u32) -> Option<u32> {
+        let mut at = if self.depth[n as usize] > HEAD {
+            self.head[n as usize]
+        } else {
+            n
+        };
+        for _ in 0..=HEAD {
+            if at == NONE || at == 0 {
+                return None;
+            }
+            if at < self.first_block {
+                return Some(at);
+            }
+            at = self.parent(at);
+        }
+        None
+    }
+
+    /// What holds block `i` directly, on its shortest chain, as
+    /// [`DirectHolder`] tells holders apart.
+    fn direct_holder(&self, i: usize, key: impl Fn(SiteId) -> u32) -> Option<DirectHolder<'_>> {
+        let p = self.blocks[i].parent;
+        if p == NONE || p == 0 {
+            None
+        } else if p < self.first_block {
+            Some(DirectHolder::Root(p))
+        } else {
+            let holder = &self.blocks[(p - self.first_block) as usize];
+            let refers_to = (holder.site == NO_SITE)
+                .then(|| self.referred_names.get(&holder.refers_to))
+                .flatten()
+                .map(String::as_str);
+            Some(DirectHolder::Heap(key(holder.site), refers_to))
+        }
+    }
+
     fn idom(&self, n: u32) -> u32 {
         if n >= self.first_block {
             self.blocks[(n - self.first_block) as usize].idom
@@ -474,6 +523,12 @@ impl Resolved {
             ..Totals::default()
         };
         let mut groups: HashMap<(LeakKind, u32), (Amount, usize)> = HashMap::new();
+        // From a heap walk: the reachable blocks with a stack of each group
+        // by root and direct holder, with the largest of each (blocks by
+        // root: a list of tasks is reached from many roots, each task
+        // from whichever is nearest).
+        type HolderKey<'a> = ((LeakKind, u32), u32, DirectHolder<'a>);
+        let mut group_holders: HashMap<HolderKey<'_>, (Amount, usize)> = HashMap::new();
         // Pinned buffers by holder and allocation stack; from a heap walk,
         // where most buffers have no stack, by holder alone, with the
         // sampled ones' stack (the largest's) standing for the group.
@@ -532,6 +587,21 @@ impl Resolved {
             }
             if b.site != NO_SITE {
                 with_stacks.add(b.size);
+            }
+            if walked
+                && b.site != NO_SITE
+                && matches!(kind, LeakKind::StillReachable | LeakKind::PossiblyLost)
+            {
+                let n = self.first_block + i as u32;
+                if let (Some(root), Some(direct)) = (self.root_of(n), self.direct_holder(i, key)) {
+                    let h = group_holders
+                        .entry(((kind, key(b.site)), root, direct))
+                        .or_insert((Amount::default(), i));
+                    h.0.add(b.size);
+                    if b.size > self.blocks[h.1].size {
+                        h.1 = i;
+                    }
+                }
             }
             if b.flags & flags::PINNED != 0 {
                 let group = (b.idom, if walked { 0 } else { key(b.site) });
@@ -639,17 +709,50 @@ impl Resolved {
         }
         let pinned: Vec<Pinning> = pinned.into_iter().map(|(_, p)| p).collect();
 
+        // Per group and direct holder: the blocks, and of the root reaching
+        // most of them (its bytes), the largest block.
+        type ByDirect<'a> = HashMap<DirectHolder<'a>, (Amount, u64, usize)>;
+        let mut holders_of: HashMap<(LeakKind, u32), ByDirect<'_>> = HashMap::new();
+        for ((group, _, direct), (amount, largest)) in group_holders {
+            let h = holders_of
+                .entry(group)
+                .or_default()
+                .entry(direct)
+                .or_insert((Amount::default(), 0, largest));
+            h.0.blocks += amount.blocks;
+            h.0.bytes += amount.bytes;
+            if (amount.bytes, std::cmp::Reverse(largest)) > (h.1, std::cmp::Reverse(h.2)) {
+                h.1 = amount.bytes;
+                h.2 = largest;
+            }
+        }
         let mut groups: Vec<LeakGroup> = groups
             .into_iter()
-            .map(|((kind, _), (amount, largest))| LeakGroup {
-                kind,
-                site: self.block_node(largest).site,
-                amount,
-                chain: if matches!(kind, LeakKind::StillReachable | LeakKind::PossiblyLost) {
-                    self.block_chain(largest)
-                } else {
-                    Vec::new()
-                },
+            .map(|(group, (amount, largest))| {
+                let kind = group.0;
+                let mut held: Vec<(Amount, u64, usize)> = holders_of
+                    .remove(&group)
+                    .map(|by_direct| by_direct.into_values().collect())
+                    .unwrap_or_default();
+                held.sort_by_key(|&(a, _, i)| (std::cmp::Reverse(a.bytes), i));
+                LeakGroup {
+                    kind,
+                    site: self.block_node(largest).site,
+                    amount,
+                    chain: if matches!(kind, LeakKind::StillReachable | LeakKind::PossiblyLost) {
+                        self.block_chain(largest)
+                    } else {
+                        Vec::new()
+                    },
+                    holders: held
+                        .into_iter()
+                        .take(TOP_GROUP_HOLDERS)
+                        .map(|(amount, _, i)| GroupHolder {
+                            amount,
+                            chain: self.block_chain(i),
+                        })
+                        .collect(),
+                }
             })
             .collect();
         groups.sort_by_key(|g| (g.kind as u8, std::cmp::Reverse(g.amount.bytes)));

@@ -9,8 +9,8 @@ use super::super::Finding;
 use super::Rule;
 use crate::frames::{FrameTable, Side};
 use crate::snapshot::{
-    Amount, LargeBlock, LeakGroup, LeakKind, Link, Node, NodeKind, Pinning, RetentionPath,
-    SnapshotReport, Totals, FORMAT, VERSION,
+    Amount, GroupHolder, LargeBlock, LeakGroup, LeakKind, Link, Node, NodeKind, Pinning,
+    RetentionPath, SnapshotReport, Totals, FORMAT, VERSION,
 };
 use crate::{ProfileBuilder, StackView};
 
@@ -140,46 +140,68 @@ impl Point {
     /// (a label: `static X`, `thread T: f`), through `via` (labels of heap
     /// links between them).
     pub(crate) fn held(&mut self, root: &str, via: &[&str], site: &[&str], blocks: u64, each: u64) {
-        let amount = Amount {
-            blocks,
-            bytes: blocks * each,
-        };
-        let leaf = Node {
+        self.held_variously(site, &[(root, via, blocks, each)]);
+    }
+
+    /// Blocks allocated at `site`, held in several ways: per holder, the
+    /// root (a label), the heap links between it and the blocks, how many
+    /// blocks and of how many bytes each. As a heap walk reports them: the
+    /// group's chain is the largest block's, its holders most bytes first.
+    pub(crate) fn held_variously(&mut self, site: &[&str], holders: &[(&str, &[&str], u64, u64)]) {
+        let leaf = |each: u64| Node {
             kind: NodeKind::Heap,
             name: site.first().map_or("?", |s| s).to_string(),
             site: strings(site),
             size: Some(each),
         };
-        let mut chain = vec![Link {
-            node: root_node(root),
-            offset: 0,
-        }];
-        chain.extend(via.iter().map(|v| Link {
-            node: Node {
-                kind: NodeKind::Heap,
-                name: v.to_string(),
-                site: vec![v.to_string()],
-                size: Some(64),
-            },
-            offset: 0,
-        }));
-        chain.push(Link {
-            node: leaf.clone(),
-            offset: 0,
-        });
-        let mut path = vec![root.to_string()];
-        path.extend(via.iter().map(|v| format!("{v} (heap)")));
-        path.push(leaf.label());
-        if blocks > 0 {
+        let mut total = Amount::default();
+        let mut group_holders = Vec::new();
+        for &(root, via, blocks, each) in holders.iter().filter(|h| h.2 > 0) {
+            let amount = Amount {
+                blocks,
+                bytes: blocks * each,
+            };
+            total.blocks += blocks;
+            total.bytes += amount.bytes;
+            let mut chain = vec![Link {
+                node: root_node(root),
+                offset: 0,
+            }];
+            chain.extend(via.iter().map(|v| Link {
+                node: Node {
+                    kind: NodeKind::Heap,
+                    name: v.to_string(),
+                    site: vec![v.to_string()],
+                    size: Some(64),
+                },
+                offset: 0,
+            }));
+            chain.push(Link {
+                node: leaf(each),
+                offset: 0,
+            });
+            let mut path = vec![root.to_string()];
+            path.extend(via.iter().map(|v| format!("{v} (heap)")));
+            path.push(leaf(each).label());
             self.retention.push(RetentionPath { path, amount });
+            group_holders.push(GroupHolder { amount, chain });
+        }
+        if total.blocks > 0 {
+            let largest = group_holders
+                .iter()
+                .max_by_key(|h| h.amount.bytes / h.amount.blocks)
+                .map(|h| h.chain.clone())
+                .unwrap_or_default();
+            group_holders.sort_by_key(|h| std::cmp::Reverse(h.amount.bytes));
             self.groups.push(LeakGroup {
                 kind: LeakKind::StillReachable,
                 site: strings(site),
-                amount,
-                chain,
+                amount: total,
+                chain: largest,
+                holders: group_holders,
             });
         }
-        self.stack(site, blocks as i64, each);
+        self.stack(site, total.blocks as i64, total.bytes / total.blocks.max(1));
     }
 
     /// As [`Point::held`], directly from the root.
