@@ -139,15 +139,39 @@ fn is_profile_name(name: &str) -> bool {
 /// `snapshot-<pid>-<seq>.json`, or the exit outputs of `leakscope run`,
 /// `heap-<pid>.pb.gz` and `snapshot-<pid>.json`.
 fn pid_of(name: &str) -> Option<u32> {
+    pid_and_kind(name).map(|(pid, _)| pid)
+}
+
+/// The pid in a name of leakscope's, and whether the name is a periodic
+/// set's (`-<seq>` after the pid) rather than an exit output's.
+fn pid_and_kind(name: &str) -> Option<(u32, bool)> {
     let rest = name
         .strip_prefix("heap-")
         .or_else(|| name.strip_prefix("snapshot-"))
         .or_else(|| name.strip_prefix("memory-"))?;
     let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-    match rest[digits..].chars().next() {
-        Some('-' | '.') => rest[..digits].parse().ok(),
-        _ => None,
-    }
+    let periodic = match rest[digits..].chars().next() {
+        Some('-') => true,
+        Some('.') => false,
+        _ => return None,
+    };
+    Some((rest[..digits].parse().ok()?, periodic))
+}
+
+/// Drops the exit outputs (`heap-<pid>.pb.gz`, `snapshot-<pid>.json`) of a
+/// process that also wrote periodic sets: its last set is the state at
+/// exit already, and a second point at exit would be judged as the last
+/// one of the running service (whose connections may have closed by then).
+fn drop_exit_outputs_beside_periodic_sets(files: &mut Vec<Entry>) {
+    let periodic: Vec<u32> = files
+        .iter()
+        .filter_map(|e| pid_and_kind(&e.name))
+        .filter_map(|(pid, periodic)| periodic.then_some(pid))
+        .collect();
+    files.retain(|e| match pid_and_kind(&e.name) {
+        Some((pid, false)) => !periodic.contains(&pid),
+        _ => true,
+    });
 }
 
 /// One file of a directory, and the process it belongs to (`None` for
@@ -193,6 +217,7 @@ pub fn load_run(dir: &Path, pid: Option<u32>) -> Result<Run> {
         );
     }
     select_process(dir, &mut files, pid)?;
+    drop_exit_outputs_beside_periodic_sets(&mut files);
     files.sort_by_cached_key(|e| natural_key(&e.name));
     let mut profiles = Vec::new();
     let mut snapshots = Vec::new();
@@ -342,7 +367,7 @@ fn natural_key(name: &str) -> Vec<(String, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{natural_key, pid_of};
+    use super::{drop_exit_outputs_beside_periodic_sets, natural_key, pid_of, Entry};
 
     #[test]
     fn numbers_in_names_sort_by_value() {
@@ -361,5 +386,35 @@ mod tests {
         assert_eq!(pid_of("heap.3.pb.gz"), None);
         assert_eq!(pid_of("heap-abc.pb.gz"), None);
         assert_eq!(pid_of("heap-.pb.gz"), None);
+    }
+
+    #[test]
+    fn exit_outputs_beside_periodic_sets_are_not_points_of_the_run() {
+        let mut files: Vec<Entry> = [
+            "heap-5-0000.pb.gz",
+            "heap-5.pb.gz",
+            "snapshot-5.json",
+            "snapshot-5-0000.json",
+            "heap-9.pb.gz",
+            "saved.pb.gz",
+        ]
+        .iter()
+        .map(|n| Entry {
+            name: n.to_string(),
+            path: n.into(),
+            pid: pid_of(n),
+        })
+        .collect();
+        drop_exit_outputs_beside_periodic_sets(&mut files);
+        let names: Vec<&str> = files.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "heap-5-0000.pb.gz",
+                "snapshot-5-0000.json",
+                "heap-9.pb.gz",
+                "saved.pb.gz"
+            ]
+        );
     }
 }
