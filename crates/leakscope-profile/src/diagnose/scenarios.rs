@@ -164,6 +164,16 @@ pub const SCENARIOS: &[Scenario] = &[
         explains: &[],
     },
     Scenario {
+        id: "growth-inside-dependency",
+        title: "memory grows inside a dependency's own state",
+        fix: "bound it where the dependency lets you (its limits on queued streams, pooled connections, cached entries), or upgrade it: a known advisory may cover the running version (leakscope report --advisory-db)",
+        with_snapshots: "a growing allocation site whose code is a dependency's, held by a structure the same dependency allocated",
+        stacks_only: Some("a growing stack allocated by a dependency's code, with no more specific role (task, channel, connection, receive buffer)"),
+        scope: Scope::General,
+        leak: true,
+        explains: &[],
+    },
+    Scenario {
         id: "cache-without-bound",
         title: "a collection only grows: entries are added and never removed",
         fix: "bound the collection (an LRU or a size cap), expire entries (a TTL), or remove them when their owner ends",

@@ -15,6 +15,9 @@ pub const CONFIDENCE_COUNTED: f64 = 0.9;
 pub const CONFIDENCE_GENERAL_HOLDER: f64 = 0.8;
 /// ... when what the holder reaches grew by at least this much.
 pub const MIN_GENERAL_HOLDER_GROWTH: u64 = 256 << 10;
+/// A dependency's own state that grows, from a snapshot: its holder is
+/// known, what to bound in it is the dependency's to say.
+pub const CONFIDENCE_DEPENDENCY_HOLDER: f64 = 0.8;
 /// A scenario suggested by growing stacks alone: the holder is unknown.
 pub const CONFIDENCE_STACK_ONLY: f64 = 0.5;
 /// A finding from stacks whose sampled blocks a heap walk finds held by a

@@ -18,6 +18,7 @@ mod allocator_keeps_freed;
 mod cache_without_bound;
 mod client_per_call;
 mod cross_connection_retention;
+mod growth_inside_dependency;
 mod growth_outside_heap;
 mod idle_connections;
 mod json_borrowed_strings;
@@ -47,7 +48,7 @@ pub trait Rule: Sync {
 /// alone: tasks and clients hold receive buffers and connections), then the
 /// framework patterns, then the general case and the fallback. Among
 /// findings of equal confidence, this order ranks them.
-pub static RULES: [&dyn Rule; 14] = [
+pub static RULES: [&dyn Rule; 15] = [
     &growth_outside_heap::GrowthOutsideHeap,
     &allocator_keeps_freed::AllocatorKeepsFreed,
     &task_leak::TaskLeak,
@@ -60,6 +61,7 @@ pub static RULES: [&dyn Rule; 14] = [
     &request_field_held::RequestFieldHeld,
     &cross_connection_retention::CrossConnectionRetention,
     &response_field_held::ResponseFieldHeld,
+    &growth_inside_dependency::GrowthInsideDependency,
     &cache_without_bound::CacheWithoutBound,
     &unclassified::Unclassified,
 ];
