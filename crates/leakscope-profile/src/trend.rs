@@ -437,10 +437,34 @@ pub fn is_in_flight_root(root: &str) -> bool {
 }
 
 /// What identifies one holder from snapshot to snapshot: its name and the
-/// root its chain starts at.
+/// kind of root its chain starts at. A static is itself. A thread's frames,
+/// registers and locals are only where the chain happened to start that
+/// time (a word in the main thread's frame now, in a worker's locals next),
+/// so each kind of them is one root, whatever the thread or frame.
 fn holder_key(h: &crate::snapshot::Holder) -> (String, String) {
-    let root = h.chain.first().map(|l| l.node.label()).unwrap_or_default();
+    let root = h
+        .chain
+        .first()
+        .map(|l| root_identity(&l.node))
+        .unwrap_or_default();
     (h.node.label(), root)
+}
+
+/// The root of a holder series whose chains start in a thread's frames or
+/// registers (work in flight, see [`is_in_flight_root`]).
+const IN_FLIGHT_ROOT: &str = "a thread's frame or registers";
+
+fn root_identity(root: &crate::snapshot::Node) -> String {
+    use crate::snapshot::NodeKind;
+    let label = root.label();
+    match root.kind {
+        NodeKind::Stack | NodeKind::Registers if is_in_flight_root(&label) => {
+            IN_FLIGHT_ROOT.to_string()
+        }
+        NodeKind::Stack | NodeKind::Registers => "a thread's stack".to_string(),
+        NodeKind::ThreadLocal => "a thread's locals".to_string(),
+        _ => label,
+    }
 }
 
 /// Trends of the holders of periodic snapshots (in time order), by retained
@@ -482,7 +506,7 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
     // a trend. Those are judged only when present at every judged point.
     let walked = snapshots.iter().any(|s| s.blocks_from.is_heap_walk());
     let judged = line.run.judged();
-    let in_flight = |root: &str| walked || is_in_flight_root(root);
+    let in_flight = |root: &str| walked || root == IN_FLIGHT_ROOT;
     let list = holders
         .into_iter()
         .filter(|((_, root), (_, values))| {
@@ -769,6 +793,53 @@ mod tests {
             .map(|(t, &p)| snapshot_with(t as u64, p.then_some(300_000 * t as u64)))
             .collect();
         assert_eq!(holder_trends(&snaps).series[0].state, TrendState::Growing);
+    }
+
+    #[test]
+    fn a_holder_is_one_series_whichever_thread_its_chain_starts_in() {
+        use crate::snapshot::{Link, Node, NodeKind};
+        // A task's state, reached from the main thread's locals in some
+        // snapshots and from a worker's in others.
+        let snaps: Vec<SnapshotReport> = (0..10u64)
+            .map(|t| {
+                let mut s = snapshot_with(t, Some(300_000 * t));
+                let h = &mut s.holders[0];
+                h.node = Node {
+                    kind: NodeKind::Heap,
+                    name: "h2::proto::streams::streams::Inner::new".into(),
+                    site: vec!["h2::proto::streams::streams::Inner::new".into()],
+                    size: Some(512),
+                };
+                let thread = if t % 3 == 0 {
+                    "main"
+                } else {
+                    "tokio-rt-worker"
+                };
+                h.chain = vec![
+                    Link {
+                        node: Node {
+                            kind: NodeKind::ThreadLocal,
+                            name: format!("thread-locals of thread {thread}"),
+                            site: Vec::new(),
+                            size: None,
+                        },
+                        offset: 0,
+                    },
+                    Link {
+                        node: h.node.clone(),
+                        offset: 0,
+                    },
+                ];
+                s
+            })
+            .collect();
+        let r = holder_trends(&snaps);
+        assert_eq!(r.series.len(), 1, "{r:#?}");
+        assert_eq!(r.series[0].state, TrendState::Growing, "{r:#?}");
+        assert_eq!(
+            r.series[0].name,
+            "h2::proto::streams::streams::Inner::new (heap) <- a thread's locals"
+        );
     }
 
     #[test]

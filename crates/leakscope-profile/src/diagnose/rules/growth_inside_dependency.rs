@@ -117,22 +117,23 @@ fn from_snapshot(ev: &Evidence, s: &SiteEvidence, holder: &Link, krate: &str) ->
     let version = ev.version_suffix(krate);
     let at = &s.site[ev.facts(&s.site).leaf.unwrap_or(0)];
     let mut f = finding(ID, CONFIDENCE_DEPENDENCY_HOLDER);
-    f.evidence.push(if s.last.blocks == 1 && s.first.blocks <= 1 {
-        // One table, grown by reallocation.
-        format!(
-            "a block allocated in {at} has grown to {}, from {} after warm-up",
-            bytes(s.last.bytes as f64),
-            bytes(s.first.bytes as f64)
-        )
-    } else {
-        format!(
-            "{} blocks ({}) allocated in {at} are live, up from {} ({}) after warm-up",
-            s.last.blocks,
-            bytes(s.last.bytes as f64),
-            s.first.blocks,
-            bytes(s.first.bytes as f64)
-        )
-    });
+    f.evidence
+        .push(if s.last.blocks == 1 && s.first.blocks <= 1 {
+            // One table, grown by reallocation.
+            format!(
+                "a block allocated in {at} has grown to {}, from {} after warm-up",
+                bytes(s.last.bytes as f64),
+                bytes(s.first.bytes as f64)
+            )
+        } else {
+            format!(
+                "{} blocks ({}) allocated in {at} are live, up from {} ({}) after warm-up",
+                s.last.blocks,
+                bytes(s.last.bytes as f64),
+                s.first.blocks,
+                bytes(s.first.bytes as f64)
+            )
+        });
     f.evidence.push(format!(
         "they are held by {}, which the {krate}{version} crate allocated: its own state, not a structure of the application's",
         holder.node.label()
