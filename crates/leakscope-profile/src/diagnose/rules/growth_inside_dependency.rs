@@ -117,30 +117,41 @@ fn from_snapshot(ev: &Evidence, s: &SiteEvidence, holder: &Link, krate: &str) ->
     let version = ev.version_suffix(krate);
     let at = &s.site[ev.facts(&s.site).leaf.unwrap_or(0)];
     let mut f = finding(ID, CONFIDENCE_DEPENDENCY_HOLDER);
-    f.evidence
-        .push(if s.last.blocks == 1 && s.first.blocks <= 1 {
-            // One table, grown by reallocation.
-            format!(
-                "a block allocated in {at} has grown to {}, from {} after warm-up",
-                bytes(s.last.bytes as f64),
-                bytes(s.first.bytes as f64)
-            )
-        } else {
-            format!(
-                "{} blocks ({}) allocated in {at} are live, up from {} ({}) after warm-up",
-                s.last.blocks,
-                bytes(s.last.bytes as f64),
-                s.first.blocks,
-                bytes(s.first.bytes as f64)
-            )
-        });
+    let one_table = s.last.blocks == 1 && s.first.blocks <= 1;
+    f.evidence.push(if one_table {
+        // One table, grown by reallocation.
+        format!(
+            "a block allocated in {at} has grown to {}, from {} after warm-up",
+            bytes(s.last.bytes as f64),
+            bytes(s.first.bytes as f64)
+        )
+    } else {
+        format!(
+            "{} blocks ({}) allocated in {at} are live, up from {} ({}) after warm-up",
+            s.last.blocks,
+            bytes(s.last.bytes as f64),
+            s.first.blocks,
+            bytes(s.first.bytes as f64)
+        )
+    });
     f.evidence.push(format!(
-        "they are held by {}, which the {krate}{version} crate allocated: its own state, not a structure of the application's",
+        "{} held by {}, which the {krate}{version} crate allocated: its own state, not a structure of the application's",
+        if one_table { "it is" } else { "they are" },
         holder.node.label()
     ));
     if let Some(root) = s.chain.first() {
-        f.evidence
-            .push(format!("that state is reached from {}", root.node.label()));
+        // A connection's state usually lives in the task that drives it.
+        let task = s.chain.iter().find(|l| {
+            l.node.kind == NodeKind::Heap && ev.facts(&l.node.site).role == Some(Class::TaskCell)
+        });
+        f.evidence.push(match task {
+            Some(task) => format!(
+                "that state is reached from {}, through a task ({})",
+                root.node.label(),
+                task.node.label()
+            ),
+            None => format!("that state is reached from {}", root.node.label()),
+        });
     }
     if let Some(call) = called_from(ev, &s.site) {
         f.evidence
@@ -216,6 +227,7 @@ mod tests {
         });
         let f = only(&run, &GrowthInsideDependency);
         assert_eq!(f.confidence, CONFIDENCE_DEPENDENCY_HOLDER);
+        assert!(f.evidence[2].contains("through a task"), "{f:#?}");
         assert!(
             f.evidence[1].contains("the h2 0.3.16 crate allocated"),
             "{f:#?}"
