@@ -90,13 +90,24 @@ mod frames {
         frame(out, 0x4, 0, 0, &[]);
     }
 
-    /// HEADERS of `POST /upload` on `stream` (END_HEADERS, not END_STREAM),
-    /// then RST_STREAM(CANCEL) on it.
+    /// HEADERS of `POST /upload` on `stream` (END_HEADERS, not END_STREAM)
+    /// with a few headers of 100 bytes each, then RST_STREAM(CANCEL) on it.
+    /// h2 keeps each queued stream's decoded headers: the queue grows by
+    /// many small blocks, not only by its table doubling now and then.
     pub fn headers_then_reset(out: &mut Vec<u8>, stream: u32) {
         // HPACK: :method POST (static 3), :scheme http (6), :path "/upload"
         // (name from static 4, literal value, not indexed).
         let mut block = vec![0x83, 0x86, 0x04, 7];
         block.extend_from_slice(b"/upload");
+        for name in [&b"x-trace-a"[..], b"x-trace-b", b"x-trace-c", b"x-trace-d"] {
+            // A literal header with a new name, not indexed (lengths
+            // under 127 take one byte, without Huffman coding).
+            block.push(0x00);
+            block.push(name.len() as u8);
+            block.extend_from_slice(name);
+            block.push(100);
+            block.extend((0..100u32).map(|i| b'a' + ((stream + i) % 26) as u8));
+        }
         frame(out, 0x1, 0x4, stream, &block);
         frame(out, 0x3, 0, stream, &0x8u32.to_be_bytes());
     }

@@ -12,10 +12,10 @@
 
 use super::super::evidence::{Evidence, SiteEvidence, StackEvidence};
 use super::super::thresholds::{
-    CONFIDENCE_DEPENDENCY_HOLDER, CONFIDENCE_GENERAL_STACK, MIN_GENERAL_HOLDER_GROWTH,
+    CONFIDENCE_DEPENDENCY_HOLDER, CONFIDENCE_DEPENDENCY_STACK, MIN_GENERAL_HOLDER_GROWTH,
 };
 use super::super::Finding;
-use super::{bytes, chain_labels, finding, stack_finding, Rule};
+use super::{bytes, chain_labels, finding, receives_into_buffers, stack_finding, Rule};
 use crate::frames::{crate_of, Class};
 use crate::snapshot::{Link, NodeKind};
 
@@ -90,7 +90,15 @@ impl Rule for GrowthInsideDependency {
         }
         ev.growing_stacks()
             .find_map(|s| {
-                let krate = dependency_of(ev, s.frames(), &OTHER_RULES_ROLES)?;
+                // A receive path that decodes into structures of its own
+                // (no byte buffer a slice could pin) is the crate's state:
+                // named by the crate that receives, not the container's.
+                let krate = if s.facts.role == Some(Class::Receive) && !receives_into_buffers(s) {
+                    let krate = crate_of(s.frame(s.facts.role_frame)?);
+                    ev.is_dependency(krate).then_some(krate)?
+                } else {
+                    dependency_of(ev, s.frames(), &OTHER_RULES_ROLES)?
+                };
                 Some(from_stack(ev, s, krate))
             })
             .into_iter()
@@ -174,12 +182,13 @@ fn from_stack(ev: &Evidence, s: &StackEvidence, krate: &str) -> Finding {
             "the growing memory is allocated inside the {krate}{version} crate, with no application frame on the stack: the crate's own state grows"
         ),
     };
-    stack_finding(ev, ID, CONFIDENCE_GENERAL_STACK, s, what)
+    stack_finding(ev, ID, CONFIDENCE_DEPENDENCY_STACK, s, what)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnose::rules::request_field_held::RequestFieldHeld;
     use crate::diagnose::rules::test_support::*;
 
     const REGISTRY: &str = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f";
@@ -258,13 +267,44 @@ mod tests {
             p.stack(STREAMS_INSERT, 300 * t, 1024);
         });
         let f = only(&run, &GrowthInsideDependency);
-        assert_eq!(f.confidence, CONFIDENCE_GENERAL_STACK);
+        assert_eq!(f.confidence, CONFIDENCE_DEPENDENCY_STACK);
         assert!(
             f.evidence
                 .iter()
                 .any(|e| e.contains("inside the h2 0.3.16 crate")),
             "{f:#?}"
         );
+    }
+
+    #[test]
+    fn from_stacks_decoded_requests_a_crate_keeps_are_its_state_not_pinned_slices() {
+        // h2 decodes each queued stream's headers into a map of its own.
+        const HEADERS_LOAD: &[&str] = &[
+            "http::header::map::HeaderMap<T>::try_reserve_one",
+            "h2::frame::headers::HeaderBlock::load::{{closure}}",
+            "h2::hpack::decoder::Decoder::decode",
+            "h2::frame::headers::HeaderBlock::load",
+            "h2::server::Connection<T,B>::poll_accept",
+            "app::serve_connection::{{closure}}",
+        ];
+        let run = Run::stacks_only(|t, p| {
+            for f in HEADERS_LOAD.iter().filter(|f| f.starts_with("h2::")) {
+                p.file(f, &format!("{REGISTRY}/h2-0.3.16/src/frame/headers.rs"));
+            }
+            p.file(
+                HEADERS_LOAD[0],
+                &format!("{REGISTRY}/http-0.2.12/src/header/map.rs"),
+            );
+            p.stack(HEADERS_LOAD, 300 * t, 1024);
+        });
+        let f = only(&run, &GrowthInsideDependency);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("inside the h2 0.3.16 crate")),
+            "{f:#?}"
+        );
+        assert!(RequestFieldHeld.check(&run.evidence()).is_empty());
     }
 
     #[test]

@@ -98,6 +98,15 @@ pub(crate) fn finding(id: &str, confidence: f64) -> Finding {
     }
 }
 
+/// Whether a stack with a receive role allocates byte buffers (`bytes`'
+/// buffers, below its receive frame): what a zero-copy slice can pin. A
+/// receive path that decodes into structures (a header map, say) keeps
+/// copies, and no slice of a request pins them.
+pub(crate) fn receives_into_buffers(s: &StackEvidence) -> bool {
+    let below = s.facts.role_frame.unwrap_or(0);
+    s.frames()[..below].iter().any(|f| f.starts_with("bytes::"))
+}
+
 /// Said of every finding from stacks alone.
 pub(crate) const SNAPSHOT_HINT: &str = "run with LEAKSCOPE_MODE=full (or take \
      leakscope::snapshot()) to see which object holds it";

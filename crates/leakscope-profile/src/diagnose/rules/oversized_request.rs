@@ -184,7 +184,12 @@ fn from_profiles(ev: &Evidence) -> Vec<Finding> {
     // From the profiles: live size outliers at one stack of request
     // handling that stays (a pool keeps them; it does not grow), against
     // the run's average allocation (live counts of small blocks are too
-    // noisy in sampled profiles to average over).
+    // noisy in sampled profiles to average over). Without a holder, the
+    // large requests themselves must show: reads of 1 MiB or more (a
+    // table that grows by reallocation is as large, and no request was).
+    let Some(reads) = reads_line(ev) else {
+        return Vec::new();
+    };
     let Some(view) = ev.last_profile else {
         return Vec::new();
     };
@@ -234,7 +239,7 @@ fn from_profiles(ev: &Evidence) -> Vec<Finding> {
         .map_or_else(|| "?".to_string(), String::clone);
     let (n, b) = (s.values[objects] as f64, s.values[space] as f64);
     let mut f = finding(ID, CONFIDENCE_OUTLIERS_FROM_STACKS);
-    f.evidence.extend(reads_line(ev));
+    f.evidence.push(reads);
     f.evidence.push(format!(
             "{} allocated at {at} while handling requests stay after the requests (live in {kept_in} of {} profiles) — {:.0}x the average allocation of {} in this run",
             if n.round() == 1.0 {
@@ -323,6 +328,17 @@ mod tests {
         assert_eq!(f.confidence, CONFIDENCE_WALKED_STATIC);
         assert_eq!(f.chain, ["static app::POOL"]);
         assert_eq!(f.stack, strings(POOL_TAKE));
+    }
+
+    #[test]
+    fn from_stacks_a_large_block_without_large_requests_is_not_this() {
+        // One table grown by reallocation to 4 MiB while handling requests
+        // of a few hundred bytes.
+        let run = Run::stacks_only(|t, p| {
+            p.stack(POOL_TAKE, i64::from(t >= 1), 4 << 20);
+            p.stack_allocated(BIG_READ, 0, 512, 1000 * t as u64);
+        });
+        assert!(OversizedRequest.check(&run.evidence()).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! walk finds pinned by small slices held from a static.
 
 use super::super::evidence::Evidence;
-use super::super::thresholds::CONFIDENCE_STACK_ONLY;
+use super::super::thresholds::{CONFIDENCE_KEYWORD_ONLY, CONFIDENCE_STACK_ONLY};
 use super::super::Finding;
 use super::{pinned, stack_finding, Rule};
 use crate::frames::{Class, Side};
@@ -42,17 +42,18 @@ impl Rule for RequestFieldHeld {
         // A receive path the frame table knows; else (a hand-written
         // protocol over plain sockets) buffers the heap walk finds pinned by
         // small slices the application holds.
-        if let Some(s) = ev
-            .growing_stacks()
-            .find(|s| s.facts.role == Some(Class::Receive) && s.facts.side != Some(Side::Client))
-        {
+        if let Some(s) = ev.growing_stacks().find(|s| {
+            s.facts.role == Some(Class::Receive)
+                && s.facts.side != Some(Side::Client)
+                && super::receives_into_buffers(s)
+        }) {
             let krate = s
                 .frame(s.facts.role_frame)
                 .map_or("", crate::frames::crate_of);
             return vec![stack_finding(
                 ev,
                 ID,
-                CONFIDENCE_STACK_ONLY,
+                CONFIDENCE_KEYWORD_ONLY,
                 s,
                 format!(
                     "the growth is under the server's receive path ({krate}): requests, or \
@@ -127,7 +128,7 @@ mod tests {
             p.stack(&["app::steady", "app::main"], 10, 4096);
         });
         let f = only(&run, &RequestFieldHeld);
-        assert_eq!(f.confidence, CONFIDENCE_STACK_ONLY);
+        assert_eq!(f.confidence, CONFIDENCE_KEYWORD_ONLY);
         assert!(f.evidence.iter().any(|e| e.contains("(hyper)")), "{f:#?}");
         assert!(f.evidence.iter().any(|e| e.contains("holder is unknown")));
     }
