@@ -120,6 +120,19 @@ impl StackView {
         }
     }
 
+    /// Where a heap profile's values sit, in the order
+    /// `[inuse_objects, inuse_space, alloc_objects, alloc_space]`; `None`
+    /// for a type the profile lacks.
+    pub fn heap_indices(&self) -> [Option<usize>; 4] {
+        [
+            "inuse_objects",
+            "inuse_space",
+            "alloc_objects",
+            "alloc_space",
+        ]
+        .map(|n| self.sample_index(Some(n)).ok())
+    }
+
     /// Finds a sample type by name; `None` picks the profile's default.
     pub fn sample_index(&self, name: Option<&str>) -> Result<usize, String> {
         match name {

@@ -479,13 +479,7 @@ fn stack_values(view: Option<&StackView>) -> StackValues {
     let Some(view) = view else {
         return out;
     };
-    let idx = [
-        "inuse_objects",
-        "inuse_space",
-        "alloc_objects",
-        "alloc_space",
-    ]
-    .map(|n| view.sample_index(Some(n)).ok());
+    let idx = view.heap_indices();
     for s in &view.samples {
         let key: Vec<String> = view.function_names(s).map(str::to_string).collect();
         let e = out.entry(key).or_insert([0.0; 4]);

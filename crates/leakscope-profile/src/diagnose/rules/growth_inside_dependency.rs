@@ -34,7 +34,7 @@ const OTHER_RULES_ROLES: [Class; 4] = [
 /// Holders that are not a dependency's state though a dependency
 /// allocated them: a task's cell holds the application's future, a
 /// channel's blocks the application's messages.
-const CONTAINER_ROLES: [Class; 2] = [Class::TaskCell, Class::ChannelGrow];
+const NOT_STATE_ROLES: [Class; 2] = [Class::TaskCell, Class::ChannelGrow];
 
 /// The dependency crate whose code made an allocation at `site` (its
 /// first frame past allocation plumbing), unless its role is one of
@@ -82,7 +82,7 @@ impl Rule for GrowthInsideDependency {
                 .find_map(|s| {
                     let krate = dependency_of(ev, &s.site, &OTHER_RULES_ROLES)?;
                     let holder = nearest_holder(ev, &s.chain)?;
-                    (dependency_of(ev, &holder.node.site, &CONTAINER_ROLES)? == krate)
+                    (dependency_of(ev, &holder.node.site, &NOT_STATE_ROLES)? == krate)
                         .then(|| from_snapshot(ev, s, holder, krate))
                 })
                 .into_iter()

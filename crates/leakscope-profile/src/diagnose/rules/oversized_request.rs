@@ -25,10 +25,7 @@ fn large_reads(ev: &Evidence) -> (f64, f64) {
     let Some(view) = ev.last_profile else {
         return (0.0, 0.0);
     };
-    let (Ok(objects), Ok(space)) = (
-        view.sample_index(Some("alloc_objects")),
-        view.sample_index(Some("alloc_space")),
-    ) else {
+    let [_, _, Some(objects), Some(space)] = view.heap_indices() else {
         return (0.0, 0.0);
     };
     let mut total = (0.0, 0.0);
@@ -85,10 +82,7 @@ fn profiles_holding_outliers(profiles: &[StackView], frames: &[String]) -> usize
     profiles
         .iter()
         .filter(|view| {
-            let (Ok(objects), Ok(space)) = (
-                view.sample_index(Some("inuse_objects")),
-                view.sample_index(Some("inuse_space")),
-            ) else {
+            let [Some(objects), Some(space), _, _] = view.heap_indices() else {
                 return false;
             };
             view.samples.iter().any(|s| {
@@ -193,14 +187,8 @@ fn from_profiles(ev: &Evidence) -> Vec<Finding> {
     let Some(view) = ev.last_profile else {
         return Vec::new();
     };
-    let idx = [
-        "inuse_objects",
-        "inuse_space",
-        "alloc_objects",
-        "alloc_space",
-    ]
-    .map(|n| view.sample_index(Some(n)).ok());
-    let [Some(objects), Some(space), Some(alloc_objects), Some(alloc_space)] = idx else {
+    let [Some(objects), Some(space), Some(alloc_objects), Some(alloc_space)] = view.heap_indices()
+    else {
         return Vec::new();
     };
     let typical = view.total(alloc_space) as f64 / view.total(alloc_objects).max(1) as f64;
