@@ -89,6 +89,10 @@ impl Rule for GrowthInsideDependency {
                 .collect();
         }
         ev.growing_stacks()
+            // Byte buffers a dependency's I/O code fills (tokio's
+            // `read_buf`) hold the application's data, not the crate's
+            // state: the slice-pinning rules and the walk judge those.
+            .filter(|s| !fills_byte_buffers(s))
             .find_map(|s| {
                 // A receive path that decodes into structures of its own
                 // (no byte buffer a slice could pin) is the crate's state:
@@ -104,6 +108,13 @@ impl Rule for GrowthInsideDependency {
             .into_iter()
             .collect()
     }
+}
+
+/// Whether the stack's allocation is a `bytes` buffer (below its first
+/// frame past plumbing).
+fn fills_byte_buffers(s: &StackEvidence) -> bool {
+    let leaf = s.facts.leaf.unwrap_or(0);
+    s.frames()[..leaf].iter().any(|f| f.starts_with("bytes::"))
 }
 
 /// The frame where the application calls into the crate, if any: the
