@@ -10,8 +10,9 @@
 #     on one thread, and one alloc+free pair in isolation on each allocator;
 #   - criterion micro-benchmarks of one alloc+free pair per mode;
 #   - heap snapshots: parent pause and child analysis time for 100 MiB and
-#     1 GiB heaps of millions of blocks, and for 1M-node linked lists, a
-#     tree and 1M never-completing tokio tasks;
+#     1 GiB heaps of millions of blocks (full mode, and sampled mode, whose
+#     blocks come from walking glibc's heap), and for 1M-node linked lists,
+#     a tree and 1M never-completing tokio tasks;
 #   - the lab's request throughput (tonic service and client) on the system
 #     allocator and with leakscope off / sampled / full;
 #   - `leakscope run` (LD_PRELOAD) sampled and full against heaptrack and
@@ -197,6 +198,14 @@ for shape in "${SHAPES[@]}"; do
     "$B/snapshot-bench" $shape 2>/dev/null >> "$SNAPSHOTS"
     echo >> "$SNAPSHOTS"
 done
+# Sampled mode: the same heaps, their blocks found by walking glibc's heap.
+if ! skip snapshots; then
+    for shape in "100 128" "1024 512"; do
+        # shellcheck disable=SC2086
+        LEAKSCOPE_MODE=sampled "$B/snapshot-bench" $shape 2>/dev/null >> "$SNAPSHOTS"
+        echo >> "$SNAPSHOTS"
+    done
+fi
 
 echo "bench: snapshots from outside (attach, gcore + core) against in-process"
 ATTACH="$OUT/attach.jsonl"

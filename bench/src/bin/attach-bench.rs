@@ -47,6 +47,7 @@ fn target(mib: usize, block: usize) {
             for _ in 0..3 {
                 let snap = leakscope::snapshot_with(leakscope::SnapshotOptions {
                     blocks: leakscope::BlockSource::HeapWalk,
+                    ..leakscope::SnapshotOptions::default()
                 })
                 .expect("an in-process snapshot");
                 best = best.min(snap.pause().as_secs_f64() * 1e3);

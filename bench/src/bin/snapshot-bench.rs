@@ -8,6 +8,10 @@
 //! - `tree`: a binary tree with parent pointers (deep and wide);
 //! - `tasks`: tokio tasks that never complete, each owning a block (the
 //!   runtime's intrusive task list; MIB counts the tasks' own blocks).
+//!
+//! `SNAPSHOT_CORES` limits the cores the analysis scans on (default: all).
+//! Full mode unless `LEAKSCOPE_MODE` says otherwise: in `sampled` mode the
+//! snapshot's blocks come from a walk of glibc's heap (the `blocks` phase).
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static HEAD: AtomicUsize = AtomicUsize::new(0);
 
 #[global_allocator]
-static ALLOC: leakscope::Profiler = leakscope::Profiler::new().with_mode(leakscope::Mode::Full);
+static ALLOC: leakscope::Profiler =
+    leakscope::Profiler::new().with_default_mode(leakscope::Mode::Full);
 
 fn main() {
     let mib: usize = std::env::args()
@@ -44,6 +49,10 @@ fn main() {
         blocks = Vec::new();
     }
     let stats = leakscope::stats();
+    let cores = std::env::var("SNAPSHOT_CORES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut scan_processes = 0;
     let mut best_pause = f64::MAX;
     let mut best_analysis = f64::MAX;
     let mut live_bytes = 0;
@@ -52,10 +61,15 @@ fn main() {
     let mut best_total = f64::MAX;
     for _ in 0..3 {
         let started = std::time::Instant::now();
-        let snap = leakscope::snapshot().expect("snapshot");
+        let snap = leakscope::snapshot_with(leakscope::SnapshotOptions {
+            cores,
+            ..leakscope::SnapshotOptions::default()
+        })
+        .expect("snapshot");
         // Pause, analysis and naming the results (chains, groups, paths).
         best_total = best_total.min(started.elapsed().as_secs_f64() * 1e3);
         steps = snap.analysis_steps();
+        scan_processes = snap.scan_processes();
         let analysis = snap.analysis_time().as_secs_f64() * 1e3;
         if analysis < best_analysis {
             // The phases of the best analysis, as a JSON object.
@@ -71,11 +85,12 @@ fn main() {
         live_bytes = snap.report().totals.live.bytes;
     }
     let rss = leakscope_bench::rss_bytes();
+    let mode = format!("{:?}", leakscope::mode()).to_lowercase();
     println!(
-        "{{\"heap_mib\":{mib},\"block_bytes\":{block},\"shape\":\"{shape}\",\"analysis_steps\":{steps},\"blocks\":{n},\"live_bytes\":{live_bytes},\"rss_bytes\":{rss},\"pause_ms\":{best_pause:.3},\"analysis_ms\":{best_analysis:.1},\"total_ms\":{best_total:.1},\"pause_ms_per_gib_rss\":{:.3},\"analysis_gib_per_s\":{:.3},\"profiler_bytes_per_block\":{:.1},\"phases_ms\":{phases}}}",
+        "{{\"mode\":\"{mode}\",\"heap_mib\":{mib},\"block_bytes\":{block},\"shape\":\"{shape}\",\"scan_processes\":{scan_processes},\"analysis_steps\":{steps},\"blocks\":{n},\"live_bytes\":{live_bytes},\"rss_bytes\":{rss},\"pause_ms\":{best_pause:.3},\"analysis_ms\":{best_analysis:.1},\"total_ms\":{best_total:.1},\"pause_ms_per_gib_rss\":{:.3},\"analysis_gib_per_s\":{:.3},\"profiler_bytes_per_block\":{:.1},\"phases_ms\":{phases}}}",
         best_pause / (rss as f64 / (1u64 << 30) as f64),
         (live_bytes as f64 / (1u64 << 30) as f64) / (best_analysis / 1e3),
-        stats.profiler_bytes as f64 / stats.tracked_blocks as f64
+        stats.profiler_bytes as f64 / stats.tracked_blocks.max(1) as f64
     );
     std::hint::black_box((&blocks, HEAD.load(Ordering::SeqCst)));
 }

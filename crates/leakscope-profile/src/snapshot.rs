@@ -606,6 +606,7 @@ impl SnapshotReport {
                 let _ = writeln!(out, "     chain: {}", chain_text(&p.chain));
             }
         }
+        self.render_held_groups(&mut out, limit);
         let lost: Vec<&LeakGroup> = self
             .groups
             .iter()
@@ -628,6 +629,49 @@ impl SnapshotReport {
             let _ = write!(out, "\n{}", memory.render());
         }
         out
+    }
+
+    /// A heap walk's reachable groups (sampled allocation stacks) with what
+    /// holds most of each: the holders list of a group says more than one
+    /// block's chain, which may start at a worker handling that block.
+    fn render_held_groups(&self, out: &mut String, limit: usize) {
+        let held: Vec<&LeakGroup> = self
+            .groups
+            .iter()
+            .filter(|g| !g.holders.is_empty())
+            .filter(|g| matches!(g.kind, LeakKind::StillReachable | LeakKind::PossiblyLost))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let b = |v: u64| format_value(clamp_i64(v), "bytes");
+        let _ = writeln!(
+            out,
+            "\nSampled blocks by allocation stack, and what holds them directly:"
+        );
+        for g in held.iter().take(limit) {
+            let _ = writeln!(
+                out,
+                "  {} in {} sampled blocks allocated in {}",
+                b(g.amount.bytes),
+                g.amount.blocks,
+                g.site.first().map_or("?", String::as_str)
+            );
+            for h in &g.holders {
+                let holder = h
+                    .chain
+                    .len()
+                    .checked_sub(2)
+                    .map_or_else(|| "a root".to_string(), |i| h.chain[i].node.label());
+                let _ = writeln!(
+                    out,
+                    "     {} in {} blocks held by {holder}; chain: {}",
+                    b(h.amount.bytes),
+                    h.amount.blocks,
+                    chain_text(&h.chain)
+                );
+            }
+        }
     }
 }
 
@@ -720,6 +764,44 @@ pub(crate) mod tests {
     fn round_trips_through_json() {
         let r = sample();
         assert_eq!(SnapshotReport::from_json(&r.to_json()).unwrap(), r);
+    }
+
+    #[test]
+    fn text_names_what_holds_a_walked_group() {
+        let mut r = sample();
+        let chain = r.holders[0].chain.clone();
+        let block = Link {
+            node: Node {
+                kind: NodeKind::Heap,
+                name: "app::remember".into(),
+                site: vec!["app::remember".into()],
+                size: Some(64),
+            },
+            offset: 0,
+        };
+        let amount = |blocks, bytes| Amount { blocks, bytes };
+        r.groups.push(LeakGroup {
+            kind: LeakKind::StillReachable,
+            site: vec!["app::remember".into()],
+            amount: amount(40, 2560),
+            chain: vec![],
+            holders: vec![GroupHolder {
+                amount: amount(39, 2496),
+                chain: [chain.clone(), vec![block]].concat(),
+            }],
+        });
+        let text = r.render(5);
+        assert!(
+            text.contains("2.50kB in 40 sampled blocks allocated in app::remember"),
+            "{text}"
+        );
+        assert!(
+            text.contains("in 39 blocks held by static app::CACHE"),
+            "{text}"
+        );
+        // A group without holders (full mode) adds no section.
+        r.groups[0].holders.clear();
+        assert!(!r.render(5).contains("what holds them"));
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl Drop for Planted {
 fn cross_check() -> Snapshot {
     snapshot_with(SnapshotOptions {
         blocks: BlockSource::CrossCheck,
+        ..SnapshotOptions::default()
     })
     .expect("cross-check snapshot")
 }
@@ -267,6 +268,7 @@ fn heap_walk_snapshots_name_what_the_table_names() {
     let planted = Planted::allocate([48, 4096, 70_000, 1 << 20]);
     let walk = snapshot_with(SnapshotOptions {
         blocks: BlockSource::HeapWalk,
+        ..SnapshotOptions::default()
     })
     .expect("heap walk snapshot");
     let table = leakscope::snapshot().expect("live table snapshot");

@@ -147,6 +147,7 @@ fn eight_threads_with_fragmented_arenas() {
 
     let walked = snapshot_with(SnapshotOptions {
         blocks: BlockSource::HeapWalk,
+        ..SnapshotOptions::default()
     })
     .expect("heap walk snapshot");
     let cheap = leakscope::memory::breakdown().expect("breakdown without a walk");

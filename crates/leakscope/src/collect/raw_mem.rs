@@ -40,6 +40,32 @@ pub(crate) fn map_zeroed(bytes: usize) -> Option<NonNull<u8>> {
     }
 }
 
+/// Maps `bytes` (rounded up to pages) of zeroed memory shared with the
+/// processes this one forks afterwards, committed only where written
+/// (`MAP_NORESERVE`): the snapshot child's helpers return their results in
+/// it. Returns `None` when the kernel refuses.
+pub(crate) fn map_shared_zeroed(bytes: usize) -> Option<NonNull<u8>> {
+    let len = round_to_pages(bytes.max(1));
+    // SAFETY: an anonymous shared mapping with a null hint has no
+    // preconditions; the result is checked against MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        register(p as usize, len);
+        NonNull::new(p.cast())
+    }
+}
+
 /// Mappings of leakscope's own (tables, the snapshot child's arrays), so
 /// that heap snapshots can tell them from the program's memory: the heap
 /// walker must not mistake a table's page for an mmapped chunk, and the
@@ -91,8 +117,9 @@ pub(crate) fn own_mappings(mut f: impl FnMut(usize, usize)) {
 /// Returns memory obtained from [`map_zeroed`].
 ///
 /// # Safety
-/// `ptr` and `bytes` must be exactly a pointer returned by `map_zeroed` and the
-/// size passed to it, and nothing may use the memory afterwards.
+/// `ptr` and `bytes` must be exactly a pointer returned by `map_zeroed` (or
+/// `map_shared_zeroed`) and the size passed to it, and nothing may use the
+/// memory afterwards.
 pub(crate) unsafe fn unmap(ptr: NonNull<u8>, bytes: usize) {
     // SAFETY: the caller guarantees this is a whole mapping we created and
     // that it is no longer referenced.

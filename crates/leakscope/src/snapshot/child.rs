@@ -19,6 +19,8 @@ use super::glibc::{HeapStats, Prepared, ThreadRef};
 use super::graph::{self, Csr, NONE};
 use super::image::{Maps, Memory, OwnMemory, RegionKind};
 use super::mmap_vec::MmapVec;
+use super::page_index::{PageIndex, PAGE_SHIFT};
+use super::parallel_scan;
 use super::threads::{FP, PC, SAVED_REGS, SP};
 use super::wire::{BlockOut, Header, Output, RootKind, RootOut};
 use crate::collect::backtrace::MAX_FRAMES;
@@ -84,6 +86,8 @@ pub(crate) struct ChildInput<'a> {
     /// heap is glibc's, whose arenas can be told apart; another allocator's
     /// mappings hold freed memory with stale pointers).
     pub(crate) anonymous_roots: bool,
+    /// Processes the analysis may fork to scan blocks on other cores.
+    pub(crate) scan_helpers: u32,
 }
 
 /// Root-entity slots per thread: registers, thread-local storage, stack
@@ -134,19 +138,17 @@ struct Edge {
 
 const INTERIOR: u32 = 1 << 31;
 
-/// Live blocks sorted by address, with a hash table from each 4 KiB page
-/// that any block touches to the first block touching it. A word in a page
-/// no block touches is rejected after one probe; otherwise a short binary
-/// search among the few blocks of that page finds the one it points into.
-/// (Heaps are sparse, so a flat table over the whole address range would be
-/// mostly empty, and a binary search over all blocks misses the cache at
-/// every step.)
+/// Live blocks sorted by address, with an index from each 4 KiB page that
+/// any block touches to the blocks touching it ([`PageIndex`]). A word in a
+/// page no block touches is rejected after one probe; otherwise a short
+/// binary search among the few blocks of that page finds the one it points
+/// into. (A binary search over all blocks misses the cache at every step.)
 struct BlockIndex {
     blocks: MmapVec<Block>,
     /// `(start, end)` of each block: what a lookup reads, kept together so
     /// that one cache miss answers both the search and the containment test.
     spans: MmapVec<(u64, u64)>,
-    pages: PageTable,
+    pages: PageIndex,
     min: u64,
     max_end: u64,
     /// The parts of blocks that cannot be read (pages made inaccessible by
@@ -154,8 +156,6 @@ struct BlockIndex {
     /// Valgrind, a word pointing into them is no reference.
     unreadable: MmapVec<(u64, u64)>,
 }
-
-const PAGE_SHIFT: u32 = 12;
 
 /// Candidate words looked up together by [`BlockIndex::find_batch`].
 const SCAN_BATCH: usize = 32;
@@ -174,68 +174,6 @@ fn prefetch<T>(r: &T) {
     let _ = r;
 }
 
-/// Open-addressing map from page number to the first and last block
-/// touching it (one cache line per lookup).
-struct PageTable {
-    /// `(page number + 1, first block, last block)`; a zero key marks an
-    /// empty slot.
-    slots: MmapVec<(u64, u32, u32)>,
-    mask: usize,
-}
-
-impl PageTable {
-    fn with_capacity(entries: usize) -> Option<PageTable> {
-        let cap = (entries * 2).next_power_of_two().max(16);
-        Some(PageTable {
-            slots: MmapVec::filled(cap, (0, 0, 0))?,
-            mask: cap - 1,
-        })
-    }
-
-    fn slot(&self, page: u64) -> usize {
-        (page.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as usize & self.mask
-    }
-
-    /// Records that `block` touches `page` (blocks come in address order).
-    fn add(&mut self, page: u64, block: u32) {
-        let mut i = self.slot(page);
-        loop {
-            let (k, _, _) = self.slots[i];
-            if k == page + 1 {
-                self.slots[i].2 = block;
-                return;
-            }
-            if k == 0 {
-                self.slots[i] = (page + 1, block, block);
-                return;
-            }
-            i = (i + 1) & self.mask;
-        }
-    }
-
-    /// The first and last block touching `page`.
-    #[inline(always)]
-    fn get(&self, page: u64) -> Option<(u32, u32)> {
-        self.get_from(page, self.slot(page))
-    }
-
-    /// As [`PageTable::get`], with the page's home slot already computed.
-    #[inline(always)]
-    fn get_from(&self, page: u64, home: usize) -> Option<(u32, u32)> {
-        let mut i = home;
-        loop {
-            let (k, first, last) = self.slots[i];
-            if k == page + 1 {
-                return Some((first, last));
-            }
-            if k == 0 {
-                return None;
-            }
-            i = (i + 1) & self.mask;
-        }
-    }
-}
-
 impl BlockIndex {
     fn build(readable: &Maps, blocks: MmapVec<Block>) -> Option<(BlockIndex, u32)> {
         // Drop entries that overlap the previous block: stale records of
@@ -247,7 +185,6 @@ impl BlockIndex {
         kept.reserve(blocks.len())?;
         let mut dropped = 0u32;
         let mut last_end = 0;
-        let mut pages_touched = 0usize;
         // The readable mapping holding the previous block: most blocks share
         // one with their neighbour.
         let mut mapping = (0u64, 0u64);
@@ -279,20 +216,15 @@ impl BlockIndex {
                 }
             }
             last_end = b.addr + b.size.max(1);
-            pages_touched += (((last_end - 1) >> PAGE_SHIFT) - (b.addr >> PAGE_SHIFT) + 1) as usize;
             kept.push(b)?;
         }
         drop(blocks);
         let mut spans = MmapVec::new();
         spans.reserve(kept.len())?;
-        let mut pages = PageTable::with_capacity(pages_touched.min(kept.len() * 2 + (1 << 20)))?;
-        for (i, b) in kept.iter().enumerate() {
+        for b in kept.iter() {
             spans.push((b.addr, b.addr + b.size))?;
-            let last = (b.addr + b.size.max(1) - 1) >> PAGE_SHIFT;
-            for page in (b.addr >> PAGE_SHIFT)..=last {
-                pages.add(page, i as u32);
-            }
         }
+        let pages = PageIndex::build(&spans)?;
         let min = kept.first().map_or(0, |b| b.addr);
         let max_end = kept
             .iter()
@@ -317,16 +249,17 @@ impl BlockIndex {
     /// instead of following one another (pointers in a heap are mostly
     /// random, and one miss costs more than the rest of a lookup).
     fn find_batch(&self, words: &[u64], out: &mut [Option<(u32, bool)>]) {
-        let mut slots = [0usize; SCAN_BATCH];
+        let mut slots = [None; SCAN_BATCH];
         for (slot, &w) in slots.iter_mut().zip(words) {
             *slot = self.pages.slot(w >> PAGE_SHIFT);
-            prefetch(&self.pages.slots[*slot]);
+            if let Some(at) = *slot {
+                prefetch(self.pages.entry(at));
+            }
         }
         let mut ranges = [(0u32, 0u32); SCAN_BATCH];
-        for ((range, &w), &slot) in ranges.iter_mut().zip(words).zip(&slots) {
-            *range = self
-                .pages
-                .get_from(w >> PAGE_SHIFT, slot)
+        for (range, &slot) in ranges.iter_mut().zip(&slots) {
+            *range = slot
+                .and_then(|at| self.pages.blocks_at(at))
                 .unwrap_or((u32::MAX, 0));
             if range.0 != u32::MAX {
                 prefetch(&self.spans[range.0 as usize]);
@@ -527,6 +460,52 @@ fn scan<M: Memory>(
         }
     }
     Some(words as u64 * 8)
+}
+
+/// Scans heap blocks `first..end` of the index (of those partly
+/// unreadable, the parts that can be read), then looks up what is queued.
+fn scan_blocks<M: Memory>(
+    mem: &M,
+    index: &BlockIndex,
+    first_block: u32,
+    (first, end): (usize, usize),
+    pending: &mut Pending,
+    edges: &mut MmapVec<Edge>,
+) -> Option<u64> {
+    let mut scanned = 0;
+    for (i, b) in index.blocks[first..end].iter().enumerate() {
+        let node = first_block + (first + i) as u32;
+        let block_end = b.addr + b.size;
+        if index.has_unreadable(b.addr, block_end) {
+            let mut at = b.addr;
+            while let Some((lo, hi)) = index.readable_piece(at, block_end) {
+                scanned += scan(
+                    mem,
+                    lo,
+                    hi,
+                    index,
+                    first_block,
+                    |_| (node, b.addr),
+                    pending,
+                    edges,
+                )?;
+                at = hi;
+            }
+            continue;
+        }
+        scanned += scan(
+            mem,
+            b.addr,
+            block_end,
+            index,
+            first_block,
+            |_| (node, b.addr),
+            pending,
+            edges,
+        )?;
+    }
+    pending.flush(index, first_block, edges)?;
+    Some(scanned)
 }
 
 /// The frames of a thread's stack, from its saved registers: `(high end of
@@ -1309,39 +1288,40 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         )?;
     }
 
-    // Heap blocks (of those partly unreadable, the parts that can be read).
-    for (i, b) in index.blocks.iter().enumerate() {
-        let node = first_block + i as u32;
-        let end = b.addr + b.size;
-        if index.has_unreadable(b.addr, end) {
-            let mut at = b.addr;
-            while let Some((lo, hi)) = index.readable_piece(at, end) {
-                scanned += scan(
-                    mem,
-                    lo,
-                    hi,
-                    &index,
-                    first_block,
-                    |_| (node, b.addr),
-                    &mut pending,
-                    &mut edges,
-                )?;
-                at = hi;
-            }
-            continue;
-        }
-        scanned += scan(
-            mem,
-            b.addr,
-            end,
-            &index,
-            first_block,
-            |_| (node, b.addr),
-            &mut pending,
-            &mut edges,
-        )?;
-    }
+    // Heap blocks, in shares scanned on several cores (not with Valgrind's
+    // heuristics, whose list of interior edges is kept in scan order).
     pending.flush(&index, first_block, &mut edges)?;
+    let helpers = if pending.interior.is_some() {
+        0
+    } else {
+        input.scan_helpers as usize
+    };
+    let plan = parallel_scan::Plan::new(index.blocks.iter().map(|b| b.size), helpers);
+    let (block_bytes, scan_processes) = if plan.processes == 1 {
+        let everything = (0, index.blocks.len());
+        (
+            scan_blocks(
+                mem,
+                &index,
+                first_block,
+                everything,
+                &mut pending,
+                &mut edges,
+            )?,
+            1,
+        )
+    } else {
+        let words: usize = index
+            .spans
+            .iter()
+            .map(|&(s, e)| ((e - s) / 8) as usize)
+            .sum();
+        parallel_scan::scan_shares(&plan, &mut edges, words, |share, out| {
+            let mut pending = Pending::new(false);
+            scan_blocks(mem, &index, first_block, share, &mut pending, out)
+        })?
+    };
+    scanned += block_bytes;
     // The super-root points to every root but leakscope's own.
     for r in 1..first_block {
         if !root_own[r as usize] {
@@ -1417,8 +1397,9 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
                 &mut work,
             )
         };
+        let mut nodes = MmapVec::filled(reached, [0u32; 4])?;
         let mut words = MmapVec::filled(graph::DominatorScratch::words(reached), 0u32)?;
-        let mut scratch = graph::DominatorScratch::split(&mut words, reached);
+        let mut scratch = graph::DominatorScratch::split(&mut nodes, &mut words, reached);
         graph::dominators(
             pred,
             &vertex[..reached],
@@ -1746,6 +1727,7 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
         scanned_bytes: scanned,
         analysis_ns: now_ns() - started,
         graph_steps: work.steps,
+        scan_processes,
         source: input.source as u32,
         heap,
         check,

@@ -103,6 +103,7 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
         heuristics: 0,
         // Its heap is glibc's, walked.
         anonymous_roots: true,
+        scan_helpers: super::parallel_scan::helpers_for(None),
     };
     let started = Instant::now();
     child::analyse(image.mem, &input, &mut out)
@@ -176,6 +177,7 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
             )
         }),
         steps,
+        scan_processes: header.scan_processes,
         cross_check: None,
     })
 }

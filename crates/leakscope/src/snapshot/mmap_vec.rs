@@ -10,6 +10,11 @@ use std::ptr::NonNull;
 
 use crate::collect::raw_mem;
 
+/// Arrays from this size on ask for transparent huge pages: the analysis
+/// reads its large arrays at random (a TLB miss per access with 4 KiB
+/// pages) and fills them once (a page fault per 4 KiB, slow in a VM).
+const HUGE_PAGES_FROM: usize = 4 << 20;
+
 pub(crate) struct MmapVec<T: Copy> {
     ptr: NonNull<T>,
     len: usize,
@@ -46,7 +51,12 @@ impl<T: Copy> MmapVec<T> {
             return Some(());
         }
         let new_cap = needed.max(self.cap * 2).max(64);
-        let new = raw_mem::map_zeroed(Self::bytes_for(new_cap))?.cast::<T>();
+        let bytes = Self::bytes_for(new_cap);
+        let new = raw_mem::map_zeroed(bytes)?.cast::<T>();
+        if bytes >= HUGE_PAGES_FROM {
+            // SAFETY: advice on a mapping just made; it changes no contents.
+            unsafe { libc::madvise(new.as_ptr().cast(), bytes, libc::MADV_HUGEPAGE) };
+        }
         if self.cap > 0 {
             // SAFETY: both regions are live and distinct; `len` elements of
             // the old one are initialised.

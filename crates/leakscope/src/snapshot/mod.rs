@@ -26,6 +26,8 @@ pub(crate) mod image;
 mod memory_guard;
 pub(crate) mod mmap_vec;
 pub(crate) mod modules;
+mod page_index;
+mod parallel_scan;
 mod report;
 pub(crate) mod threads;
 mod wire;
@@ -111,6 +113,7 @@ pub struct Snapshot {
     analysis: Duration,
     phases: [(&'static str, Duration); 9],
     steps: u64,
+    scan_processes: u32,
     cross_check: Option<CrossCheckReport>,
 }
 
@@ -232,6 +235,12 @@ impl Snapshot {
         self.steps
     }
 
+    /// Processes that scanned the heap's blocks: the analysis and the
+    /// helpers it forked to use the other cores ([`SnapshotOptions::cores`]).
+    pub fn scan_processes(&self) -> u32 {
+        self.scan_processes
+    }
+
     /// For [`BlockSource::CrossCheck`]: how the live table and the heap walk
     /// differ.
     pub fn cross_check(&self) -> Option<&CrossCheckReport> {
@@ -316,7 +325,7 @@ impl SlotBuffer {
 /// How long threads get to stop before the snapshot goes on without them.
 const STOP_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn raw_fork() -> libc::c_long {
+pub(super) fn raw_fork() -> libc::c_long {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a plain fork system call. Unlike glibc's fork() it runs no
     // atfork handlers and takes no malloc locks, which other (stopped)
@@ -336,6 +345,9 @@ fn raw_fork() -> libc::c_long {
 pub struct SnapshotOptions {
     /// Where the block set comes from.
     pub blocks: BlockSource,
+    /// Cores the analysis may use to scan blocks (at most 8); `None`: one.
+    /// Each core past the first is a helper process forked for the scan.
+    pub cores: Option<usize>,
 }
 
 /// Takes a heap snapshot of this process: in full mode from the live table
@@ -530,6 +542,7 @@ fn take_snapshot(
     // Asks the loader (and allocates): never once other threads are
     // stopped, one of which may hold the loader's lock or an arena's.
     let anonymous_roots = other_allocator().is_none();
+    let scan_helpers = parallel_scan::helpers_for(options.cores);
     let me = threads::own_thread();
     let others = threads::other_threads();
     let mut thread_roots = vec![
@@ -637,6 +650,7 @@ fn take_snapshot(
             own_table: true,
             heuristics,
             anonymous_roots,
+            scan_helpers,
         };
         let code = match out {
             Some(mut out) => child::run(&input, &mut out),
@@ -743,6 +757,7 @@ fn take_snapshot(
             )
         }),
         steps,
+        scan_processes: header.scan_processes,
         cross_check: (source == BlockSource::CrossCheck)
             .then(|| CrossCheckReport::from(&header.check)),
     })

@@ -47,7 +47,8 @@ pub(crate) struct Header {
     pub(crate) fault_pc: u64,
     /// [`FieldOut`] records written.
     pub(crate) fields: u32,
-    pub(crate) _pad: u32,
+    /// Processes that scanned the blocks (the child and its helpers).
+    pub(crate) scan_processes: u32,
 }
 
 /// What kind of root an entity is.
