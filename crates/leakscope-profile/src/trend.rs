@@ -31,7 +31,8 @@ pub enum TrendState {
     LevelledOff,
     Flat,
     Shrinking,
-    /// Fewer than three points after warm-up.
+    /// Fewer than three points after warm-up; or a holder that gained more
+    /// than the whole heap did (memory it took over, not new memory).
     Inconclusive,
 }
 
@@ -522,17 +523,44 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
                 format!("{name} <- {root}")
             };
             let (observed, values) = line.observed(&values);
-            series(
+            // A walk sees every block, and work in flight moves between
+            // holders: only growth the size of the whole heap's counts.
+            let min_growth = if walked {
+                MIN_TOTAL_GROWTH
+            } else {
+                MIN_SERIES_GROWTH
+            };
+            let mut trend = series(
                 SeriesKind::Holder,
                 name,
                 chain,
                 &observed,
                 &values,
-                MIN_SERIES_GROWTH,
-            )
+                min_growth,
+            );
+            if trend.state == TrendState::Growing && !heap_grew_with(&totals, &line, &trend) {
+                trend.state = TrendState::Inconclusive;
+            }
+            trend
         })
         .collect();
     report(&line, &totals, list, TotalSource::Snapshots)
+}
+
+/// Whether the heap as a whole grew over the judged points by at least half
+/// of what `holder` gained. A holder that gains more than the heap does took
+/// over memory that was there already: which node dominates a structure
+/// changes with one stale word (a static's table reaching a runtime's
+/// state), and that is no growth.
+fn heap_grew_with(totals: &[f64], line: &Timeline, holder: &SeriesTrend) -> bool {
+    let judged = line.run.judged();
+    let (Some(first), Some(last)) = (
+        totals.get(judged.start),
+        totals.get(judged.end.min(totals.len()).saturating_sub(1)),
+    ) else {
+        return true;
+    };
+    last - first >= (holder.last_bytes - holder.first_bytes) / 2.0
 }
 
 /// Both: stacks from the profiles, holders from the snapshots. The whole
@@ -741,7 +769,7 @@ mod tests {
             totals: Totals {
                 live: Amount {
                     blocks: 10,
-                    bytes: 1 << 20,
+                    bytes: (1 << 20) + bytes.unwrap_or(0),
                 },
                 ..Totals::default()
             },
@@ -793,6 +821,23 @@ mod tests {
             .map(|(t, &p)| snapshot_with(t as u64, p.then_some(300_000 * t as u64)))
             .collect();
         assert_eq!(holder_trends(&snaps).series[0].state, TrendState::Growing);
+    }
+
+    #[test]
+    fn a_holder_that_takes_over_memory_the_heap_already_had_is_not_growing() {
+        // One stale word makes a static's table dominate a runtime's state:
+        // the static "retains" more and more of a heap that stays at 80 MB
+        // (a steady-state lab run's trend said a bounded session cache grew
+        // from 57 kB to 78 MB).
+        let snaps: Vec<SnapshotReport> = (0..10u64)
+            .map(|t| {
+                let mut s = snapshot_with(t, Some(60_000 + 8_000_000 * t));
+                s.totals.live.bytes = 80_000_000;
+                s
+            })
+            .collect();
+        let r = holder_trends(&snaps);
+        assert_eq!(r.series[0].state, TrendState::Inconclusive, "{r:#?}");
     }
 
     #[test]

@@ -18,26 +18,7 @@ fn round_to_pages(bytes: usize) -> usize {
 /// Maps `bytes` (rounded up to pages) of zeroed, private, read-write memory.
 /// Returns `None` when the kernel refuses.
 pub(crate) fn map_zeroed(bytes: usize) -> Option<NonNull<u8>> {
-    let len = round_to_pages(bytes.max(1));
-    // SAFETY: an anonymous private mapping with a null hint has no
-    // preconditions; the kernel picks an unused range. The result is checked
-    // against MAP_FAILED before use.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        None
-    } else {
-        register(p as usize, len);
-        NonNull::new(p.cast())
-    }
+    map_anonymous(bytes, libc::MAP_PRIVATE)
 }
 
 /// Maps `bytes` (rounded up to pages) of zeroed memory shared with the
@@ -45,15 +26,20 @@ pub(crate) fn map_zeroed(bytes: usize) -> Option<NonNull<u8>> {
 /// (`MAP_NORESERVE`): the snapshot child's helpers return their results in
 /// it. Returns `None` when the kernel refuses.
 pub(crate) fn map_shared_zeroed(bytes: usize) -> Option<NonNull<u8>> {
+    map_anonymous(bytes, libc::MAP_SHARED | libc::MAP_NORESERVE)
+}
+
+fn map_anonymous(bytes: usize, flags: libc::c_int) -> Option<NonNull<u8>> {
     let len = round_to_pages(bytes.max(1));
-    // SAFETY: an anonymous shared mapping with a null hint has no
-    // preconditions; the result is checked against MAP_FAILED before use.
+    // SAFETY: an anonymous mapping with a null hint has no preconditions;
+    // the kernel picks an unused range. The result is checked against
+    // MAP_FAILED before use.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            flags | libc::MAP_ANONYMOUS,
             -1,
             0,
         )

@@ -11,7 +11,7 @@ use super::super::thresholds::{
     CONFIDENCE_GENERAL_HOLDER, CONFIDENCE_GENERAL_STACK, MIN_GENERAL_HOLDER_GROWTH,
 };
 use super::super::Finding;
-use super::{bytes, finding, stack_finding, Rule};
+use super::{bytes, finding, stack_finding, task_on_chain, Rule};
 use crate::snapshot::NodeKind;
 
 pub struct CacheWithoutBound;
@@ -75,6 +75,18 @@ impl Rule for CacheWithoutBound {
                     f.evidence
                         .push(format!("the collection: {c}, held by {}", root.label));
                 }
+                // A task's own state (a buffer or map in its async
+                // function) is named by where the task was spawned.
+                let task = snaps
+                    .sites
+                    .iter()
+                    .find(|s| s.site == main.site)
+                    .and_then(|s| task_on_chain(ev, &s.chain));
+                if let Some((_, Some(spawned))) = task {
+                    f.evidence.push(format!(
+                        "it lives in the state of a task spawned in {spawned}: the task keeps adding to it and never drains it"
+                    ));
+                }
                 f.chain = main
                     .path
                     .iter()
@@ -113,6 +125,27 @@ mod tests {
     use crate::diagnose::rules::test_support::*;
 
     const TOUCH: &[&str] = &["app::sessions::touch", "app::handler"];
+
+    #[test]
+    fn a_task_that_accumulates_state_is_named_by_its_spawn_site() {
+        let record: &[&str] = &["app::audit::record", "app::audit::run::{{closure}}"];
+        let run = Run::new(|t, b| {
+            b.held(
+                "thread-locals of thread tokio-runtime-worker",
+                &["tokio::runtime::task::core::Cell<T,S>::new|tokio::runtime::task::raw::RawTask::new|tokio::task::spawn::spawn|app::audit::start|app::main"],
+                record,
+                300 * t as u64,
+                512,
+            );
+        });
+        let f = only(&run, &CacheWithoutBound);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("a task spawned in app::audit::start")),
+            "{f:#?}"
+        );
+    }
 
     #[test]
     fn a_map_that_only_grows_is_named_with_its_owner() {

@@ -15,7 +15,9 @@ use super::super::thresholds::{
     CONFIDENCE_DEPENDENCY_HOLDER, CONFIDENCE_DEPENDENCY_STACK, MIN_GENERAL_HOLDER_GROWTH,
 };
 use super::super::Finding;
-use super::{bytes, chain_labels, finding, receives_into_buffers, stack_finding, Rule};
+use super::{
+    bytes, chain_labels, finding, receives_into_buffers, stack_finding, task_on_chain, Rule,
+};
 use crate::frames::{crate_of, Class};
 use crate::snapshot::{Link, NodeKind};
 
@@ -160,11 +162,12 @@ fn from_snapshot(ev: &Evidence, s: &SiteEvidence, holder: &Link, krate: &str) ->
     ));
     if let Some(root) = s.chain.first() {
         // A connection's state usually lives in the task that drives it.
-        let task = s.chain.iter().find(|l| {
-            l.node.kind == NodeKind::Heap && ev.facts(&l.node.site).role == Some(Class::TaskCell)
-        });
-        f.evidence.push(match task {
-            Some(task) => format!(
+        f.evidence.push(match task_on_chain(ev, &s.chain) {
+            Some((_, Some(spawned))) => format!(
+                "that state is reached from {}, through a task spawned in {spawned}",
+                root.node.label()
+            ),
+            Some((task, None)) => format!(
                 "that state is reached from {}, through a task ({})",
                 root.node.label(),
                 task.node.label()
@@ -239,7 +242,10 @@ mod tests {
             h2_files(p);
             p.held(
                 "thread tokio-runtime-worker: tokio::runtime::task::raw::poll",
-                &["tokio::runtime::task::core::Cell<T,S>::new", STREAMS_NEW[0]],
+                &[
+                    "tokio::runtime::task::core::Cell<T,S>::new|tokio::task::spawn::spawn|app::accept_loop",
+                    STREAMS_NEW[0],
+                ],
                 STREAMS_INSERT,
                 1,
                 (300 << 10) * t as u64,
@@ -247,7 +253,10 @@ mod tests {
         });
         let f = only(&run, &GrowthInsideDependency);
         assert_eq!(f.confidence, CONFIDENCE_DEPENDENCY_HOLDER);
-        assert!(f.evidence[2].contains("through a task"), "{f:#?}");
+        assert!(
+            f.evidence[2].contains("through a task spawned in app::accept_loop"),
+            "{f:#?}"
+        );
         assert!(
             f.evidence[1].contains("the h2 0.3.16 crate allocated"),
             "{f:#?}"

@@ -11,7 +11,8 @@
 use super::evidence::{Evidence, StackEvidence};
 use super::scenarios::scenario;
 use super::Finding;
-use crate::snapshot::Link;
+use crate::frames::Class;
+use crate::snapshot::{Link, NodeKind};
 use crate::units::format_value;
 
 mod allocator_keeps_freed;
@@ -105,6 +106,24 @@ pub(crate) fn finding(id: &str, confidence: f64) -> Finding {
 pub(crate) fn receives_into_buffers(s: &StackEvidence) -> bool {
     let below = s.facts.role_frame.unwrap_or(0);
     s.frames()[..below].iter().any(|f| f.starts_with("bytes::"))
+}
+
+/// The first task's cell on `chain` and where the task was spawned: the
+/// first application frame of the cell's allocation stack past the
+/// runtime's spawn (unknown when the snapshot's stack stops short of it).
+pub(crate) fn task_on_chain<'a>(
+    ev: &Evidence,
+    chain: &'a [Link],
+) -> Option<(&'a Link, Option<&'a str>)> {
+    let task = chain.iter().find(|l| {
+        l.node.kind == NodeKind::Heap && ev.facts(&l.node.site).role == Some(Class::TaskCell)
+    })?;
+    let spawned = ev
+        .facts(&task.node.site)
+        .caller
+        .and_then(|i| task.node.site.get(i))
+        .map(String::as_str);
+    Some((task, spawned))
 }
 
 /// Said of every finding from stacks alone.

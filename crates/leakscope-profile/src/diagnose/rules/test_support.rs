@@ -167,11 +167,13 @@ impl Point {
                 node: root_node(root),
                 offset: 0,
             }];
+            // A link's allocation stack: its frames separated by `|`.
+            let frames = |v: &str| -> Vec<String> { v.split('|').map(str::to_string).collect() };
             chain.extend(via.iter().map(|v| Link {
                 node: Node {
                     kind: NodeKind::Heap,
-                    name: v.to_string(),
-                    site: vec![v.to_string()],
+                    name: frames(v)[0].clone(),
+                    site: frames(v),
                     size: Some(64),
                 },
                 offset: 0,
@@ -181,7 +183,7 @@ impl Point {
                 offset: 0,
             });
             let mut path = vec![root.to_string()];
-            path.extend(via.iter().map(|v| format!("{v} (heap)")));
+            path.extend(via.iter().map(|v| format!("{} (heap)", frames(v)[0])));
             path.push(leaf(each).label());
             self.retention.push(RetentionPath { path, amount });
             group_holders.push(GroupHolder { amount, chain });
