@@ -476,33 +476,21 @@ fn scan_blocks<M: Memory>(
     for (i, b) in index.blocks[first..end].iter().enumerate() {
         let node = first_block + (first + i) as u32;
         let block_end = b.addr + b.size;
-        if index.has_unreadable(b.addr, block_end) {
-            let mut at = b.addr;
-            while let Some((lo, hi)) = index.readable_piece(at, block_end) {
-                scanned += scan(
-                    mem,
-                    lo,
-                    hi,
-                    index,
-                    first_block,
-                    |_| (node, b.addr),
-                    pending,
-                    edges,
-                )?;
-                at = hi;
-            }
-            continue;
+        // The whole block, or its readable pieces when part of it is not.
+        let mut at = b.addr;
+        while let Some((lo, hi)) = index.readable_piece(at, block_end) {
+            scanned += scan(
+                mem,
+                lo,
+                hi,
+                index,
+                first_block,
+                |_| (node, b.addr),
+                pending,
+                edges,
+            )?;
+            at = hi;
         }
-        scanned += scan(
-            mem,
-            b.addr,
-            block_end,
-            index,
-            first_block,
-            |_| (node, b.addr),
-            pending,
-            edges,
-        )?;
     }
     pending.flush(index, first_block, edges)?;
     Some(scanned)

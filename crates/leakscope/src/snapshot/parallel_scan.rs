@@ -176,12 +176,7 @@ pub(crate) fn scan_shares<E: Copy>(
     }
     // The child's own shares, into one list.
     let mut mine = MmapVec::new();
-    let mut done_here = [None; MAX_SHARES];
-    while let Some(k) = take(control, shares.len()) {
-        let start = mine.len();
-        let scanned = scan_share(shares[k], &mut mine)?;
-        done_here[k] = Some((start, mine.len() - start, scanned));
-    }
+    let done_here = take_shares(control, shares, &mut mine, &mut scan_share)?;
     let mut returned = [false; MAX_HELPERS];
     for (h, helper) in helpers.iter().enumerate() {
         returned[h] = helper.as_ref().is_some_and(|helper| finished(helper.pid));
@@ -266,18 +261,7 @@ fn help<E: Copy>(
     out: &Shared,
 ) -> Option<()> {
     let mut own = MmapVec::new();
-    let mut reports = [None; MAX_SHARES];
-    while let Some(k) = take(control, shares.len()) {
-        let start = own.len();
-        let scanned = scan_share(shares[k], &mut own)?;
-        reports[k] = Some(ShareDone {
-            by: number,
-            _pad: 0,
-            start: start as u64,
-            len: (own.len() - start) as u64,
-            scanned,
-        });
-    }
+    let reports = take_shares(control, shares, &mut own, scan_share)?;
     if own.len() > capacity {
         return None;
     }
@@ -290,11 +274,40 @@ fn help<E: Copy>(
     // `own.len() <= capacity`.
     unsafe { std::ptr::copy_nonoverlapping(own.as_ptr(), out.at.as_ptr().cast::<E>(), own.len()) };
     for (k, report) in reports.iter().enumerate() {
-        if let Some(r) = report {
-            control.write_report(k, *r);
+        if let Some((start, len, scanned)) = *report {
+            control.write_report(
+                k,
+                ShareDone {
+                    by: number,
+                    _pad: 0,
+                    start: start as u64,
+                    len: len as u64,
+                    scanned,
+                },
+            );
         }
     }
     Some(())
+}
+
+/// Where a process put a share's edges in its list (start, count) and the
+/// bytes it scanned.
+type Scanned = Option<(usize, usize, u64)>;
+
+/// Takes shares until none is left, scanning each into `list`.
+fn take_shares<E: Copy>(
+    control: &Control,
+    shares: &[(usize, usize)],
+    list: &mut MmapVec<E>,
+    scan_share: &mut impl FnMut((usize, usize), &mut MmapVec<E>) -> Option<u64>,
+) -> Option<[Scanned; MAX_SHARES]> {
+    let mut done = [None; MAX_SHARES];
+    while let Some(k) = take(control, shares.len()) {
+        let start = list.len();
+        let scanned = scan_share(shares[k], list)?;
+        done[k] = Some((start, list.len() - start, scanned));
+    }
+    Some(done)
 }
 
 /// Waits for a helper; whether it finished its work.

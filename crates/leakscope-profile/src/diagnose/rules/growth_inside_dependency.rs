@@ -16,7 +16,8 @@ use super::super::thresholds::{
 };
 use super::super::Finding;
 use super::{
-    bytes, chain_labels, finding, receives_into_buffers, stack_finding, task_on_chain, Rule,
+    bytes, bytes_frames_below, chain_labels, finding, receives_into_buffers, stack_finding,
+    task_on_chain, Rule,
 };
 use crate::frames::{crate_of, Class};
 use crate::snapshot::{Link, NodeKind};
@@ -94,7 +95,8 @@ impl Rule for GrowthInsideDependency {
             // Byte buffers a dependency's I/O code fills (tokio's
             // `read_buf`) hold the application's data, not the crate's
             // state: the slice-pinning rules and the walk judge those.
-            .filter(|s| !fills_byte_buffers(s))
+            // (`bytes` frames below the first frame past plumbing.)
+            .filter(|s| !bytes_frames_below(s, s.facts.leaf))
             .find_map(|s| {
                 // A receive path that decodes into structures of its own
                 // (no byte buffer a slice could pin) is the crate's state:
@@ -110,13 +112,6 @@ impl Rule for GrowthInsideDependency {
             .into_iter()
             .collect()
     }
-}
-
-/// Whether the stack's allocation is a `bytes` buffer (below its first
-/// frame past plumbing).
-fn fills_byte_buffers(s: &StackEvidence) -> bool {
-    let leaf = s.facts.leaf.unwrap_or(0);
-    s.frames()[..leaf].iter().any(|f| f.starts_with("bytes::"))
 }
 
 /// The frame where the application calls into the crate, if any: the

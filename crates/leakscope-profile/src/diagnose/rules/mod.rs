@@ -104,8 +104,15 @@ pub(crate) fn finding(id: &str, confidence: f64) -> Finding {
 /// receive path that decodes into structures (a header map, say) keeps
 /// copies, and no slice of a request pins them.
 pub(crate) fn receives_into_buffers(s: &StackEvidence) -> bool {
-    let below = s.facts.role_frame.unwrap_or(0);
-    s.frames()[..below].iter().any(|f| f.starts_with("bytes::"))
+    bytes_frames_below(s, s.facts.role_frame)
+}
+
+/// Whether a `bytes` frame lies below frame `upto` of the stack (none
+/// when `upto` is unknown): the allocation is one of `bytes`' buffers.
+pub(crate) fn bytes_frames_below(s: &StackEvidence, upto: Option<usize>) -> bool {
+    s.frames()[..upto.unwrap_or(0)]
+        .iter()
+        .any(|f| f.starts_with("bytes::"))
 }
 
 /// The first task's cell on `chain` and where the task was spawned: the
