@@ -75,7 +75,7 @@ impl Scenario {
             Scenario::UnboundedChannel => "each request queues an audit record on an unbounded channel whose writer is slower than the handlers",
             Scenario::CacheWithoutBound => "the handler keeps a session for every user it sees in a map that is never pruned",
             Scenario::ArenaFragmentation => {
-                "worker threads build ever larger reports from short-lived blocks and keep a small summary of each (nothing leaks; glibc's arenas keep the freed memory)"
+                "worker threads build ever larger reports from 64 KiB parts, keep 16 parts spread over each as its index and free the rest (nothing leaks; glibc's arenas keep the freed memory)"
             }
             Scenario::ThreadLeak => "now and then a request starts an export thread that waits forever and is never joined",
             Scenario::SteadyState => "a correctly written service under the same load (its pool and session cache are bounded)",

@@ -1,10 +1,16 @@
 //! Report builders: a fixed pool of worker threads that, in turn, build a
-//! report from many short-lived 4 KiB blocks, keep only a small summary of
-//! it, and free the rest. Each report is a little larger than the last.
-//! Nothing leaks (the live heap is a few summaries), yet RSS climbs: each
-//! worker allocates in its own glibc arena, and the summary allocated after
-//! each report sits at the top of the arena, above the freed report, so the
-//! arena can never give that memory back. Arena fragmentation.
+//! report from many 64 KiB parts, keep 16 parts spread evenly over it (the
+//! report's index pages, the last one at its end) and free the rest. Each
+//! report is a little larger than the last, and replaces the worker's
+//! previous one. Nothing leaks (the live heap is 16 parts per worker), yet
+//! RSS climbs: each worker allocates in its own glibc arena, and the kept
+//! parts span the whole report, so the arena can give none of it back. The next, larger report
+//! refills the holes and extends the arena. Arena fragmentation.
+//!
+//! The kept parts are chosen by position, not left to where glibc places a
+//! small block (a summary allocated after the report landed in a freed
+//! chunk of the same size, low in the arena, as often as at its top), so
+//! RSS climbs at the same pace on every run.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -15,19 +21,28 @@ const WORKERS: usize = 8;
 const GROWTH_PER_REPORT: usize = 1 << 20;
 /// Pause between a worker's reports.
 const PAUSE: Duration = Duration::from_millis(400);
-const BLOCK: usize = 4096;
+/// A part: large enough that a report takes few allocations (built in a
+/// millisecond, so a snapshot rarely finds one in flight), below glibc's
+/// mmap threshold (128 KiB), so parts come from the arena.
+const BLOCK: usize = 64 << 10;
 
-/// The latest summary of each worker: all the service keeps.
-static SUMMARIES: Mutex<Vec<Option<Box<[u8; 64]>>>> = Mutex::new(Vec::new());
+/// Parts kept of each report, spread evenly over it.
+const KEPT_PARTS: usize = 16;
+
+/// The index of each worker's latest report: all the service keeps.
+static INDEXES: Mutex<Vec<Vec<Vec<u8>>>> = Mutex::new(Vec::new());
+/// Reports are built one at a time, so the memory in flight at any moment
+/// is one report, whatever the workers' timing.
+static BUILDING: Mutex<()> = Mutex::new(());
 
 /// Starts the workers (once).
 pub fn start() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        SUMMARIES
+        INDEXES
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .resize_with(WORKERS, || None);
+            .resize_with(WORKERS, Vec::new);
         for w in 0..WORKERS {
             let _ = std::thread::Builder::new()
                 .name(format!("report-{w}"))
@@ -47,15 +62,24 @@ fn work(worker: usize) {
 
 #[inline(never)]
 fn build_report(worker: usize, bytes: usize) {
-    let parts: Vec<Vec<u8>> = (0..bytes / BLOCK)
-        .map(|i| vec![(i % 251) as u8; BLOCK])
-        .collect();
-    let mut summary = Box::new([0u8; 64]);
-    for (i, p) in parts.iter().enumerate() {
-        summary[i % 64] ^= p[0];
-    }
-    // The new summary replaces the old one, then the report is freed.
-    let old = SUMMARIES.lock().unwrap_or_else(|e| e.into_inner())[worker].replace(summary);
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let count = bytes / BLOCK;
+    let parts: Vec<Vec<u8>> = (0..count).map(|i| vec![(i % 251) as u8; BLOCK]).collect();
+    let stride = count.div_ceil(KEPT_PARTS);
+    // A list of its own: collecting in place would keep the whole report's
+    // list of parts, which grows with the report.
+    let mut index = Vec::with_capacity(KEPT_PARTS + 1);
+    index.extend(
+        parts
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % stride == stride - 1 || i + 1 == count)
+            .map(|(_, part)| part),
+    );
+    // The new index replaces the old one, whose parts the next report reuses.
+    let old = std::mem::replace(
+        &mut INDEXES.lock().unwrap_or_else(|e| e.into_inner())[worker],
+        index,
+    );
     drop(old);
-    drop(parts);
 }
