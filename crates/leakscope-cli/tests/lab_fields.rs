@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use leakscope_profile::fields::{Content, Framing, TypeBasis, WireType};
-use leakscope_profile::snapshot::{Pinning, SnapshotReport};
+use leakscope_profile::snapshot::{BlocksFrom, Pinning, SnapshotReport};
 
 struct LabDir(PathBuf);
 
@@ -33,14 +33,21 @@ fn leakscope(args: &[&std::ffi::OsStr]) -> String {
 
 /// Runs the lab in full mode; returns its directory and last snapshot.
 fn lab(scenario: &str) -> (LabDir, PathBuf, SnapshotReport) {
+    lab_in(scenario, "full")
+}
+
+/// Runs the lab in `mode` (sampled mode's snapshots walk glibc's heap).
+fn lab_in(scenario: &str, mode: &str) -> (LabDir, PathBuf, SnapshotReport) {
     let dir = LabDir(std::env::temp_dir().join(format!(
-        "leakscope-lab-fields-{scenario}-{}",
+        "leakscope-lab-fields-{scenario}-{mode}-{}",
         std::process::id()
     )));
     leakscope(&[
         "lab".as_ref(),
         "--scenario".as_ref(),
         scenario.as_ref(),
+        "--mode".as_ref(),
+        mode.as_ref(),
         "--duration".as_ref(),
         "2".as_ref(),
         "--interval".as_ref(),
@@ -64,7 +71,7 @@ fn lab(scenario: &str) -> (LabDir, PathBuf, SnapshotReport) {
             .and_then(|t| SnapshotReport::from_json(&t).ok())
             .map_or(0, |s| s.time_unix_ms)
     });
-    let last = snapshots.pop().expect("full mode writes snapshots");
+    let last = snapshots.pop().expect("the lab writes snapshots");
     let report = SnapshotReport::from_json(&std::fs::read_to_string(&last).unwrap()).unwrap();
     (dir, last, report)
 }
@@ -84,19 +91,12 @@ fn pinned_under<'a>(report: &'a SnapshotReport, root: &str) -> Vec<&'a Pinning> 
     groups
 }
 
-/// Every pinned buffer of every group is attributed to the one field.
+/// Every pinned buffer of every group is attributed to the one field,
+/// named from the buffers' or the holder's allocation stacks.
 fn check_named(groups: &[&Pinning], full_name: &str, json_path: Option<&str>) {
     for p in groups {
-        assert_eq!(p.fields.len(), 1, "{:#?}", p.fields);
-        let f = &p.fields[0];
-        assert_eq!(f.buffers, p.buffers.blocks, "{p:#?}");
-        assert_eq!(f.field.framing, Framing::Grpc);
-        assert_eq!(f.field.content, Content::Protobuf);
-        assert_eq!(f.field.tags, [2]);
-        assert_eq!(f.field.wire_type, Some(WireType::Len));
-        assert_eq!(f.field.json_path.as_deref(), json_path);
-        assert_eq!(f.seen_tags, [vec![1, 2]]);
-        let name = f
+        check_tag_path(p, json_path);
+        let name = p.fields[0]
             .name
             .as_ref()
             .expect("named from the registered descriptors");
@@ -105,6 +105,19 @@ fn check_named(groups: &[&Pinning], full_name: &str, json_path: Option<&str>) {
         assert_eq!(name.basis, TypeBasis::Stacks);
         assert!(name.alternatives.is_empty());
     }
+}
+
+/// Every pinned buffer of `p` is attributed to field 2 of a gRPC message.
+fn check_tag_path(p: &Pinning, json_path: Option<&str>) {
+    assert_eq!(p.fields.len(), 1, "{:#?}", p.fields);
+    let f = &p.fields[0];
+    assert_eq!(f.buffers, p.buffers.blocks, "{p:#?}");
+    assert_eq!(f.field.framing, Framing::Grpc);
+    assert_eq!(f.field.content, Content::Protobuf);
+    assert_eq!(f.field.tags, [2]);
+    assert_eq!(f.field.wire_type, Some(WireType::Len));
+    assert_eq!(f.field.json_path.as_deref(), json_path);
+    assert_eq!(f.seen_tags, [vec![1, 2]]);
 }
 
 #[test]
@@ -175,6 +188,53 @@ fn json_borrowed_strings_names_the_field_and_the_json_value() {
         text.contains("field: lab.IngestRequest.json (field 2, bytes) at JSON $.user"),
         "{text}"
     );
+}
+
+/// Sampled mode has no table of live blocks: its snapshots walk glibc's
+/// heap, and find the same pinned buffers and the same field. The message
+/// is named from sampled stacks; when neither the holder's nor a buffer's
+/// stack names it (the lab's messages share one shape, and tonic's receive
+/// path is generic), the name lists every message that fits, the right one
+/// among them.
+#[test]
+fn sampled_mode_names_the_same_fields() {
+    for (scenario, root, name, json_path) in [
+        (
+            "request-field-held",
+            "REQUEST_CACHE",
+            "lab.EchoRequest.payload",
+            None,
+        ),
+        (
+            "response-field-held-client",
+            "REPLY_CACHE",
+            "lab.EchoReply.payload",
+            None,
+        ),
+        (
+            "json-borrowed-strings",
+            "PROFILE_CACHE",
+            "lab.IngestRequest.json",
+            Some("$.user"),
+        ),
+    ] {
+        let (_dir, snapshot, report) = lab_in(scenario, "sampled");
+        assert_eq!(report.blocks_from, BlocksFrom::HeapWalk, "{scenario}");
+        for p in pinned_under(&report, root) {
+            check_tag_path(p, json_path);
+            let named = p.fields[0].name.as_ref().expect("descriptors registered");
+            match named.basis {
+                TypeBasis::Stacks => assert_eq!(named.full(), name, "{scenario}"),
+                TypeBasis::Ambiguous => assert!(
+                    named.full() == name || named.alternatives.iter().any(|a| a == name),
+                    "{scenario}: {named:?}"
+                ),
+                other => panic!("{scenario}: named by {other:?}: {named:?}"),
+            }
+        }
+        let text = leakscope(&["refs".as_ref(), snapshot.as_os_str()]);
+        assert!(text.contains("(field 2, bytes)"), "{text}");
+    }
 }
 
 /// A snapshot without names (a service that registered no descriptors)
