@@ -360,6 +360,12 @@ pub fn judge_series(
 /// two periods: three are needed.
 pub const SAMPLING_NOISE_PERIODS: f64 = 3.0;
 
+/// Growth of a sampled heap's total within this many standard deviations
+/// of its estimate is noise.
+pub const TOTAL_NOISE_SIGMAS: f64 = 2.0;
+/// ... and growth of fewer samples than this, whatever the heap's size.
+pub const TOTAL_NOISE_PERIODS: f64 = 8.0;
+
 /// The smallest growth worth reporting for one stack or holder.
 pub const MIN_SERIES_GROWTH: f64 = 64.0 * 1024.0;
 /// ... and for the whole heap.
@@ -425,7 +431,16 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
             )
         })
         .collect();
-    report(&line, &totals, list, TotalSource::Profiles)
+    // The total's estimate moves in the same steps, and counts about
+    // total / period samples, which vary by their square root between
+    // points: growth within twice that, or by a handful of samples, is
+    // noise (a steady 600 kB heap sampled every 64 KiB reads anywhere from
+    // 350 to 610 kB, now and then rising over four points).
+    let largest = totals.iter().copied().fold(0.0, f64::max);
+    let min_total = MIN_TOTAL_GROWTH
+        .max(TOTAL_NOISE_PERIODS * period)
+        .max(TOTAL_NOISE_SIGMAS * (largest * period).sqrt());
+    report(&line, &totals, list, TotalSource::Profiles, min_total)
 }
 
 /// A root that holds work in flight: a thread's registers or one of its
@@ -544,7 +559,13 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
             trend
         })
         .collect();
-    report(&line, &totals, list, TotalSource::Snapshots)
+    report(
+        &line,
+        &totals,
+        list,
+        TotalSource::Snapshots,
+        MIN_TOTAL_GROWTH,
+    )
 }
 
 /// Whether the heap as a whole grew over the judged points by at least half
@@ -616,6 +637,7 @@ fn report(
     totals: &[f64],
     mut list: Vec<SeriesTrend>,
     source: TotalSource,
+    min_total_growth: f64,
 ) -> TrendReport {
     sort(&mut list);
     let warmup = line.warmup();
@@ -631,7 +653,7 @@ fn report(
             Vec::new(),
             line,
             totals,
-            MIN_TOTAL_GROWTH,
+            min_total_growth,
         ),
         series: list,
     }
@@ -644,7 +666,12 @@ mod tests {
 
     /// A profile at `second` with live bytes per function.
     fn profile(second: i64, progress: u64, live: &[(&str, i64)]) -> StackView {
-        let mut b = ProfileBuilder::new(&crate::HEAP_SAMPLE_TYPES, ("space", "bytes"), 4096);
+        sampled_profile(second, progress, 4096, live)
+    }
+
+    /// The same, sampled every `period` bytes.
+    fn sampled_profile(second: i64, progress: u64, period: i64, live: &[(&str, i64)]) -> StackView {
+        let mut b = ProfileBuilder::new(&crate::HEAP_SAMPLE_TYPES, ("space", "bytes"), period);
         b.set_default_sample_type("inuse_space");
         b.set_time_nanos(second * 1_000_000_000);
         b.add_comment(&format!("{}{progress}", crate::PROGRESS_COMMENT));
@@ -723,6 +750,26 @@ mod tests {
         assert_eq!(state_of(&r, "app::cache"), TrendState::LevelledOff);
         assert_eq!(r.total.state, TrendState::LevelledOff);
         assert_eq!(r.growing().count(), 0);
+    }
+
+    /// The lab's steady state in sampled mode (every 64 KiB): a bounded
+    /// cache of 10 kB read as 2 to 9 samples, by chance rising over the
+    /// judged points. Three times as much growth is growth.
+    #[test]
+    fn a_sampled_totals_wander_is_not_growth() {
+        let run = |samples: &[i64]| {
+            let profiles: Vec<StackView> = samples
+                .iter()
+                .enumerate()
+                .map(|(t, n)| {
+                    let t = t as i64;
+                    sampled_profile(t, 100 * t as u64, 65536, &[("touch", n * 65_600)])
+                })
+                .collect();
+            profile_trends(&profiles).total.state
+        };
+        assert_ne!(run(&[4, 4, 5, 7, 9, 2]), TrendState::Growing);
+        assert_eq!(run(&[4, 4, 10, 16, 22, 2]), TrendState::Growing);
     }
 
     #[test]

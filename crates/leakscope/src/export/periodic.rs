@@ -91,12 +91,16 @@ fn write_set() {
         }
         Err(e) => eprintln!("leakscope: cannot read this process's memory map: {e}"),
     }
+    // The snapshot too is taken before anything is symbolised (its frames
+    // are named after the fork): at exit this set is written on a program
+    // thread, whose thread-locals would hold the symbolizer as the
+    // program's. In every mode: outside full mode the snapshot walks
+    // glibc's heap (blocks from the walk, stacks from the sampled blocks).
+    let snapshot = crate::snapshot::snapshot();
     if let Err(e) = profile.write_pprof(format!("{dir}/heap-{pid}-{seq:04}.pb.gz")) {
         eprintln!("leakscope: cannot write a periodic profile into {dir}: {e}");
     }
-    // In every mode: outside full mode the snapshot walks glibc's heap
-    // (blocks from the walk, stacks from the sampled blocks).
-    match crate::snapshot::snapshot() {
+    match snapshot {
         Ok(snap) => {
             if let Err(e) = snap.write(format!("{dir}/snapshot-{pid}-{seq:04}.json")) {
                 eprintln!("leakscope: cannot write a periodic snapshot into {dir}: {e}");
