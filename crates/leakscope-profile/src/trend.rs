@@ -361,10 +361,13 @@ pub fn judge_series(
 pub const SAMPLING_NOISE_PERIODS: f64 = 3.0;
 
 /// Growth of a sampled heap's total within this many standard deviations
-/// of its estimate is noise.
+/// of its estimate is noise ...
 pub const TOTAL_NOISE_SIGMAS: f64 = 2.0;
-/// ... and growth of fewer samples than this, whatever the heap's size.
+/// ... and growth of fewer samples than this, whatever the heap's size ...
 pub const TOTAL_NOISE_PERIODS: f64 = 8.0;
+/// ... unless it rose so consistently that no noise would (see
+/// `consistency_z`: about one chance in a thousand).
+pub const SIGNIFICANT_CONSISTENCY_Z: f64 = 3.0;
 
 /// The smallest growth worth reporting for one stack or holder.
 pub const MIN_SERIES_GROWTH: f64 = 64.0 * 1024.0;
@@ -435,12 +438,30 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
     // total / period samples, which vary by their square root between
     // points: growth within twice that, or by a handful of samples, is
     // noise (a steady 600 kB heap sampled every 64 KiB reads anywhere from
-    // 350 to 610 kB, now and then rising over four points).
+    // 350 to 610 kB, now and then rising over four points), unless it
+    // rose at nearly every point of a longer run.
     let largest = totals.iter().copied().fold(0.0, f64::max);
-    let min_total = MIN_TOTAL_GROWTH
-        .max(TOTAL_NOISE_PERIODS * period)
-        .max(TOTAL_NOISE_SIGMAS * (largest * period).sqrt());
-    report(&line, &totals, list, TotalSource::Profiles, min_total)
+    let noise = (TOTAL_NOISE_PERIODS * period).max(TOTAL_NOISE_SIGMAS * (largest * period).sqrt());
+    report(
+        &line,
+        &totals,
+        list,
+        TotalSource::Profiles,
+        MIN_TOTAL_GROWTH,
+        noise,
+    )
+}
+
+/// How unlikely a trend's consistency (Kendall's tau over `points` points)
+/// is without one: its z-score, from tau's variance under no trend,
+/// 2(2n+5) / 9n(n-1). Four points rising in a row score 2.0 (one chance in
+/// 24); seven score 3.2.
+fn consistency_z(tau: f64, points: usize) -> f64 {
+    let n = points as f64;
+    if points < 2 {
+        return 0.0;
+    }
+    3.0 * tau * (n * (n - 1.0)).sqrt() / (2.0 * (2.0 * n + 5.0)).sqrt()
 }
 
 /// A root that holds work in flight: a thread's registers or one of its
@@ -565,6 +586,7 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
         list,
         TotalSource::Snapshots,
         MIN_TOTAL_GROWTH,
+        0.0,
     )
 }
 
@@ -638,23 +660,35 @@ fn report(
     mut list: Vec<SeriesTrend>,
     source: TotalSource,
     min_total_growth: f64,
+    noise_floor: f64,
 ) -> TrendReport {
     sort(&mut list);
     let warmup = line.warmup();
-    TrendReport {
-        source,
-        samples: line.seconds.len() - warmup,
-        warmup,
-        seconds: line.seconds.last().copied().unwrap_or(0.0)
-            - line.seconds.get(warmup).copied().unwrap_or(0.0),
-        total: series(
+    let samples = line.seconds.len() - warmup;
+    let total = |floor: f64| {
+        series(
             SeriesKind::Total,
             "all live memory".to_string(),
             Vec::new(),
             line,
             totals,
-            min_total_growth,
-        ),
+            floor,
+        )
+    };
+    let mut judged = total(min_total_growth);
+    if judged.state == TrendState::Growing
+        && min_total_growth < noise_floor
+        && consistency_z(judged.consistency, samples) < SIGNIFICANT_CONSISTENCY_Z
+    {
+        judged = total(noise_floor);
+    }
+    TrendReport {
+        source,
+        samples,
+        warmup,
+        seconds: line.seconds.last().copied().unwrap_or(0.0)
+            - line.seconds.get(warmup).copied().unwrap_or(0.0),
+        total: judged,
         series: list,
     }
 }
@@ -754,7 +788,8 @@ mod tests {
 
     /// The lab's steady state in sampled mode (every 64 KiB): a bounded
     /// cache of 10 kB read as 2 to 9 samples, by chance rising over the
-    /// judged points. Three times as much growth is growth.
+    /// judged points. Three times as much growth is growth, and so is a
+    /// small rise at every point of a longer run.
     #[test]
     fn a_sampled_totals_wander_is_not_growth() {
         let run = |samples: &[i64]| {
@@ -770,6 +805,11 @@ mod tests {
         };
         assert_ne!(run(&[4, 4, 5, 7, 9, 2]), TrendState::Growing);
         assert_eq!(run(&[4, 4, 10, 16, 22, 2]), TrendState::Growing);
+        // Small growth at every one of nine points is no noise.
+        assert_eq!(
+            run(&[4, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2]),
+            TrendState::Growing
+        );
     }
 
     #[test]
