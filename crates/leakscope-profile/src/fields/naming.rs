@@ -14,6 +14,11 @@
 //!    a tonic-generated client method (`lab_client::LabClient<T>::echo`: the
 //!    method's response type) or server trait method (`<… as
 //!    lab_server::Lab>::echo`: its request type).
+//!    When no frame names a type, a frame of a tonic-generated server
+//!    (`lab_server::LabServer<T>`, the service's generic receive path) or
+//!    client (`lab_client::LabClient<T>`) still says which side received
+//!    the buffer: the types that fit are narrowed to the service's request
+//!    types, or to its response types.
 //! 3. **Field numbers seen**: then the type declaring the most of the field
 //!    numbers that occur in the buffers' messages (minus those it does not
 //!    declare) wins.
@@ -194,6 +199,25 @@ fn named_by_stacks<'a>(schema: &'a Schema, frames: &[&str]) -> HashSet<&'a str> 
     named
 }
 
+/// Message types the frames' side of a service admits: the request types of
+/// a service whose generated server is on the stack, the response types of
+/// one whose generated client is.
+fn admitted_by_side<'a>(schema: &'a Schema, frames: &[&str]) -> HashSet<&'a str> {
+    let mut admitted = HashSet::new();
+    for m in &schema.methods {
+        let service = snake_case(&m.service);
+        let server = format!("{service}_server::{}Server<", m.service);
+        let client = format!("{service}_client::{}Client<", m.service);
+        if frames.iter().any(|f| f.contains(&server)) {
+            admitted.insert(m.input.as_str());
+        }
+        if frames.iter().any(|f| f.contains(&client)) {
+            admitted.insert(m.output.as_str());
+        }
+    }
+    admitted
+}
+
 /// Names a pinned field's tag path from the schema, using `frames` (the
 /// buffers' and holder's allocation stacks) as hints. `None` when it is not
 /// a protobuf field or no message type fits.
@@ -217,8 +241,18 @@ pub fn name_field(schema: &Schema, field: &PinnedField, frames: &[&str]) -> Opti
     let (from_stacks, others): (Vec<Fit<'_>>, Vec<Fit<'_>>) = fits
         .into_iter()
         .partition(|fit| named.contains(fit.message.full_name.as_str()));
-    let by_stacks = !from_stacks.is_empty();
-    let pool = if by_stacks { from_stacks } else { others };
+    let admitted = admitted_by_side(schema, frames);
+    let (from_side, others): (Vec<Fit<'_>>, Vec<Fit<'_>>) = others
+        .into_iter()
+        .partition(|fit| admitted.contains(fit.message.full_name.as_str()));
+    let by_stacks = !from_stacks.is_empty() || !from_side.is_empty();
+    let pool = if !from_stacks.is_empty() {
+        from_stacks
+    } else if !from_side.is_empty() {
+        from_side
+    } else {
+        others
+    };
     let best = pool.iter().map(|fit| fit.score).max()?;
     let only = pool.len() == 1;
     let mut winners = pool.into_iter().filter(|fit| fit.score == best);
@@ -299,6 +333,27 @@ mod tests {
         Schema::from_set(&lab_set())
     }
 
+    /// A sampled buffer's stack through tonic's generic receive path: the
+    /// lab's server received it, so it is one of the service's requests
+    /// (still two of the same shape), never a reply; a generated client's
+    /// buffer is one of the replies.
+    #[test]
+    fn a_generated_server_on_the_stack_admits_only_requests() {
+        let p = pinned(&[2], WireType::Len, &[&[1, 2]]);
+        let server = "<leakscope_lab::proto::lab_server::LabServer<T> as \
+                      tower_service::Service<http::request::Request<B>>>::call::{{closure}}";
+        let n = name_field(&lab(), &p, &[server]).unwrap();
+        assert_eq!(n.basis, TypeBasis::Ambiguous);
+        assert_eq!(n.full(), "lab.EchoRequest.payload");
+        assert_eq!(n.alternatives, ["lab.IngestRequest.json"]);
+        // The client's `ingest` names IngestReply, which does not fit (its
+        // field 2 is a number); of the client's replies, EchoReply does.
+        let client = "leakscope_lab::proto::lab_client::LabClient<T>::ingest::{{closure}}";
+        let n = name_field(&lab(), &p, &[client]).unwrap();
+        assert_eq!(n.basis, TypeBasis::Stacks);
+        assert_eq!(n.full(), "lab.EchoReply.payload");
+    }
+
     #[test]
     fn converts_names_to_snake_case_as_prost_does() {
         assert_eq!(snake_case("EchoRequest"), "echo_request");
@@ -355,15 +410,22 @@ mod tests {
             ("lab.EchoReply.payload", TypeBasis::Stacks)
         );
         // Look-alikes name nothing: tonic's own Request type, another
-        // service's client, a method name inside a longer one.
+        // service's client.
         let unrelated = [
             "tonic::request::Request<T>::into_inner",
             "x::other_client::OtherClient<T>::echo",
-            "x::lab_client::LabClient<T>::echo_twice",
         ];
         assert_eq!(
             name_field(&schema, &p, &unrelated).unwrap().basis,
             TypeBasis::Ambiguous
+        );
+        // A method name inside a longer one names no method; the client it
+        // belongs to still says the buffer is one of its service's replies.
+        let longer = ["x::lab_client::LabClient<T>::echo_twice"];
+        let n = name_field(&schema, &p, &longer).unwrap();
+        assert_eq!(
+            (n.full().as_str(), n.basis),
+            ("lab.EchoReply.payload", TypeBasis::Stacks)
         );
     }
 
