@@ -67,7 +67,17 @@ pub struct Node {
     pub size: Option<u64>,
 }
 
+/// How a root in anonymous memory (a mapping the program made itself) is
+/// named.
+pub const ANONYMOUS_MEMORY: &str = "anonymous memory at ";
+
 impl Node {
+    /// A root in anonymous memory: words outside any block of a mapping
+    /// nobody names, where a stale pointer is as likely as a live one.
+    pub fn is_anonymous_memory(&self) -> bool {
+        self.kind == NodeKind::Data && self.name.starts_with(ANONYMOUS_MEMORY)
+    }
+
     /// The label used in chains and the refs profile.
     pub fn label(&self) -> String {
         match self.kind {

@@ -266,7 +266,8 @@ impl Resolved {
                     RootKind::Anonymous => (
                         NodeKind::Data,
                         format!(
-                            "anonymous memory at {:#x} ({})",
+                            "{}{:#x} ({})",
+                            leakscope_profile::snapshot::ANONYMOUS_MEMORY,
                             r.start,
                             leakscope_profile::units::format_value(
                                 leakscope_profile::units::clamp_i64(r.end - r.start),

@@ -89,9 +89,14 @@ pub(crate) fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// A root named as snapshots name them: `static NAME`, `anonymous memory
+/// at ADDR (SIZE)`, else a thread's frame.
 fn root_node(label: &str) -> Node {
     let (kind, name) = match label.strip_prefix("static ") {
         Some(name) => (NodeKind::Static, name.to_string()),
+        None if label.starts_with(crate::snapshot::ANONYMOUS_MEMORY) => {
+            (NodeKind::Data, label.to_string())
+        }
         None => (NodeKind::Stack, label.to_string()),
     };
     Node {
