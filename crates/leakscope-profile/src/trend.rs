@@ -442,14 +442,7 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
     // rose at nearly every point of a longer run.
     let largest = totals.iter().copied().fold(0.0, f64::max);
     let noise = (TOTAL_NOISE_PERIODS * period).max(TOTAL_NOISE_SIGMAS * (largest * period).sqrt());
-    report(
-        &line,
-        &totals,
-        list,
-        TotalSource::Profiles,
-        MIN_TOTAL_GROWTH,
-        noise,
-    )
+    report(&line, &totals, list, TotalSource::Profiles, noise)
 }
 
 /// How unlikely a trend's consistency (Kendall's tau over `points` points)
@@ -457,10 +450,10 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
 /// 2(2n+5) / 9n(n-1). Four points rising in a row score 2.0 (one chance in
 /// 24); seven score 3.2.
 fn consistency_z(tau: f64, points: usize) -> f64 {
-    let n = points as f64;
     if points < 2 {
         return 0.0;
     }
+    let n = points as f64;
     3.0 * tau * (n * (n - 1.0)).sqrt() / (2.0 * (2.0 * n + 5.0)).sqrt()
 }
 
@@ -580,14 +573,8 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
             trend
         })
         .collect();
-    report(
-        &line,
-        &totals,
-        list,
-        TotalSource::Snapshots,
-        MIN_TOTAL_GROWTH,
-        0.0,
-    )
+    // A walk's totals are exact: no sampling noise.
+    report(&line, &totals, list, TotalSource::Snapshots, 0.0)
 }
 
 /// Whether the heap as a whole grew over the judged points by at least half
@@ -659,7 +646,6 @@ fn report(
     totals: &[f64],
     mut list: Vec<SeriesTrend>,
     source: TotalSource,
-    min_total_growth: f64,
     noise_floor: f64,
 ) -> TrendReport {
     sort(&mut list);
@@ -675,9 +661,11 @@ fn report(
             floor,
         )
     };
-    let mut judged = total(min_total_growth);
+    // Growth past MIN_TOTAL_GROWTH but within an estimate's noise counts
+    // only if it rose too consistently for noise.
+    let mut judged = total(MIN_TOTAL_GROWTH);
     if judged.state == TrendState::Growing
-        && min_total_growth < noise_floor
+        && noise_floor > MIN_TOTAL_GROWTH
         && consistency_z(judged.consistency, samples) < SIGNIFICANT_CONSISTENCY_Z
     {
         judged = total(noise_floor);

@@ -29,7 +29,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{MessageType, Schema};
+use super::schema::{MessageType, Method, Schema};
 use super::{tag_path, Content, PinnedField, WireType};
 use crate::snapshot::{Pinning, SnapshotReport};
 
@@ -174,6 +174,17 @@ fn calls_method(frame: &str, method: &str) -> bool {
     })
 }
 
+/// How tonic's generated code for `m`'s service reads in frames: the
+/// client type (`lab_client::LabClient<`) and the server module's trait
+/// (`lab_server::Lab`, followed by `Server<` for its server type).
+fn generated_paths(m: &Method) -> (String, String) {
+    let service = snake_case(&m.service);
+    (
+        format!("{service}_client::{}Client<", m.service),
+        format!("{service}_server::{}", m.service),
+    )
+}
+
 /// Message types the frames name (see the module's doc).
 fn named_by_stacks<'a>(schema: &'a Schema, frames: &[&str]) -> HashSet<&'a str> {
     let mut named = HashSet::new();
@@ -183,10 +194,8 @@ fn named_by_stacks<'a>(schema: &'a Schema, frames: &[&str]) -> HashSet<&'a str> 
         }
     }
     for m in &schema.methods {
-        let service = snake_case(&m.service);
         let method = snake_case(&m.name);
-        let client = format!("{service}_client::{}Client<", m.service);
-        let server = format!("{service}_server::{}", m.service);
+        let (client, server) = generated_paths(m);
         for f in frames {
             if f.contains(&client) && calls_method(f, &method) {
                 named.insert(m.output.as_str());
@@ -205,9 +214,8 @@ fn named_by_stacks<'a>(schema: &'a Schema, frames: &[&str]) -> HashSet<&'a str> 
 fn admitted_by_side<'a>(schema: &'a Schema, frames: &[&str]) -> HashSet<&'a str> {
     let mut admitted = HashSet::new();
     for m in &schema.methods {
-        let service = snake_case(&m.service);
-        let server = format!("{service}_server::{}Server<", m.service);
-        let client = format!("{service}_client::{}Client<", m.service);
+        let (client, server) = generated_paths(m);
+        let server = format!("{server}Server<");
         if frames.iter().any(|f| f.contains(&server)) {
             admitted.insert(m.input.as_str());
         }
