@@ -29,11 +29,8 @@ pub const CONFIDENCE_WALKED_STATIC: f64 = 0.6;
 pub const CONFIDENCE_OUTLIERS_FROM_STACKS: f64 = 0.6;
 /// The general case from stacks alone.
 pub const CONFIDENCE_GENERAL_STACK: f64 = 0.4;
-/// A slice-pinning scenario suggested by a receive path's name alone, with
-/// no pinned buffer seen: never above what the stacks show for certain.
-pub const CONFIDENCE_KEYWORD_ONLY: f64 = 0.4;
 /// Growth allocated inside a dependency's code, from stacks alone: what
-/// the stacks do show (which crate allocates), above a keyword's guess.
+/// the stacks do show (which crate allocates).
 pub const CONFIDENCE_DEPENDENCY_STACK: f64 = 0.45;
 /// Growth nothing explains.
 pub const CONFIDENCE_UNCLASSIFIED: f64 = 0.3;

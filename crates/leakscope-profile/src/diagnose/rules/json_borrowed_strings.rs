@@ -4,10 +4,9 @@
 //! holder's link to a JSON parser tells it apart from request-field-held.
 
 use super::super::evidence::Evidence;
-use super::super::thresholds::CONFIDENCE_STACK_ONLY;
 use super::super::Finding;
-use super::{pinned, stack_finding, Rule};
-use crate::frames::{Class, Side};
+use super::{pinned, Rule};
+use crate::frames::Side;
 
 pub struct JsonBorrowedStrings;
 
@@ -27,20 +26,19 @@ impl Rule for JsonBorrowedStrings {
                 .map(|p| pinned::pinned_finding(ev, p, ID))
                 .collect();
         }
-        if !ev.seen.contains(Class::JsonZeroCopy) {
-            return Vec::new();
-        }
+        // From stacks, only with a heap walk's evidence (see
+        // request-field-held): buffers pinned from JSON values.
         ev.growing_stacks()
-            .find(|s| s.facts.role == Some(Class::Receive) && s.facts.side != Some(Side::Client))
-            .map(|s| {
-                stack_finding(
+            .filter(|s| s.facts.side != Some(Side::Client))
+            .find_map(|s| Some((s, pinned::walked_json_pin(ev, s)?)))
+            .map(|(s, p)| {
+                pinned::walked_finding(
                     ev,
                     ID,
-                    CONFIDENCE_STACK_ONLY,
                     s,
-                    "the growth is under the server's receive path, and this service makes \
-                     zero-copy JSON values (values that borrow their input document)"
-                        .to_string(),
+                    p,
+                    "values parsed zero-copy from JSON (which borrow their input document) \
+                     are being kept",
                 )
             })
             .into_iter()
@@ -74,13 +72,45 @@ mod tests {
     }
 
     #[test]
-    fn from_stacks_a_receive_path_in_a_run_making_lazy_values() {
-        let run = Run::stacks_only(|t, p| {
+    fn from_stacks_only_with_a_walk_finding_buffers_pinned_from_json_values() {
+        // A receive path in a run that makes lazy values is no evidence by
+        // itself: the walk must find the buffers pinned from JSON values.
+        let stacks = Run::stacks_only(|t, p| {
             p.stack(TONIC_SERVER_READ, 100 * t, 16384);
             p.stack(SONIC_LAZY, 1, 32);
         });
-        assert_eq!(only(&run, &JsonBorrowedStrings).scenario, ID);
-        let plain = Run::stacks_only(|t, p| p.stack(TONIC_SERVER_READ, 100 * t, 16384));
+        assert!(JsonBorrowedStrings.check(&stacks.evidence()).is_empty());
+        let walked = Run::walked(|t, p| {
+            p.pin_walked(
+                "static app::PROFILES",
+                TONIC_SERVER_READ,
+                300 * t as u64,
+                16384,
+                40,
+            );
+            p.group("static app::PROFILES", SONIC_LAZY, 300 * t as u64, 32);
+        });
+        let f = only(&walked, &JsonBorrowedStrings);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("held from static app::PROFILES")),
+            "{f:#?}"
+        );
+        // The same walk without JSON values is a plain request field.
+        let plain = Run::walked(|t, p| {
+            p.pin_walked(
+                "static app::PROFILES",
+                TONIC_SERVER_READ,
+                300 * t as u64,
+                16384,
+                40,
+            );
+        });
         assert!(JsonBorrowedStrings.check(&plain.evidence()).is_empty());
+        assert_eq!(
+            only(&plain, &super::super::request_field_held::RequestFieldHeld).scenario,
+            "request-field-held"
+        );
     }
 }

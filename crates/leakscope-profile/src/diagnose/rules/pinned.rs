@@ -1,12 +1,13 @@
 //! What the three slice-pinning rules share: which pinned buffers count, and
 //! the one place a pinning finding's evidence is written.
 
-use super::super::evidence::{Evidence, PinEvidence, SnapshotEvidence};
+use super::super::evidence::{Evidence, PinEvidence, SnapshotEvidence, StackEvidence};
+use super::super::thresholds::CONFIDENCE_STACK_ONLY;
 use super::super::thresholds::{
     CONFIDENCE_PINNED, CONFIDENCE_PINNED_GROWING, MIN_PINNED_BYTES, MIN_PINNED_SHARE,
 };
 use super::super::Finding;
-use super::{bytes, chain_labels, finding};
+use super::{bytes, chain_labels, finding, stack_finding};
 use crate::frames::Class;
 use crate::snapshot::NodeKind;
 
@@ -45,21 +46,66 @@ pub(crate) fn counts_in(ev: &Evidence, snaps: &SnapshotEvidence, p: &PinEvidence
 }
 
 /// A pin of the heap walk (sampled mode) that [`counts_in`], is not JSON
-/// values, and whose buffers were allocated at `stack` (leaf first; a
-/// snapshot's sites stop after 16 frames, so one may be a prefix of the
-/// other).
-pub(crate) fn walked_pin<'e>(ev: &'e Evidence, stack: &[String]) -> Option<&'e PinEvidence> {
+/// values, and whose buffers were allocated where the growing stack `s`
+/// allocates: the same frames up to its receive frame (else its first
+/// frame past allocation plumbing). Callers above may differ: hyper reads
+/// into its buffer from `parse` and from `force_io_read`, and the sampled
+/// profile may rank either path first.
+pub(crate) fn walked_pin<'e>(ev: &'e Evidence, s: &StackEvidence) -> Option<&'e PinEvidence> {
+    walked_pin_of(ev, s, false)
+}
+
+/// [`walked_pin`] for pins whose holder is (or reaches) JSON values.
+pub(crate) fn walked_json_pin<'e>(ev: &'e Evidence, s: &StackEvidence) -> Option<&'e PinEvidence> {
+    walked_pin_of(ev, s, true)
+}
+
+fn walked_pin_of<'e>(ev: &'e Evidence, s: &StackEvidence, json: bool) -> Option<&'e PinEvidence> {
     let walked = ev.walked.as_ref()?;
+    let stack = s.frames();
+    let upto = s
+        .facts
+        .role_frame
+        .or(s.facts.leaf)
+        .map_or(usize::MAX, |i| i + 1);
     let same = |site: &[String]| {
-        let n = site.len().min(stack.len());
+        // A snapshot's sites stop after 16 frames: one may be a prefix.
+        let n = site.len().min(stack.len()).min(upto);
         n >= 1 && site[..n] == stack[..n]
     };
     walked
         .pins
         .iter()
         .filter(|p| same(&p.pin.buffer_site) && counts_in(ev, walked, p))
-        .filter(|p| !is_json_in(walked, p))
+        .filter(|p| is_json_in(walked, p) == json)
         .max_by_key(|p| p.pin.buffers.bytes)
+}
+
+/// The finding for a growing stack whose buffers a heap walk finds pinned:
+/// the evidence a stack alone lacks (a stack's name never chooses a
+/// slice-pinning scenario). `kept` says what is being kept.
+pub(crate) fn walked_finding(
+    ev: &Evidence,
+    id: &str,
+    s: &StackEvidence,
+    p: &PinEvidence,
+    kept: &str,
+) -> Finding {
+    let pin = &p.pin;
+    stack_finding(
+        ev,
+        id,
+        CONFIDENCE_STACK_ONLY,
+        s,
+        format!(
+            "a walk of glibc's heap finds {} buffers allocated here ({}) kept alive by {} of \
+             slices of them, held from {}: {kept}",
+            pin.buffers.blocks,
+            bytes(pin.buffers.bytes as f64),
+            bytes(pin.slice_bytes as f64),
+            p.root.as_deref().unwrap_or("an unknown root")
+        ),
+    )
 }
 
 /// Whether the pinning holder is (or reaches) values made by a JSON parser.

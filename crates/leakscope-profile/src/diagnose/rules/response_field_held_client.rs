@@ -3,10 +3,9 @@
 //! client's side).
 
 use super::super::evidence::Evidence;
-use super::super::thresholds::CONFIDENCE_STACK_ONLY;
 use super::super::Finding;
-use super::{pinned, stack_finding, Rule};
-use crate::frames::{Class, Side};
+use super::{pinned, Rule};
+use crate::frames::Side;
 
 pub struct ResponseFieldHeldClient;
 
@@ -30,21 +29,18 @@ impl Rule for ResponseFieldHeldClient {
                 .map(|p| pinned::pinned_finding(ev, p, ID))
                 .collect();
         }
+        // From stacks, only with a heap walk's evidence (see
+        // request-field-held): a client's receive path that grows.
         ev.growing_stacks()
-            .find(|s| s.facts.role == Some(Class::Receive) && s.facts.side == Some(Side::Client))
-            .map(|s| {
-                let krate = s
-                    .frame(s.facts.role_frame)
-                    .map_or("", crate::frames::crate_of);
-                stack_finding(
+            .filter(|s| s.facts.side == Some(Side::Client))
+            .find_map(|s| Some((s, pinned::walked_pin(ev, s)?)))
+            .map(|(s, p)| {
+                pinned::walked_finding(
                     ev,
                     ID,
-                    CONFIDENCE_STACK_ONLY,
                     s,
-                    format!(
-                        "the growth is under the client's receive path ({krate}): responses, \
-                         or zero-copy parts of them, are being kept"
-                    ),
+                    p,
+                    "responses, or zero-copy parts of them, are being kept",
                 )
             })
             .into_iter()
@@ -73,15 +69,40 @@ mod tests {
     }
 
     #[test]
-    fn a_growing_client_receive_path_from_stacks_alone() {
-        let run = Run::stacks_only(|t, p| p.stack(TONIC_CLIENT_READ, 100 * t, 8192));
-        let f = only(&run, &ResponseFieldHeldClient);
-        assert_eq!(f.confidence, CONFIDENCE_STACK_ONLY);
+    fn from_stacks_only_with_a_walk_finding_the_buffers_pinned() {
+        let stacks = Run::stacks_only(|t, p| p.stack(TONIC_CLIENT_READ, 100 * t, 8192));
+        assert!(ResponseFieldHeldClient.check(&stacks.evidence()).is_empty());
+        let walked = Run::walked(|t, p| {
+            p.pin_walked(
+                "static app::REPLIES",
+                TONIC_CLIENT_READ,
+                300 * t as u64,
+                8192,
+                4,
+            );
+        });
+        let f = only(&walked, &ResponseFieldHeldClient);
+        assert_eq!(
+            f.confidence,
+            crate::diagnose::thresholds::CONFIDENCE_STACK_ONLY
+        );
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("held from static app::REPLIES")),
+            "{f:#?}"
+        );
+        // They are not a server's request fields.
+        assert!(super::super::request_field_held::RequestFieldHeld
+            .check(&walked.evidence())
+            .is_empty());
     }
 
     #[test]
     fn the_server_side_is_not_the_caller() {
-        let run = Run::stacks_only(|t, p| p.stack(HYPER_READ, 100 * t, 8192));
+        let run = Run::walked(|t, p| {
+            p.pin_walked("static app::KEPT", HYPER_READ, 300 * t as u64, 8192, 4);
+        });
         assert!(ResponseFieldHeldClient.check(&run.evidence()).is_empty());
     }
 }

@@ -3,9 +3,11 @@
 //! post-pass drops it when any other finding exists.
 
 use super::super::evidence::Evidence;
+use super::super::evidence::StackEvidence;
 use super::super::thresholds::{CONFIDENCE_UNCLASSIFIED, UNCLASSIFIED_STACKS};
 use super::super::Finding;
-use super::{bytes, finding, Rule, SNAPSHOT_HINT};
+use super::{bytes, finding, receives_into_buffers, Rule, SNAPSHOT_HINT};
+use crate::frames::{crate_of, Class, Side};
 
 pub struct Unclassified;
 
@@ -30,10 +32,11 @@ impl Rule for Unclassified {
                 .frame(s.facts.first_app.or(s.facts.leaf))
                 .unwrap_or(&s.trend.name);
             f.evidence.push(format!(
-                "memory allocated in {place} grows {}/s ({} -> {})",
+                "memory allocated in {place} grows {}/s ({} -> {}){}",
                 bytes(s.trend.bytes_per_second),
                 bytes(s.trend.first_bytes),
-                bytes(s.trend.last_bytes)
+                bytes(s.trend.last_bytes),
+                received_into(ev, s)
             ));
         }
         if ev.snapshots.is_none() {
@@ -42,6 +45,31 @@ impl Rule for Unclassified {
         f.stack = top.trend.detail.clone();
         vec![f]
     }
+}
+
+/// What a stack that receives into byte buffers shows, said instead of
+/// guessing a slice-pinning scenario from its name: the buffers are
+/// received data, in which crate's receive path; who keeps them (a slice of
+/// a request pins its whole buffer) only a snapshot or a heap walk can say.
+fn received_into(ev: &Evidence, s: &StackEvidence) -> String {
+    if s.facts.role != Some(Class::Receive) || !receives_into_buffers(s) {
+        return String::new();
+    }
+    let Some(frame) = s.frame(s.facts.role_frame) else {
+        return String::new();
+    };
+    let krate = crate_of(frame);
+    let what = match s.facts.side {
+        Some(Side::Client) => "responses are",
+        Some(Side::Server) => "requests are",
+        None => "data is",
+    };
+    format!(
+        ": buffers {what} received into, in the {krate}{} crate's receive path ({frame}); \
+         whether the application keeps them, or slices of them that pin whole buffers, \
+         needs a snapshot",
+        ev.version_suffix(krate)
+    )
 }
 
 #[cfg(test)]
@@ -64,5 +92,44 @@ mod tests {
     fn no_growth_no_finding() {
         let run = Run::stacks_only(|_, p| p.stack(&["app::run"], 300, 1000));
         assert!(Unclassified.check(&run.evidence()).is_empty());
+    }
+
+    #[test]
+    fn a_receive_path_is_named_with_its_crate_not_as_a_scenario() {
+        let run = Run::stacks_only(|t, p| p.stack(HYPER_READ, 100 * t, 8192));
+        let f = only(&run, &Unclassified);
+        assert!(
+            f.evidence[0].contains(
+                "buffers requests are received into, in the hyper crate's receive path \
+                 (hyper::proto::h1::io::Buffered<T,B>::poll_read_from_io)"
+            ),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn a_users_frame_file_teaches_the_receive_path_of_their_framework() {
+        let own: &[&str] = &[
+            "bytes::bytes_mut::BytesMut::reserve_inner",
+            "mynet::conn::Reader<S>::fill",
+            "mynet::server::Server::serve_one",
+            "app::main",
+        ];
+        let run = || Run::stacks_only(|t, p| p.stack(own, 100 * t, 8192));
+        let f = only(&run(), &Unclassified);
+        assert!(!f.evidence[0].contains("receive path"), "{f:#?}");
+        let mut frames = crate::frames::FrameTable::builtin();
+        frames
+            .add_text(
+                "receive mynet::conn::Reader::fill\nserver mynet::server::*\nlibrary mynet::*\n",
+                "mine",
+            )
+            .unwrap();
+        let f = only(&run().with_frames(frames), &Unclassified);
+        assert!(
+            f.evidence[0]
+                .contains("in the mynet crate's receive path (mynet::conn::Reader<S>::fill)"),
+            "{f:#?}"
+        );
     }
 }
