@@ -293,17 +293,16 @@ fn judge(
             true
         }
     };
+    // A late slope from two points is one difference of two readings (of
+    // sampled estimates, noisy ones): levelling off needs three.
+    let levelled = late <= 0.25 * early && slowed_per_request && points.len() - mid >= 3;
     let state = if fitted >= threshold && tau >= 0.5 {
-        if late <= 0.25 * early && early * span / 2.0 >= threshold / 2.0 && slowed_per_request {
+        if levelled && early * span / 2.0 >= threshold / 2.0 {
             TrendState::LevelledOff
         } else {
             TrendState::Growing
         }
-    } else if early > 0.0
-        && early * span / 2.0 >= threshold
-        && late <= 0.25 * early
-        && slowed_per_request
-    {
+    } else if early > 0.0 && early * span / 2.0 >= threshold && levelled {
         TrendState::LevelledOff
     } else if -fitted >= threshold && tau <= -0.5 {
         TrendState::Shrinking
