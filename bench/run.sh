@@ -5,7 +5,8 @@
 #     jemalloc and mimalloc alone, and leakscope wrapping each in off /
 #     sampled (512 KiB) / full mode; jemalloc with its own profiling at the
 #     same rate; heaptrack and dhat on the requests workload;
-#   - profiler memory per tracked block (1M live blocks, full mode);
+#   - profiler memory per tracked block (1M live blocks, full mode), and
+#     leakscope's own memory on a small service with periodic sets;
 #   - instruction counts under callgrind (deterministic): the whole workload
 #     on one thread, and one alloc+free pair in isolation on each allocator;
 #   - criterion micro-benchmarks of one alloc+free pair per mode;
@@ -21,7 +22,7 @@
 #     and gcore + `leakscope core`, against the process's own snapshot.
 # Writes bench/RESULTS.md. Usage: bench/run.sh [repeats]. Shorter runs:
 # SLOW_REPEATS, LAB_REPEATS, PRELOAD_REPEATS, LONG_REPEATS (rounds of each
-# part), SKIP="heaptrack dhat lab preload snapshots attach criterion" (parts left
+# part), SKIP="heaptrack dhat lab preload own-memory snapshots attach criterion" (parts left
 # out; RESULTS.md then lacks them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -153,6 +154,29 @@ export BENCH_REQUESTS=$BENCH_REQUESTS_SAVED
 echo "bench: profiler memory per tracked block"
 LEAKSCOPE_MODE=full BENCH_LIVE_BLOCKS=1000000 BENCH_REQUESTS=1000 "$B/workload-leakscope" > "$OUT/memory.json"
 
+# leakscope's own memory on a small service (a hyper server driving its own
+# load): RSS over mode off, sampled without and with periodic sets every
+# second, those written by a forked child (the default) or in the service.
+OWN_REPEATS=${OWN_REPEATS:-3}
+skip own-memory && OWN_REPEATS=0
+echo "bench: leakscope's own memory on a small service, $OWN_REPEATS rounds"
+OWN="$OUT/own_memory.jsonl"
+: > "$OWN"
+if [ "$OWN_REPEATS" -gt 0 ]; then
+    cargo build --release -q -p leakscope-lab --bin hyper-service
+fi
+for round in $(seq "$OWN_REPEATS"); do
+    svc=("$B/hyper-service" --leak none --duration 10)
+    LEAKSCOPE_MODE=off python3 bench/own_memory.py off "${svc[@]}" >> "$OWN"
+    LEAKSCOPE_MODE=sampled python3 bench/own_memory.py sampled "${svc[@]}" >> "$OWN"
+    for writer in child process; do
+        rm -rf "$OUT/own"
+        LEAKSCOPE_MODE=sampled LEAKSCOPE_DIR="$OUT/own" LEAKSCOPE_INTERVAL=1 LEAKSCOPE_WRITER=$writer \
+            python3 bench/own_memory.py "periodic-$writer" "${svc[@]}" >> "$OWN"
+    done
+    echo "  own memory round $round/$OWN_REPEATS done"
+done
+
 echo "bench: callgrind instruction counts (1 thread)"
 CALLGRIND="$OUT/callgrind.txt"
 : > "$CALLGRIND"
@@ -221,5 +245,5 @@ if ! skip criterion; then
     cargo bench -q -p leakscope-bench --bench hot_path -- --warm-up-time 1 --measurement-time 3 > "$OUT/criterion.txt" 2>&1
 fi
 
-python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" "$LAB" "$PRELOAD" "$ATTACH" > bench/RESULTS.md
+python3 bench/report.py "$RAW" "$OUT/memory.json" "$CALLGRIND" target/criterion "$PAIRS" "$OUT/allocations.json" "$SNAPSHOTS" "$LAB" "$PRELOAD" "$ATTACH" "$OWN" > bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md"

@@ -225,6 +225,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "which interior pointers the leak check at exit takes as references, as Valgrind's `--leak-check-heuristics`",
     },
     Variable {
+        name: "LEAKSCOPE_WRITER",
+        expected: "child or process",
+        default: "child",
+        meaning: "where periodic sets are symbolised and written: `child` (a short-lived fork, so the service never holds the parsed debug information) or `process` (in the service, as before)",
+    },
+    Variable {
         name: "LEAKSCOPE_HTTP",
         expected: "a port (loopback) or an address to listen on",
         default: "unset",
@@ -271,6 +277,7 @@ enum Var {
     SnapshotTimeout,
     SnapshotBlocks,
     LeakHeuristics,
+    Writer,
 }
 
 impl Var {
@@ -351,6 +358,7 @@ struct Environment {
     snapshot_timeout_secs: Option<u64>,
     snapshot_blocks: Option<SnapshotBlocks>,
     leak_heuristics: Option<Heuristics>,
+    writer_in_child: Option<bool>,
     /// Bit `i` set: `VARIABLES[i]` had a bad value (ignored).
     rejected: u64,
 }
@@ -381,6 +389,7 @@ static ENVIRONMENT: EnvironmentCell = EnvironmentCell {
         snapshot_timeout_secs: None,
         snapshot_blocks: None,
         leak_heuristics: None,
+        writer_in_child: None,
         rejected: 0,
     }),
 };
@@ -590,6 +599,14 @@ fn read_environment() -> Environment {
         }
         set
     });
+    let writer_in_child = lookup(Var::Writer).and_then(|v| match v {
+        "child" => Some(true),
+        "process" => Some(false),
+        _ => {
+            reject(Var::Writer, v, &["expected ", Var::Writer.info().expected]);
+            None
+        }
+    });
     if !quiet {
         warn_unknown_variables();
     }
@@ -602,6 +619,7 @@ fn read_environment() -> Environment {
         snapshot_timeout_secs,
         snapshot_blocks,
         leak_heuristics,
+        writer_in_child,
         rejected,
     }
 }
@@ -785,6 +803,12 @@ pub(crate) fn leak_heuristics() -> Heuristics {
 }
 
 /// How long a snapshot's analysis may run (`LEAKSCOPE_SNAPSHOT_TIMEOUT`).
+/// Whether periodic sets are written by a forked child
+/// (`LEAKSCOPE_WRITER`, `child` by default).
+pub(crate) fn writer_in_child() -> bool {
+    environment().writer_in_child.unwrap_or(true)
+}
+
 pub(crate) fn snapshot_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(environment().snapshot_timeout_secs.unwrap_or(600))
 }
@@ -893,6 +917,7 @@ mod tests {
             (Var::SnapshotTimeout, "LEAKSCOPE_SNAPSHOT_TIMEOUT"),
             (Var::SnapshotBlocks, "LEAKSCOPE_SNAPSHOT_BLOCKS"),
             (Var::LeakHeuristics, "LEAKSCOPE_LEAK_HEURISTICS"),
+            (Var::Writer, "LEAKSCOPE_WRITER"),
         ] {
             assert_eq!(var.info().name, name);
         }

@@ -8,6 +8,7 @@ pub(crate) mod periodic;
 mod pprof;
 pub(crate) mod stacks;
 pub(crate) mod symbolize;
+mod writer_process;
 
 use std::io;
 use std::path::Path;

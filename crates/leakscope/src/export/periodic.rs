@@ -41,9 +41,9 @@ pub fn interval() -> Option<Duration> {
 static DIR_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Held while a set of outputs is written: the set written at exit waits
-/// for the writer thread's, so its memory breakdown is never read while
-/// the other set's symbolizer (tens of MB of parsed debug information) is
-/// loaded, which would count as the program's heap and file mappings.
+/// for the writer thread's, so its memory breakdown and snapshot are never
+/// read while the other set is half written (its writer child running, or
+/// a symbolizer loaded where the child could not be made).
 static ONE_SET_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Takes [`ONE_SET_AT_A_TIME`] (a writer that panicked left nothing to
@@ -54,20 +54,41 @@ pub(super) fn one_set_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Writes the next profile (and snapshot) into the directory; both read
-/// the binaries' debug information once.
+/// How a set's files are symbolised and written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// In a forked child (`writer_process`), so that the service never
+    /// holds the parsed debug information: the default.
+    Child,
+    /// In this process, sharing the caller's symbolizer
+    /// (`LEAKSCOPE_WRITER=process`).
+    ThisProcess,
+}
+
+impl Writer {
+    fn configured() -> Writer {
+        if crate::config::writer_in_child() {
+            Writer::Child
+        } else {
+            Writer::ThisProcess
+        }
+    }
+}
+
+/// Writes the next profile (and snapshot) into the directory.
 pub(crate) fn write_next() {
     let _scope = UntrackedScope::enter();
     let _one = one_set_at_a_time();
-    super::symbolize::with_shared_symbolizer(write_set);
+    write_set(Writer::configured());
 }
 
-/// [`write_next`] for a caller that holds [`one_set_at_a_time`].
+/// The set at exit, for a caller that holds [`one_set_at_a_time`]: its
+/// peak memory would otherwise be the service's largest.
 pub(super) fn write_next_holding_the_lock() {
-    super::symbolize::with_shared_symbolizer(write_set);
+    write_set(Writer::configured());
 }
 
-fn write_set() {
+fn write_set(writer: Writer) {
     let Some(dir) = PERIODIC_DIR.get() else {
         return;
     };
@@ -96,17 +117,34 @@ fn write_set() {
     // thread, whose thread-locals would hold the symbolizer as the
     // program's. In every mode: outside full mode the snapshot walks
     // glibc's heap (blocks from the walk, stacks from the sampled blocks).
-    let snapshot = crate::snapshot::snapshot();
-    if let Err(e) = profile.write_pprof(format!("{dir}/heap-{pid}-{seq:04}.pb.gz")) {
-        eprintln!("leakscope: cannot write a periodic profile into {dir}: {e}");
+    // Named (symbolised) by the writer, with the profile.
+    let snapshot = crate::snapshot::snapshot_unnamed();
+    if let Err(e) = &snapshot {
+        eprintln!("leakscope: periodic snapshot failed: {e}");
     }
-    match snapshot {
-        Ok(snap) => {
-            if let Err(e) = snap.write(format!("{dir}/snapshot-{pid}-{seq:04}.json")) {
-                eprintln!("leakscope: cannot write a periodic snapshot into {dir}: {e}");
+    let write = || {
+        let mut errors = Vec::new();
+        if let Err(e) = profile.write_pprof(format!("{dir}/heap-{pid}-{seq:04}.pb.gz")) {
+            errors.push(format!("cannot write a periodic profile into {dir}: {e}"));
+        }
+        if let Ok(unnamed) = snapshot {
+            let written = unnamed.name().map_err(|e| e.to_string()).and_then(|snap| {
+                snap.write(format!("{dir}/snapshot-{pid}-{seq:04}.json"))
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = written {
+                errors.push(format!("cannot write a periodic snapshot into {dir}: {e}"));
             }
         }
-        Err(e) => eprintln!("leakscope: periodic snapshot failed: {e}"),
+        errors
+    };
+    match writer {
+        Writer::Child => super::writer_process::write_in_child(write),
+        Writer::ThisProcess => {
+            for e in super::symbolize::with_shared_symbolizer(write) {
+                eprintln!("leakscope: {e}");
+            }
+        }
     }
     COMPLETED.fetch_add(1, Ordering::Release);
 }

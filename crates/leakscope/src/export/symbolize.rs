@@ -83,6 +83,22 @@ fn code_mappings() -> Option<Vec<(u64, u64)>> {
 /// it, so that outputs written together (the profile and the snapshot at
 /// exit) read each binary's debug information once, not once each.
 pub(crate) fn with_shared_symbolizer<R>(f: impl FnOnce() -> R) -> R {
+    let (result, installed) = sharing_a_symbolizer(f);
+    if installed {
+        return_freed_memory();
+    }
+    result
+}
+
+/// [`with_shared_symbolizer`] in a process about to exit (the periodic
+/// writer's child): nothing to give back, so no `malloc_trim` walk.
+pub(crate) fn with_shared_symbolizer_then_exit<R>(f: impl FnOnce() -> R) -> R {
+    sharing_a_symbolizer(f).0
+}
+
+/// Runs `f` with a shared symbolizer; whether this call installed it (and
+/// has now dropped it).
+fn sharing_a_symbolizer<R>(f: impl FnOnce() -> R) -> (R, bool) {
     // `try_with`: at exit this thread's thread-locals may be gone already;
     // then every batch simply gets its own symbolizer.
     let installed = SHARED
@@ -98,9 +114,8 @@ pub(crate) fn with_shared_symbolizer<R>(f: impl FnOnce() -> R) -> R {
     let result = f();
     if installed {
         let _ = SHARED.try_with(|s| s.borrow_mut().take());
-        return_freed_memory();
     }
-    result
+    (result, installed)
 }
 
 /// Gives the memory a dropped symbolizer freed back to the system, where

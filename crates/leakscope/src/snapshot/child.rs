@@ -1366,7 +1366,14 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
     let mut parent = MmapVec::filled(n_nodes, NONE)?;
     {
         let mut queue = MmapVec::filled(n_nodes, 0u32)?;
-        graph::breadth_first(succ, &mut parent, &mut queue, &mut work);
+        // Chains start at the program's statics and data where those reach
+        // a block at all; stacks, registers and thread-locals hold the rest.
+        graph::breadth_first_preferring(succ, &mut parent, &mut queue, &mut work, |root| {
+            matches!(
+                roots_out[root as usize].kind,
+                RootKind::Variable | RootKind::Segment
+            )
+        });
     }
     lap(Phase::Chains);
     let mut vertex = MmapVec::filled(n_nodes, 0u32)?;

@@ -55,20 +55,47 @@ pub(crate) fn build_csr(
 /// Breadth-first search from node 0: `parent[n]` is the node through which
 /// `n` was first reached (so parents trace a shortest chain back to the
 /// super-root), `NONE` if unreachable. `queue` needs one slot per node.
+#[cfg(test)]
 pub(crate) fn breadth_first(succ: Csr<'_>, parent: &mut [u32], queue: &mut [u32], work: &mut Work) {
+    breadth_first_preferring(succ, parent, queue, work, |_| true);
+}
+
+/// [`breadth_first`] in two rounds: first from the roots (node 0's
+/// successors) that `preferred` accepts, then from the others, which reach
+/// only what the first round left. A block that a static holds gets its
+/// chain from the static, even where a word on a thread's stack (work in
+/// flight, or a stale word) points at it more directly: the static is what
+/// keeps it, and the chain stays the same from snapshot to snapshot. Still
+/// linear: every edge is followed once.
+pub(crate) fn breadth_first_preferring(
+    succ: Csr<'_>,
+    parent: &mut [u32],
+    queue: &mut [u32],
+    work: &mut Work,
+    preferred: impl Fn(u32) -> bool,
+) {
     parent.fill(NONE);
     parent[0] = 0;
-    queue[0] = 0;
-    let (mut head, mut tail) = (0, 1);
-    while head < tail {
-        let n = queue[head];
-        head += 1;
-        for &m in succ.neighbours(n) {
+    let (mut head, mut tail) = (0, 0);
+    for first_round in [true, false] {
+        for &root in succ.neighbours(0) {
             work.steps += 1;
-            if parent[m as usize] == NONE {
-                parent[m as usize] = n;
-                queue[tail] = m;
+            if parent[root as usize] == NONE && preferred(root) == first_round {
+                parent[root as usize] = 0;
+                queue[tail] = root;
                 tail += 1;
+            }
+        }
+        while head < tail {
+            let n = queue[head];
+            head += 1;
+            for &m in succ.neighbours(n) {
+                work.steps += 1;
+                if parent[m as usize] == NONE {
+                    parent[m as usize] = n;
+                    queue[tail] = m;
+                    tail += 1;
+                }
             }
         }
     }
@@ -473,6 +500,28 @@ mod tests {
                 })
                 .collect()
         }
+    }
+
+    #[test]
+    fn chains_start_at_preferred_roots_where_those_reach_a_block() {
+        // 0 -> 1 (a stack) -> 4; 0 -> 2 (a static) -> 3 -> 4; 5 only from
+        // the stack. Plain breadth-first gives 4 the stack's shorter chain.
+        let g = Graph {
+            n: 6,
+            edges: vec![(0, 1), (0, 2), (1, 4), (2, 3), (3, 4), (1, 5)],
+        };
+        let (so, st) = g.csr(false);
+        let succ = Csr {
+            offsets: &so,
+            targets: &st,
+        };
+        let mut work = Work::default();
+        let mut parent = vec![0; g.n];
+        let mut queue = vec![0; g.n];
+        breadth_first(succ, &mut parent, &mut queue, &mut work);
+        assert_eq!(parent[4], 1);
+        breadth_first_preferring(succ, &mut parent, &mut queue, &mut work, |r| r == 2);
+        assert_eq!(parent, [0, 0, 0, 2, 3, 1]);
     }
 
     #[test]

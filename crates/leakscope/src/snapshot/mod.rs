@@ -363,6 +363,18 @@ pub fn snapshot() -> Result<Snapshot, SnapshotError> {
         caller_frame(child::frame_pointer()),
         SnapshotOptions::default(),
         Rules::Holders,
+    )?
+    .name()
+}
+
+/// [`snapshot`] without naming what it found (symbolising): the periodic
+/// writer names its snapshots in its own child process.
+#[inline(never)]
+pub(crate) fn snapshot_unnamed() -> Result<Unnamed, SnapshotError> {
+    take_snapshot(
+        caller_frame(child::frame_pointer()),
+        SnapshotOptions::default(),
+        Rules::Holders,
     )
 }
 
@@ -373,7 +385,8 @@ pub fn snapshot_with(options: SnapshotOptions) -> Result<Snapshot, SnapshotError
         caller_frame(child::frame_pointer()),
         options,
         Rules::Holders,
-    )
+    )?
+    .name()
 }
 
 /// The leak check at exit: a snapshot whose calling thread's stack is
@@ -381,7 +394,7 @@ pub fn snapshot_with(options: SnapshotOptions) -> Result<Snapshot, SnapshotError
 /// `export::at_exit`), its blocks classified by Valgrind's rules.
 #[inline(never)]
 pub(crate) fn snapshot_from(caller: CallerFrame) -> Result<Snapshot, SnapshotError> {
-    take_snapshot(caller, SnapshotOptions::default(), Rules::Valgrind)
+    take_snapshot(caller, SnapshotOptions::default(), Rules::Valgrind)?.name()
 }
 
 pub(crate) use child::frame_pointer;
@@ -515,7 +528,7 @@ fn take_snapshot(
     caller: CallerFrame,
     options: SnapshotOptions,
     rules: Rules,
-) -> Result<Snapshot, SnapshotError> {
+) -> Result<Unnamed, SnapshotError> {
     let mode = collect::mode();
     let source = resolve_source(options.blocks, mode)?;
     let walking = source != BlockSource::LiveTable;
@@ -701,7 +714,7 @@ fn take_snapshot(
         }
         return Err(e);
     }
-    let Some((header, roots, blocks)) = out.read() else {
+    let Some((header, _, _)) = out.read() else {
         return Err(SnapshotError::Analysis(
             "the analysis wrote no results".into(),
         ));
@@ -726,41 +739,82 @@ fn take_snapshot(
             stopped,
         })
         .collect();
-    let resolved = Resolved::new(
-        roots,
-        blocks,
-        out.read_fields(),
-        &modules,
-        &all_threads,
-        report::CodeOf::ThisProcess,
-    );
-    let mut report = resolved.report(
-        &header,
-        ReportMeta {
-            time_unix_ms,
-            pause,
-            threads: &thread_reports,
-            source,
-        },
-    );
-    report.memory = memory_reading.map(|inputs| memory_of(inputs, &report, allocator_figures));
-    let steps = header.graph_steps + resolved.naming_steps;
-    Ok(Snapshot {
-        report,
-        resolved,
+    Ok(Unnamed {
+        out,
+        modules,
+        threads: all_threads,
+        thread_reports,
+        time_unix_ms,
         pause,
-        analysis: Duration::from_nanos(header.analysis_ns),
-        phases: std::array::from_fn(|i| {
-            (
-                child::Phase::ALL[i].name(),
-                Duration::from_nanos(header.phase_ns[i]),
-            )
-        }),
-        steps,
-        scan_processes: header.scan_processes,
-        cross_check: (source == BlockSource::CrossCheck)
-            .then(|| CrossCheckReport::from(&header.check)),
+        source,
+        memory_reading,
+        allocator_figures,
     })
+}
+
+/// A snapshot taken but not yet named: the analysis's results (in the
+/// mapping its child wrote) and what they refer to (modules, threads).
+/// Naming symbolises every stack and code address it holds.
+pub(crate) struct Unnamed {
+    out: Output,
+    modules: modules::Modules,
+    threads: Vec<ThreadInfo>,
+    thread_reports: Vec<ThreadReport>,
+    time_unix_ms: u64,
+    pause: Duration,
+    source: BlockSource,
+    memory_reading: Option<leakscope_profile::memory::Inputs>,
+    allocator_figures: Option<crate::memory::AllocatorHeap>,
+}
+
+impl Unnamed {
+    /// Names the results: the snapshot's frames, roots and holders.
+    pub(crate) fn name(self) -> Result<Snapshot, SnapshotError> {
+        let _scope = UntrackedScope::enter();
+        let Some((header, roots, blocks)) = self.out.read() else {
+            return Err(SnapshotError::Analysis(
+                "the analysis wrote no results".into(),
+            ));
+        };
+        let resolved = Resolved::new(
+            roots,
+            blocks,
+            self.out.read_fields(),
+            &self.modules,
+            &self.threads,
+            report::CodeOf::ThisProcess,
+        );
+        let mut report = resolved.report(
+            &header,
+            ReportMeta {
+                time_unix_ms: self.time_unix_ms,
+                pause: self.pause,
+                threads: &self.thread_reports,
+                source: self.source,
+            },
+        );
+        let allocator_figures = self.allocator_figures;
+        report.memory = self
+            .memory_reading
+            .map(|inputs| memory_of(inputs, &report, allocator_figures));
+        let steps = header.graph_steps + resolved.naming_steps;
+        Ok(Snapshot {
+            report,
+            resolved,
+            pause: self.pause,
+            analysis: Duration::from_nanos(header.analysis_ns),
+            phases: std::array::from_fn(|i| {
+                (
+                    child::Phase::ALL[i].name(),
+                    Duration::from_nanos(header.phase_ns[i]),
+                )
+            }),
+            steps,
+            scan_processes: header.scan_processes,
+            cross_check: (self.source == BlockSource::CrossCheck)
+                .then(|| CrossCheckReport::from(&header.check)),
+        })
+    }
 }
 
 /// The breakdown of RSS with the snapshot's heap figures: from the walk
