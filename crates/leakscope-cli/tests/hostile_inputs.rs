@@ -183,6 +183,31 @@ fn snapshot_temporaries(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The pids of a process's children (every thread's).
+fn children_of(pid: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether `/proc/PID/stat` shows a process that is neither gone nor a
+/// zombie.
+fn is_running(stat: &str) -> bool {
+    std::fs::read_to_string(stat).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
 #[test]
 fn a_process_killed_while_writing_a_snapshot_leaves_a_readable_directory() {
     let dir = fresh_dir("killed");
@@ -198,10 +223,11 @@ fn a_process_killed_while_writing_a_snapshot_leaves_a_readable_directory() {
         .spawn()
         .unwrap();
     let pid = child.id() as libc::pid_t;
-    // Stop the process whenever a snapshot is being written; if the write is
-    // still unfinished while it is stopped, kill it there.
+    // Stop the process, and the writer child it forks for each set, whenever
+    // a snapshot is being written; if the write is still unfinished while
+    // they are stopped, kill the process there (its writer dies with it).
     let deadline = Instant::now() + Duration::from_secs(60);
-    let caught = loop {
+    let (caught, writers) = loop {
         assert!(Instant::now() < deadline, "never caught a snapshot write");
         if snapshot_temporaries(&dir).is_empty() {
             std::thread::sleep(Duration::from_micros(200));
@@ -209,17 +235,39 @@ fn a_process_killed_while_writing_a_snapshot_leaves_a_readable_directory() {
         }
         // SAFETY: signals to our own child, which has not been reaped.
         unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let writers = children_of(pid);
+        for &w in &writers {
+            // SAFETY: the writer is stopped, not reaped: its pid is its own.
+            unsafe { libc::kill(w, libc::SIGSTOP) };
+        }
         std::thread::sleep(Duration::from_millis(5));
         let temporaries = snapshot_temporaries(&dir);
         if let Some(t) = temporaries.first() {
             // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            break t.clone();
+            break (t.clone(), writers);
+        }
+        for &w in &writers {
+            // SAFETY: as above.
+            unsafe { libc::kill(w, libc::SIGCONT) };
         }
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGCONT) };
     };
     child.wait().unwrap();
+    // The writer child dies with the process (it is not ours to reap: once
+    // the process is gone, init reaps it).
+    let gone_by = Instant::now() + Duration::from_secs(10);
+    while writers
+        .iter()
+        .any(|w| is_running(&format!("/proc/{w}/stat")))
+    {
+        assert!(
+            Instant::now() < gone_by,
+            "a writer child outlived the process"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(
         dir.join(&caught).exists(),
         "the unfinished write is left behind"

@@ -12,7 +12,9 @@
 //! child, which must allocate. Whatever else another thread held at the
 //! fork (a lock of the program's) stays held in the child, so the child
 //! prints through `write(2)` only, and the parent kills it when it runs
-//! longer than [`WRITER_TIMEOUT`].
+//! longer than [`WRITER_TIMEOUT`]. It dies with the service (a parent-death
+//! signal): a killed service leaves at most a hidden temporary, never a
+//! writer running on.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -32,6 +34,8 @@ const REPORTED: i32 = 1;
 /// made (no memory to fork, a sandbox that forbids it), `write` runs here,
 /// as it did before. Errors reach standard error either way.
 pub(super) fn write_in_child(write: impl FnOnce() -> Vec<String>) {
+    // SAFETY: getpid has no preconditions.
+    let service = unsafe { libc::getpid() };
     // SAFETY: glibc's fork. Its atfork handlers run: leakscope's take every
     // profiler lock before and release them in both processes after, and
     // glibc resets its allocator's locks in the child, which may therefore
@@ -43,6 +47,17 @@ pub(super) fn write_in_child(write: impl FnOnce() -> Vec<String>) {
         return;
     }
     if pid == 0 {
+        // The writer never outlives the service: killed with the thread
+        // that forked it (which waits for it), or at once if the service
+        // died before this line.
+        // SAFETY: PR_SET_PDEATHSIG only sets this process's parent-death
+        // signal; getppid and _exit have no preconditions.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != service {
+                libc::_exit(0);
+            }
+        }
         // A panic must end the child, never unwind into the program's code.
         struct ExitOnUnwind;
         impl Drop for ExitOnUnwind {
