@@ -238,9 +238,9 @@ if "off" in own_median:
     p("A hyper server driving its own load for 10 s (`hyper-service --leak none`), its RSS read every "
       "10 ms; medians of the rounds. \"Own\" is RSS over the same service in mode off. Periodic sets "
       "every second are written by a forked child (`LEAKSCOPE_WRITER=child`, the default) or in the "
-      "service (`process`, as before); the child's own RSS is shown apart.")
+      "service (`process`, as before); its children's RSS is shown apart.")
     p("")
-    p("| configuration | mean RSS | peak RSS | own (mean) | own (peak) | writer child's peak RSS |")
+    p("| configuration | mean RSS | peak RSS | own (mean) | own (peak) | largest child's peak RSS (writer, snapshot analysis) |")
     p("| --- | --- | --- | --- | --- | --- |")
     for name in ("off", "sampled", "periodic-child", "periodic-process"):
         if name not in own_median:
