@@ -22,7 +22,7 @@ use leakscope_profile::StackView;
 
 /// The largest profile file read (compressed; the codec bounds what it
 /// inflates to separately).
-const MAX_PROFILE_FILE: u64 = 64 << 20;
+pub const MAX_PROFILE_FILE: u64 = 64 << 20;
 /// The largest snapshot file read (real ones are around a megabyte).
 const MAX_SNAPSHOT_FILE: u64 = 64 << 20;
 
@@ -76,11 +76,31 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
 }
 
 /// Reads and decodes a pprof file into readable stacks.
+/// A profile written with `LEAKSCOPE_SYMBOLIZE=later` is named here, from
+/// the binaries on disk.
 pub fn load_profile(path: &Path) -> Result<StackView> {
     let bytes = read_regular_file(path, MAX_PROFILE_FILE)?;
     let profile = leakscope_profile::codec::decode_with(&bytes, &Limits::default())
         .with_context(|| format!("{}", path.display()))?;
-    Ok(StackView::new(&profile))
+    let Some(named) = leakscope::symbolize_profile(&profile) else {
+        return Ok(StackView::new(&profile));
+    };
+    for binary in &named.unnamed_binaries {
+        warn_unnamed_once(binary);
+    }
+    Ok(StackView::new(&named.profile))
+}
+
+/// Says once per binary that its frames stay code addresses.
+fn warn_unnamed_once(binary: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.iter().any(|b| b == binary) {
+        eprintln!(
+            "leakscope: {binary} is not on this machine as the profile recorded it (missing, or its build ID differs): its frames stay code addresses"
+        );
+        said.push(binary.to_string());
+    }
 }
 
 /// Resolves `--sample-index` against a profile.

@@ -38,6 +38,8 @@ enum Command {
     Trend(commands::trend::Args),
     /// Draw a heap profile as a flame graph (SVG).
     Flame(commands::flame::Args),
+    /// Name the frames of profiles written with LEAKSCOPE_SYMBOLIZE=later, in place.
+    Symbolize(commands::symbolize::Args),
     /// Who holds the memory: top holders, chains and leaks from a snapshot file.
     Refs(commands::refs::Args),
     /// Who holds the memory of a running process (it forks a frozen copy and runs on).
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => commands::diff::run(args),
         Command::Trend(args) => commands::trend::run(args),
         Command::Flame(args) => commands::flame::run(args),
+        Command::Symbolize(args) => commands::symbolize::run(args),
         Command::Attach(args) => commands::outside::attach(args),
         Command::Core(args) => commands::outside::core(args),
         Command::Refs(args) => commands::refs::run(args),

@@ -268,6 +268,47 @@ fn leakscope_out_writes_a_profile_at_exit() {
 }
 
 #[test]
+fn profiles_written_unnamed_are_named_when_read() {
+    // LEAKSCOPE_SYMBOLIZE=later: the profile keeps code addresses in its
+    // mappings; `leakscope top` names them from the binary on disk.
+    let dir = scratch("later");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cli.pb.gz");
+    let go = fixture("go-heap.pb.gz");
+    let child = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args(["top", go.to_str().unwrap()])
+        .env("LEAKSCOPE_MODE", "full")
+        .env("LEAKSCOPE_SYMBOLIZE", "later")
+        .env("LEAKSCOPE_OUT", &path)
+        .output()
+        .unwrap();
+    assert!(child.status.success(), "{}", stderr(&child));
+    let raw = leakscope_profile::decode(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(raw.function.is_empty(), "{} functions", raw.function.len());
+    assert!(!raw.location.is_empty());
+    let o = leakscope(&["top", path.to_str().unwrap(), "-n", "40"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("leakscope::main"),
+        "{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("frames stay code addresses"),
+        "{}",
+        stderr(&o)
+    );
+    // `leakscope symbolize` names it in place, for any reader.
+    let o = leakscope(&["symbolize", path.to_str().unwrap()]);
+    assert!(stdout(&o).ends_with(": named\n"), "{}", stdout(&o));
+    let named = leakscope_profile::decode(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(!named.function.is_empty());
+    let o = leakscope(&["symbolize", path.to_str().unwrap()]);
+    assert!(stdout(&o).ends_with(": already named\n"), "{}", stdout(&o));
+}
+
+#[test]
 fn a_bad_environment_setting_warns_and_carries_on() {
     let go = fixture("go-heap.pb.gz");
     let o = Command::new(env!("CARGO_BIN_EXE_leakscope"))

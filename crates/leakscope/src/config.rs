@@ -225,6 +225,12 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "which interior pointers the leak check at exit takes as references, as Valgrind's `--leak-check-heuristics`",
     },
     Variable {
+        name: "LEAKSCOPE_SYMBOLIZE",
+        expected: "now or later",
+        default: "now",
+        meaning: "`now`: heap profiles written to files name their frames; `later`: they keep code addresses in their mappings (file, build ID, offset), named by `leakscope` when it reads them, from the binaries on disk",
+    },
+    Variable {
         name: "LEAKSCOPE_WRITER",
         expected: "child or process",
         default: "child",
@@ -277,6 +283,7 @@ enum Var {
     SnapshotTimeout,
     SnapshotBlocks,
     LeakHeuristics,
+    Symbolize,
     Writer,
 }
 
@@ -358,6 +365,7 @@ struct Environment {
     snapshot_timeout_secs: Option<u64>,
     snapshot_blocks: Option<SnapshotBlocks>,
     leak_heuristics: Option<Heuristics>,
+    symbolize_later: Option<bool>,
     writer_in_child: Option<bool>,
     /// Bit `i` set: `VARIABLES[i]` had a bad value (ignored).
     rejected: u64,
@@ -389,6 +397,7 @@ static ENVIRONMENT: EnvironmentCell = EnvironmentCell {
         snapshot_timeout_secs: None,
         snapshot_blocks: None,
         leak_heuristics: None,
+        symbolize_later: None,
         writer_in_child: None,
         rejected: 0,
     }),
@@ -599,6 +608,18 @@ fn read_environment() -> Environment {
         }
         set
     });
+    let symbolize_later = lookup(Var::Symbolize).and_then(|v| match v {
+        "now" => Some(false),
+        "later" => Some(true),
+        _ => {
+            reject(
+                Var::Symbolize,
+                v,
+                &["expected ", Var::Symbolize.info().expected],
+            );
+            None
+        }
+    });
     let writer_in_child = lookup(Var::Writer).and_then(|v| match v {
         "child" => Some(true),
         "process" => Some(false),
@@ -619,6 +640,7 @@ fn read_environment() -> Environment {
         snapshot_timeout_secs,
         snapshot_blocks,
         leak_heuristics,
+        symbolize_later,
         writer_in_child,
         rejected,
     }
@@ -803,6 +825,12 @@ pub(crate) fn leak_heuristics() -> Heuristics {
 }
 
 /// How long a snapshot's analysis may run (`LEAKSCOPE_SNAPSHOT_TIMEOUT`).
+/// Whether heap profiles written to files leave their frames for the
+/// reader to name (`LEAKSCOPE_SYMBOLIZE=later`).
+pub(crate) fn symbolize_later() -> bool {
+    environment().symbolize_later.unwrap_or(false)
+}
+
 /// Whether periodic sets are written by a forked child
 /// (`LEAKSCOPE_WRITER`, `child` by default).
 pub(crate) fn writer_in_child() -> bool {
@@ -917,6 +945,7 @@ mod tests {
             (Var::SnapshotTimeout, "LEAKSCOPE_SNAPSHOT_TIMEOUT"),
             (Var::SnapshotBlocks, "LEAKSCOPE_SNAPSHOT_BLOCKS"),
             (Var::LeakHeuristics, "LEAKSCOPE_LEAK_HEURISTICS"),
+            (Var::Symbolize, "LEAKSCOPE_SYMBOLIZE"),
             (Var::Writer, "LEAKSCOPE_WRITER"),
         ] {
             assert_eq!(var.info().name, name);

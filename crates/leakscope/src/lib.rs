@@ -73,6 +73,7 @@ pub mod periodic {
     pub use crate::export::periodic::{interval, sets_written};
 }
 pub use descriptors::register_descriptor_set;
+pub use export::symbolize_later::{symbolize_profile, NamedProfile};
 pub use export::{heap_profile, HeapProfile, SiteFigures};
 pub use labels::{label, LabelGuard};
 pub use profiler::Profiler;

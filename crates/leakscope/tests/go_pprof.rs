@@ -70,3 +70,50 @@ fn go_tool_pprof_reads_all_four_views() {
     std::fs::remove_file(&path).ok();
     drop(kept);
 }
+
+#[test]
+fn profiles_named_later_are_the_profiles_named_when_written() {
+    let kept = go_planted_kept();
+    go_planted_freed();
+    let profile = leakscope::heap_profile();
+    let named_now = profile.to_pprof();
+    let unnamed = profile.to_pprof_unsymbolized();
+    // Written unnamed: code addresses in mappings, no function at all.
+    assert!(unnamed.function.is_empty());
+    assert!(unnamed.location.iter().all(|l| l.line.is_empty()));
+    assert!(unnamed.mapping.iter().all(|m| !m.has_functions));
+    assert!(unnamed.mapping[0].build_id != 0, "the binary's build ID");
+    let later = leakscope::symbolize_profile(&unnamed).expect("frames to name");
+    assert!(
+        later.unnamed_binaries.is_empty(),
+        "{:?}",
+        later.unnamed_binaries
+    );
+    assert_eq!(later.profile, named_now);
+    // A named profile has nothing left to name.
+    assert!(leakscope::symbolize_profile(&named_now).is_none());
+
+    // go tool pprof reads both: the unnamed one's bytes and addresses, the
+    // named one's functions.
+    let dir = std::env::temp_dir();
+    let unnamed_path = dir.join(format!("leakscope-go-later-{}.pb.gz", std::process::id()));
+    let named_path = dir.join(format!("leakscope-go-named-{}.pb.gz", std::process::id()));
+    std::fs::write(&unnamed_path, leakscope_profile::encode_gzip(&unnamed)).unwrap();
+    std::fs::write(&named_path, leakscope_profile::encode_gzip(&later.profile)).unwrap();
+    let raw = go_pprof(&[
+        "-raw",
+        "-symbolize=none",
+        "-sample_index=inuse_space",
+        unnamed_path.to_str().unwrap(),
+    ]);
+    assert!(raw.contains("3200000"), "{raw}");
+    let top = go_pprof(&["-top", "-symbolize=none", named_path.to_str().unwrap()]);
+    assert!(
+        top.lines()
+            .any(|l| l.ends_with("go_pprof::go_planted_kept")),
+        "{top}"
+    );
+    std::fs::remove_file(&unnamed_path).ok();
+    std::fs::remove_file(&named_path).ok();
+    drop(kept);
+}

@@ -8,6 +8,7 @@ pub mod outside;
 pub mod refs;
 pub mod report;
 pub mod run;
+pub mod symbolize;
 pub mod top;
 pub mod trend;
 

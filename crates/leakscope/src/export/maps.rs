@@ -36,7 +36,7 @@ fn parse_line(line: &str) -> Option<(u64, u64, u64, &str)> {
     ))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

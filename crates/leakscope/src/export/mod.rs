@@ -8,6 +8,7 @@ pub(crate) mod periodic;
 mod pprof;
 pub(crate) mod stacks;
 pub(crate) mod symbolize;
+pub(crate) mod symbolize_later;
 mod writer_process;
 
 use std::io;
@@ -166,7 +167,17 @@ impl HeapProfile {
     /// drops the allocator's own frames.
     pub fn to_pprof(&self) -> leakscope_profile::pb::Profile {
         let _scope = UntrackedScope::enter();
-        pprof::build(self)
+        pprof::build(self, pprof::Naming::Now)
+    }
+
+    /// The pprof message with frames left unnamed: one location per return
+    /// address (its call site) in its mapping, whose file, build ID and
+    /// file offset let a reader name it later from the binary on disk
+    /// ([`crate::symbolize_profile`], as `leakscope` does when it reads
+    /// one). Nothing is symbolised here: no debug information is read.
+    pub fn to_pprof_unsymbolized(&self) -> leakscope_profile::pb::Profile {
+        let _scope = UntrackedScope::enter();
+        pprof::build(self, pprof::Naming::Later)
     }
 
     /// The gzipped pprof encoding, as `go tool pprof` reads it.
@@ -176,9 +187,15 @@ impl HeapProfile {
     }
 
     /// Writes the gzipped pprof encoding to `path`, atomically (a crash
-    /// leaves the old file or none, never a truncated one).
+    /// leaves the old file or none, never a truncated one); its frames
+    /// named, or left for the reader with `LEAKSCOPE_SYMBOLIZE=later`.
     pub fn write_pprof(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let _scope = UntrackedScope::enter();
-        write_atomic(path, &self.encode_pprof())
+        let profile = if crate::config::symbolize_later() {
+            self.to_pprof_unsymbolized()
+        } else {
+            self.to_pprof()
+        };
+        write_atomic(path, &leakscope_profile::encode_gzip(&profile))
     }
 }

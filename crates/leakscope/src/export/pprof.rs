@@ -6,11 +6,20 @@ use leakscope_profile::builder::{Id, MappingInfo, SampleLabel};
 use leakscope_profile::{pb, ProfileBuilder, HEAP_SAMPLE_TYPES};
 
 use super::maps::{executable_mappings, ModuleMapping};
-use super::stacks::Symbols;
+use super::stacks::{call_site, own_code_range, Symbols};
 use super::HeapProfile;
 use crate::config::Mode;
 
-pub(super) fn build(profile: &HeapProfile) -> pb::Profile {
+/// Whether a profile's frames are named as it is written, or left as code
+/// addresses in their mappings (file, build ID, file offset) for a reader
+/// to name from the binaries on disk (`symbolize_later`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Naming {
+    Now,
+    Later,
+}
+
+pub(super) fn build(profile: &HeapProfile, naming: Naming) -> pb::Profile {
     let period = if profile.mode == Mode::Sampled {
         profile.rate as i64
     } else {
@@ -38,6 +47,7 @@ pub(super) fn build(profile: &HeapProfile) -> pb::Profile {
         ));
     }
     let mappings = executable_mappings();
+    let named = naming == Naming::Now;
     let mapping_ids: Vec<Id> = mappings
         .iter()
         .map(|m| {
@@ -47,10 +57,10 @@ pub(super) fn build(profile: &HeapProfile) -> pb::Profile {
                 file_offset: m.file_offset,
                 filename: &m.path,
                 build_id: &m.build_id,
-                has_functions: true,
-                has_filenames: true,
-                has_line_numbers: true,
-                has_inline_frames: true,
+                has_functions: named,
+                has_filenames: named,
+                has_line_numbers: named,
+                has_inline_frames: named,
             })
         })
         .collect();
@@ -61,21 +71,27 @@ pub(super) fn build(profile: &HeapProfile) -> pb::Profile {
             .map_or(0, |i| mapping_ids[i])
     };
 
-    let symbols = Symbols::for_stacks(profile.sites.iter().map(|s| s.frames.as_slice()));
-
+    let symbols = match naming {
+        Naming::Now => Some(Symbols::for_stacks(
+            profile.sites.iter().map(|s| s.frames.as_slice()),
+        )),
+        Naming::Later => None,
+    };
+    let own_code = own_code_range();
     for site in &profile.sites {
-        let expanded = symbols.expand(&site.frames);
-        let mut locations = Vec::with_capacity(site.frames.len());
-        let mut lines: Vec<(Id, i64)> = Vec::new();
-        for (k, f) in expanded.iter().enumerate() {
-            if let Some(sym) = f.frame {
-                lines.push((b.function(&sym.name, &sym.name, &sym.file, 0), sym.line));
-            }
-            if expanded.get(k + 1).is_none_or(|next| next.index != f.index) {
-                locations.push(b.location(mapping_of(f.addr), f.addr, &lines));
-                lines.clear();
-            }
-        }
+        let locations = match &symbols {
+            Some(symbols) => add_named_locations(&mut b, symbols, &site.frames, &mapping_of),
+            // One location per return address, at its call site; the front
+            // end's own frames (known by address) are dropped here, the
+            // rest of the trimming needs names and is the reader's.
+            None => site
+                .frames
+                .iter()
+                .map(|&ret| call_site(ret))
+                .skip_while(|&a| own_code.is_some_and(|(start, end)| (start..end).contains(&a)))
+                .map(|a| b.location(mapping_of(a), a, &[]))
+                .collect(),
+        };
         let values = [
             site.alloc_objects.round() as i64,
             site.alloc_space.round() as i64,
@@ -93,4 +109,30 @@ pub(super) fn build(profile: &HeapProfile) -> pb::Profile {
         b.add_sample(&locations, &values, &labels);
     }
     b.build()
+}
+
+/// The locations of one stack of return addresses, named: inlined frames
+/// expanded into one location's lines, the allocator's (and, below other
+/// code, the standard library's) frames trimmed from the leaf end. Shared
+/// with `symbolize_later`, so that a profile named later is the one named
+/// when it was written.
+pub(super) fn add_named_locations(
+    b: &mut ProfileBuilder,
+    symbols: &Symbols,
+    frames: &[usize],
+    mapping_of: &dyn Fn(u64) -> Id,
+) -> Vec<Id> {
+    let expanded = symbols.expand(frames);
+    let mut locations = Vec::with_capacity(frames.len());
+    let mut lines: Vec<(Id, i64)> = Vec::new();
+    for (k, f) in expanded.iter().enumerate() {
+        if let Some(sym) = f.frame {
+            lines.push((b.function(&sym.name, &sym.name, &sym.file, 0), sym.line));
+        }
+        if expanded.get(k + 1).is_none_or(|next| next.index != f.index) {
+            locations.push(b.location(mapping_of(f.addr), f.addr, &lines));
+            lines.clear();
+        }
+    }
+    locations
 }

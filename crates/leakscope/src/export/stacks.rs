@@ -86,6 +86,15 @@ impl Symbols {
         }
     }
 
+    /// Symbols already known, by code address (a profile named after it
+    /// was written).
+    pub(crate) fn from_frames(frames: HashMap<u64, Vec<SymFrame>>) -> Symbols {
+        Symbols {
+            frames,
+            own_code: None,
+        }
+    }
+
     /// Symbolises code addresses of another process (stack frames of its
     /// threads) from its object files.
     pub(crate) fn for_code_in_objects(

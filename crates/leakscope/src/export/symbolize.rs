@@ -187,6 +187,28 @@ pub(crate) fn symbolize_in_objects(
     out
 }
 
+/// A symbolizer for reading profiles written unnamed (a reader's, kept as
+/// long as the caller keeps it: each binary's debug information is parsed
+/// once for every profile it names).
+pub(crate) fn reader_symbolizer() -> Symbolizer {
+    new_symbolizer()
+}
+
+/// Symbolises offsets into one object file on disk (its debug information
+/// from the file itself or a debug-file directory); `None` where the file
+/// cannot be read.
+pub(crate) fn symbolize_file_offsets(
+    symbolizer: &Symbolizer,
+    file: &std::path::Path,
+    offsets: &[u64],
+) -> Option<Vec<Vec<SymFrame>>> {
+    let src = source::Source::Elf(source::Elf::new(file));
+    let results = symbolizer
+        .symbolize(&src, Input::FileOffset(offsets))
+        .ok()?;
+    Some(results.into_iter().map(frames_of).collect())
+}
+
 /// One batch through one symbolizer.
 fn symbolize_with(symbolizer: &Symbolizer, addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     let mut process = source::Process::new(Pid::Slf);
