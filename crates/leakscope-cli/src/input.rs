@@ -12,13 +12,14 @@ use std::fmt::Write as _;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use leakscope_profile::atomic_file::is_temporary_name;
 use leakscope_profile::codec::Limits;
 use leakscope_profile::memory::Breakdown;
 use leakscope_profile::snapshot::SnapshotReport;
-use leakscope_profile::StackView;
+use leakscope_profile::{pb, StackView};
 
 /// The largest profile file read (compressed; the codec bounds what it
 /// inflates to separately).
@@ -76,19 +77,29 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
 }
 
 /// Reads and decodes a pprof file into readable stacks.
-/// A profile written with `LEAKSCOPE_SYMBOLIZE=later` is named here, from
-/// the binaries on disk.
+/// Names a profile written unnamed (`LEAKSCOPE_SYMBOLIZE=later`): the
+/// profile named, and the binaries that could not name their frames.
+pub type Namer = fn(&pb::Profile) -> Option<(pb::Profile, Vec<String>)>;
+
+/// The namer `load_profile` uses, installed by the binary (`main`: from the
+/// binaries on disk, through leakscope's runtime). Without one (the fuzz
+/// targets, which read hostile files and must not open the binaries those
+/// name) profiles are read as written.
+pub static NAMER: OnceLock<Namer> = OnceLock::new();
+
+/// Reads and decodes a pprof file into readable stacks; a profile written
+/// unnamed is named here (see [`NAMER`]).
 pub fn load_profile(path: &Path) -> Result<StackView> {
     let bytes = read_regular_file(path, MAX_PROFILE_FILE)?;
     let profile = leakscope_profile::codec::decode_with(&bytes, &Limits::default())
         .with_context(|| format!("{}", path.display()))?;
-    let Some(named) = leakscope::symbolize_profile(&profile) else {
+    let Some((named, unnamed_binaries)) = NAMER.get().and_then(|name| name(&profile)) else {
         return Ok(StackView::new(&profile));
     };
-    for binary in &named.unnamed_binaries {
+    for binary in &unnamed_binaries {
         warn_unnamed_once(binary);
     }
-    Ok(StackView::new(&named.profile))
+    Ok(StackView::new(&named))
 }
 
 /// Says once per binary that its frames stay code addresses.

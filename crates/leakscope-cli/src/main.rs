@@ -71,6 +71,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let _ = input::NAMER.set(|profile| {
+        leakscope::symbolize_profile(profile).map(|n| (n.profile, n.unnamed_binaries))
+    });
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

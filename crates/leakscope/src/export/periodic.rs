@@ -112,12 +112,11 @@ fn write_set(writer: Writer) {
         }
         Err(e) => eprintln!("leakscope: cannot read this process's memory map: {e}"),
     }
-    // The snapshot too is taken before anything is symbolised (its frames
-    // are named after the fork): at exit this set is written on a program
-    // thread, whose thread-locals would hold the symbolizer as the
+    // The snapshot too is taken before anything is symbolised, and named
+    // by the writer with the profile: at exit this set is written on a
+    // program thread, whose thread-locals would hold a symbolizer as the
     // program's. In every mode: outside full mode the snapshot walks
     // glibc's heap (blocks from the walk, stacks from the sampled blocks).
-    // Named (symbolised) by the writer, with the profile.
     let snapshot = crate::snapshot::snapshot_unnamed();
     if let Err(e) = &snapshot {
         eprintln!("leakscope: periodic snapshot failed: {e}");

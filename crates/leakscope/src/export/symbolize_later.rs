@@ -183,8 +183,13 @@ pub fn symbolize_profile(profile: &pb::Profile) -> Option<NamedProfile> {
 /// Whether the file at `path` is the binary the profile recorded: present,
 /// and with the same build ID (when the profile has one).
 fn same_binary(path: &str, build_id: &str) -> bool {
+    // A regular file only: a profile may name anything (a FIFO would block
+    // the open).
+    if !Path::new(path).is_file() {
+        return false;
+    }
     let Ok(Some(id)) = blazesym::helper::read_elf_build_id(&path) else {
-        return Path::new(path).is_file() && build_id.is_empty();
+        return build_id.is_empty();
     };
     build_id.is_empty() || super::maps::hex(&id) == build_id
 }
