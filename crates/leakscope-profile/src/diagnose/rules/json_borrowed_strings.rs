@@ -97,6 +97,22 @@ mod tests {
                 .any(|e| e.contains("held from static app::PROFILES")),
             "{f:#?}"
         );
+        // A holder the walk knows nothing of (not sampled), in a run that
+        // makes zero-copy JSON values: JSON values' slices.
+        let unsampled_holder = Run::walked(|t, p| {
+            p.pin_walked(
+                "static app::PROFILES",
+                TONIC_SERVER_READ,
+                300 * t as u64,
+                16384,
+                40,
+            );
+            p.stack(SONIC_LAZY, 1, 32);
+        });
+        assert_eq!(only(&unsampled_holder, &JsonBorrowedStrings).scenario, ID);
+        assert!(super::super::request_field_held::RequestFieldHeld
+            .check(&unsampled_holder.evidence())
+            .is_empty());
         // The same walk without JSON values is a plain request field.
         let plain = Run::walked(|t, p| {
             p.pin_walked(

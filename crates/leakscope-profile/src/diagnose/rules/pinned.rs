@@ -77,8 +77,16 @@ fn walked_pin_of<'e>(ev: &'e Evidence, s: &StackEvidence, json: bool) -> Option<
         .pins
         .iter()
         .filter(|p| same(&p.pin.buffer_site) && counts_in(ev, walked, p))
-        .filter(|p| is_json_in(walked, p) == json)
+        .filter(|p| walked_json(ev, walked, p) == json)
         .max_by_key(|p| p.pin.buffers.bytes)
+}
+
+/// Whether a walk's pin is JSON values': its holder is (or reaches) them,
+/// or, where the walk knows nothing of the holder (its allocation was not
+/// sampled), the run makes zero-copy JSON values. The pinned buffers are
+/// the walk's evidence either way; this only says whose slices they are.
+fn walked_json(ev: &Evidence, walked: &SnapshotEvidence, p: &PinEvidence) -> bool {
+    is_json_in(walked, p) || (p.pin.holder.site.is_empty() && ev.seen.contains(Class::JsonZeroCopy))
 }
 
 /// The finding for a growing stack whose buffers a heap walk finds pinned:
