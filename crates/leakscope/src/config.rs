@@ -608,26 +608,19 @@ fn read_environment() -> Environment {
         }
         set
     });
-    let symbolize_later = lookup(Var::Symbolize).and_then(|v| match v {
-        "now" => Some(false),
-        "later" => Some(true),
-        _ => {
-            reject(
-                Var::Symbolize,
-                v,
-                &["expected ", Var::Symbolize.info().expected],
-            );
-            None
-        }
-    });
-    let writer_in_child = lookup(Var::Writer).and_then(|v| match v {
-        "child" => Some(true),
-        "process" => Some(false),
-        _ => {
-            reject(Var::Writer, v, &["expected ", Var::Writer.info().expected]);
-            None
-        }
-    });
+    // A setting of two values: `Some(true)` for `yes`, `Some(false)` for `no`.
+    let mut either = |var: Var, yes: &str, no: &str| {
+        lookup(var).and_then(|v| {
+            if v == yes || v == no {
+                Some(v == yes)
+            } else {
+                reject(var, v, &["expected ", var.info().expected]);
+                None
+            }
+        })
+    };
+    let symbolize_later = either(Var::Symbolize, "later", "now");
+    let writer_in_child = either(Var::Writer, "child", "process");
     if !quiet {
         warn_unknown_variables();
     }
