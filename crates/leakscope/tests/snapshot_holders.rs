@@ -352,6 +352,44 @@ fn vectors_of_words_own_their_buffers() {
     REGISTRY.lock().unwrap().clear();
 }
 
+static READ_BUFFERS: Mutex<Vec<bytes::BytesMut>> = Mutex::new(Vec::new());
+
+/// Read buffers whose front was consumed: each `BytesMut` points into the
+/// middle of its block, with its capacity running to the block's end.
+/// Returns each block's start, hidden from the scan.
+#[inline(never)]
+fn fill_and_consume_read_buffers(n: usize) -> Vec<usize> {
+    use bytes::{Buf, BufMut};
+    let mut starts = Vec::new();
+    let mut held = READ_BUFFERS.lock().unwrap();
+    for i in 0..n {
+        let mut b = bytes::BytesMut::with_capacity(16 * 1024);
+        b.put_bytes(i as u8, 10_000);
+        starts.push(b.as_ptr() as usize ^ usize::MAX);
+        // Empty for even ones (all read), partly read for odd ones.
+        b.advance(if i % 2 == 0 { 10_000 } else { 8448 });
+        held.push(b);
+    }
+    black_box(starts)
+}
+
+/// A read buffer that has consumed its front owns the rest: it pins
+/// nothing, although it points into the middle of its block.
+fn consumed_read_buffers_are_owners_not_slices() {
+    let starts = std::thread::spawn(|| fill_and_consume_read_buffers(16))
+        .join()
+        .unwrap();
+    let snap = leakscope::snapshot().expect("snapshot");
+    for &s in &starts {
+        let block = snap
+            .block_at((s ^ usize::MAX) as *const u8)
+            .expect("tracked");
+        assert_eq!(block.size, 16 * 1024);
+        assert_eq!(block.pinned_by_slices, None, "{block:#?}");
+    }
+    READ_BUFFERS.lock().unwrap().clear();
+}
+
 /// A node of a doubly linked list, as intrusive lists (a runtime's task
 /// list, an LRU) lay them out.
 struct ListNode {
@@ -542,6 +580,10 @@ const CASES: &[(&str, fn())] = &[
     (
         "vectors_of_words_own_their_buffers",
         vectors_of_words_own_their_buffers,
+    ),
+    (
+        "consumed_read_buffers_are_owners_not_slices",
+        consumed_read_buffers_are_owners_not_slices,
     ),
     (
         "analysis_work_grows_linearly_with_lists_and_task_lists",

@@ -669,6 +669,22 @@ fn owns_block(before: u64, after: u64, size: u64) -> bool {
     before == size || after == size || vec_of_elements
 }
 
+/// The most a block's size can exceed what was asked for: glibc rounds a
+/// request up to its 16-byte granule plus its 8-byte header word (a heap
+/// walk's blocks are chunks); full tracking records the exact size.
+const ROUNDING_SLACK: u64 = 32;
+
+/// Whether a pointer into the middle of a block, followed by a length and
+/// a capacity, is the block's owner after it consumed the block's front (a
+/// `BytesMut` after `advance`, a read buffer's cursor): its capacity runs
+/// to the block's end (`end`), as a view's next word does not.
+fn owns_rest_of_block(pointer: u64, len: u64, capacity: u64, end: u64) -> bool {
+    len <= capacity
+        && pointer
+            .checked_add(capacity)
+            .is_some_and(|reach| reach <= end && end - reach < ROUNDING_SLACK)
+}
+
 /// The graph's edges that point to the start of a block (and the
 /// super-root's), as CSR offsets and targets.
 fn start_pointer_csr(
@@ -1634,13 +1650,22 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
                             } else {
                                 0
                             };
+                            let capacity = if at + 24 <= h_end {
+                                mem.word(at + 16).unwrap_or(0)
+                            } else {
+                                0
+                            };
                             // An owner, not a view, holds the whole block:
                             // one with an owner's length or capacity beside
                             // it, or a plain pointer to its start (a C
-                            // pointer, a `Box`: a view has a length).
+                            // pointer, a `Box`: a view has a length), or
+                            // one whose capacity runs to the block's end.
                             let plausible = len > 0 && word + len <= blk.addr + blk.size;
-                            let owner = word == blk.addr
-                                && (owns_block(before, len, blk.size) || !plausible);
+                            let owner = if word == blk.addr {
+                                owns_block(before, len, blk.size) || !plausible
+                            } else {
+                                owns_rest_of_block(word, len, capacity, blk.addr + blk.size)
+                            };
                             view_bytes[b as usize] += if owner {
                                 blk.size
                             } else if plausible {
@@ -1751,6 +1776,23 @@ mod tests {
         // than that "capacity").
         assert!(!owns_block(3, 1, 65536));
         assert!(!owns_block(16, 100, 65536));
+    }
+
+    #[test]
+    fn tells_an_owner_that_consumed_its_front_from_a_view() {
+        let (addr, size) = (0x10_0000u64, 16_392u64);
+        let end = addr + size;
+        // A `BytesMut` of 16 KiB advanced by 8448 bytes, empty or not, in a
+        // walked chunk (8 bytes over the request) or an exact block.
+        assert!(owns_rest_of_block(addr + 8448, 0, 16_384 - 8448, end));
+        assert!(owns_rest_of_block(addr + 8448, 100, 16_384 - 8448, end));
+        assert!(owns_rest_of_block(addr + 8448, 0, size - 8448, end));
+        // A `Bytes` slice: its length, then a pointer or a vtable.
+        assert!(!owns_rest_of_block(addr + 8448, 1, 0x5555_0000_1230, end));
+        // A slice followed by a small count that stops short of the end.
+        assert!(!owns_rest_of_block(addr + 8448, 1, 4, end));
+        // Nor may a "capacity" run past the block.
+        assert!(!owns_rest_of_block(addr + 8448, 1, size, end));
     }
 
     #[test]
