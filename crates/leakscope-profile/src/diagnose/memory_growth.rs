@@ -18,7 +18,25 @@ pub struct MemoryGrowth {
     pub last: Breakdown,
     /// RSS halfway between, to tell growth that goes on from a step.
     pub middle_rss: u64,
+    /// The program's live heap at each point from `first` to `last`.
+    pub live: Vec<i64>,
     pub seconds: f64,
+}
+
+/// The program's live heap at each point: its live blocks when every point
+/// knows them, else the chunks in use (one measure for all points).
+fn live_heap(points: &[Breakdown]) -> Vec<i64> {
+    if points.iter().all(|b| b.heap.live.is_some()) {
+        points
+            .iter()
+            .map(|b| b.heap.live.map_or(0, |l| clamp_i64(l.amount.bytes)))
+            .collect()
+    } else {
+        points
+            .iter()
+            .map(|b| clamp_i64(b.part(PartKind::HeapInUse)))
+            .collect()
+    }
 }
 
 impl MemoryGrowth {
@@ -37,6 +55,7 @@ impl MemoryGrowth {
             first: first.clone(),
             last: last.clone(),
             middle_rss: middle.rss,
+            live: live_heap(&memory[start..=end]),
             seconds: (last.time_unix_ms - first.time_unix_ms) as f64 / 1e3,
         })
     }
@@ -61,12 +80,16 @@ impl MemoryGrowth {
         of(&self.last) - of(&self.first)
     }
 
-    /// How the program's live heap changed: its live blocks when both
-    /// points know them, else the chunks in use.
+    /// How the program's live heap changed. With four points or more, from
+    /// the lower of the first two to the lower of the last two: a point
+    /// taken while a burst of work had its blocks allocated (a request in
+    /// flight, a batch being built) is not growth, and steady growth shows
+    /// in both of the later points.
     pub fn live_delta(&self) -> i64 {
-        match (self.first.heap.live, self.last.heap.live) {
-            (Some(a), Some(b)) => clamp_i64(b.amount.bytes) - clamp_i64(a.amount.bytes),
-            _ => self.delta(PartKind::HeapInUse),
+        match self.live.as_slice() {
+            [a, b, .., y, z] if self.live.len() >= 4 => (*y).min(*z) - (*a).min(*b),
+            [a, .., z] => z - a,
+            _ => 0,
         }
     }
 

@@ -257,6 +257,25 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_in_flight_at_the_last_point_is_not_live_growth() {
+        // The last running point (second 7) is taken while a burst has its
+        // blocks allocated: the live heap was flat at every other point.
+        let memory = memory_run(|t| {
+            let burst = if t == 7 { 20 * MIB } else { 0 };
+            (
+                vec![
+                    (HeapInUse, 40 * MIB + burst, 1),
+                    (HeapFree, (10 + 12 * t) * MIB, 1),
+                ],
+                MIB,
+            )
+        });
+        let f = AllocatorKeepsFreed.check(&heap(0).evidence().with_memory(&memory));
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].confidence, CONFIDENCE_ALLOCATOR);
+    }
+
+    #[test]
     fn beside_a_real_leak_it_is_said_with_less_confidence() {
         let memory = memory_run(|t| {
             (
