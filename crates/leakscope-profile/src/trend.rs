@@ -359,6 +359,33 @@ pub fn judge_series(
 /// two periods: three are needed.
 pub const SAMPLING_NOISE_PERIODS: f64 = 3.0;
 
+/// Growth of a sampled stack within this many standard deviations of the
+/// difference of two of its readings is noise ...
+pub const STACK_NOISE_SIGMAS: f64 = 2.0;
+/// ... unless it rose this consistently (six points with one fall, or
+/// more: under one chance in a hundred without a trend; four points in a
+/// row, one chance in 24, are not enough).
+pub const SIGNIFICANT_STACK_CONSISTENCY_Z: f64 = 2.5;
+
+/// The variance of a sampled estimate of `bytes` in `objects` blocks (both
+/// already scaled up from the samples), sampled every `period` bytes: each
+/// block of mean size s was kept with probability q = 1 - exp(-s/period)
+/// and counted as s/q, so n blocks read with variance n s² (1-q)/q. Blocks
+/// well under the period give about bytes × period (a few samples, each
+/// counting as a period); blocks well over it are nearly always sampled,
+/// and read almost exactly.
+fn sampled_variance(bytes: f64, objects: f64, period: f64) -> f64 {
+    if period <= 0.0 || objects <= 0.0 || bytes <= 0.0 {
+        return 0.0;
+    }
+    let size = bytes / objects;
+    let kept = -(-size / period).exp_m1();
+    if kept <= 0.0 {
+        return 0.0;
+    }
+    bytes * size * (1.0 - kept) / kept
+}
+
 /// Growth of a sampled heap's total within this many standard deviations
 /// of its estimate is noise ...
 pub const TOTAL_NOISE_SIGMAS: f64 = 2.0;
@@ -402,35 +429,59 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
     );
     let profiles = &profiles[..line.len()];
     let n = profiles.len();
-    let mut stacks: HashMap<Vec<String>, Vec<f64>> = HashMap::new();
+    // Each stack's estimated bytes at each point, and the estimate's variance.
+    let mut stacks: HashMap<Vec<String>, (Vec<f64>, Vec<f64>)> = HashMap::new();
     let mut totals = vec![0.0; n];
     let mut period = 0.0f64;
     for (i, p) in profiles.iter().enumerate() {
         let Ok(index) = p.sample_index(Some("inuse_space")) else {
             continue;
         };
+        let objects = p.sample_index(Some("inuse_objects")).ok();
         period = period.max(p.period as f64);
         for s in &p.samples {
             let v = s.values[index] as f64;
             totals[i] += v;
+            let variance = objects.map_or(0.0, |o| {
+                sampled_variance(v, s.values[o] as f64, p.period as f64)
+            });
             let key: Vec<String> = p.function_names(s).map(str::to_string).collect();
-            stacks.entry(key).or_insert_with(|| vec![0.0; n])[i] += v;
+            let (values, variances) = stacks
+                .entry(key)
+                .or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
+            values[i] += v;
+            variances[i] += variance;
         }
     }
     // Sampling noise: a stack's estimate moves in steps of about one
-    // sampling period, so one more sample is not growth.
+    // sampling period, so one more sample is not growth; nor, as for the
+    // total, is a change within twice the spread of the difference of two
+    // readings, unless it rose too consistently for noise.
     let min_growth = MIN_SERIES_GROWTH.max(SAMPLING_NOISE_PERIODS * period);
+    let judged_points = line.len() - line.warmup();
     let list = stacks
         .into_iter()
-        .map(|(frames, values)| {
-            series(
+        .map(|(frames, (values, variances))| {
+            let largest = variances.iter().copied().fold(0.0, f64::max);
+            let noise = STACK_NOISE_SIGMAS * (2.0 * largest).sqrt();
+            let name = stack_name(&frames);
+            let judged = series(
                 SeriesKind::Stack,
-                stack_name(&frames),
-                frames,
+                name.clone(),
+                frames.clone(),
                 &line,
                 &values,
                 min_growth,
-            )
+            );
+            let within_noise = judged.state == TrendState::Growing
+                && noise > min_growth
+                && consistency_z(judged.consistency, judged_points)
+                    < SIGNIFICANT_STACK_CONSISTENCY_Z;
+            if within_noise {
+                series(SeriesKind::Stack, name, frames, &line, &values, noise)
+            } else {
+                judged
+            }
         })
         .collect();
     // The total's estimate moves in the same steps, and counts about
@@ -797,6 +848,44 @@ mod tests {
             run(&[4, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 2]),
             TrendState::Growing
         );
+    }
+
+    /// A stack of blocks of `size` bytes read at each point (MB), sampled
+    /// every 64 KiB like the lab.
+    fn sampled_blocks_state(megabytes: &[f64], size: i64) -> TrendState {
+        let profiles: Vec<StackView> = megabytes
+            .iter()
+            .enumerate()
+            .map(|(t, mb)| {
+                let t = t as i64;
+                let bytes = (mb * 1e6) as i64;
+                let mut b =
+                    ProfileBuilder::new(&crate::HEAP_SAMPLE_TYPES, ("space", "bytes"), 65_536);
+                b.set_default_sample_type("inuse_space");
+                b.set_time_nanos(t * 1_000_000_000);
+                b.add_comment(&format!("{}{}", crate::PROGRESS_COMMENT, 100 * t));
+                let f = b.function("work", "work", "x.rs", 1);
+                let l = b.location(0, 0x100, &[(f, 1)]);
+                b.add_sample(&[l], &[1, bytes, bytes / size, bytes], &[]);
+                StackView::new(&b.build())
+            })
+            .collect();
+        state_of(&profile_trends(&profiles), "work")
+    }
+
+    /// The lab's arena-fragmentation workers in sampled mode: 8.5 MB of
+    /// 64 KiB blocks, each read with a spread of about 0.55 MB, by chance
+    /// rising over the judged points (then the exit point).
+    #[test]
+    fn a_sampled_stacks_wander_is_not_growth() {
+        let wander = [8.5, 7.8, 8.4, 8.3, 9.0, 8.5];
+        assert_ne!(sampled_blocks_state(&wander, 65_536), TrendState::Growing);
+        // Three times the rise is growth.
+        let rise = [8.5, 7.8, 9.3, 10.6, 11.3, 8.5];
+        assert_eq!(sampled_blocks_state(&rise, 65_536), TrendState::Growing);
+        // Blocks of 4 MiB are nearly always sampled, and read nearly
+        // exactly: the same wander is growth.
+        assert_eq!(sampled_blocks_state(&wander, 4 << 20), TrendState::Growing);
     }
 
     #[test]
