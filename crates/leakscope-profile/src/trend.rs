@@ -296,7 +296,14 @@ fn judge(
     // A late slope from two points is one difference of two readings (of
     // sampled estimates, noisy ones): levelling off needs three.
     let levelled = late <= 0.25 * early && slowed_per_request && points.len() - mid >= 3;
-    let state = if fitted >= threshold && tau >= 0.5 {
+    // Growth must show before the last point too: one high reading at the
+    // end (work in flight when it was taken: a batch being built) may be a
+    // spike or the start of growth, which the next points would tell.
+    let before_last = &points[..points.len() - 1];
+    let shown_before_last = points.len() < 4
+        || theil_sen(before_last) * (before_last[before_last.len() - 1].0 - before_last[0].0)
+            >= threshold / 2.0;
+    let state = if fitted >= threshold && tau >= 0.5 && shown_before_last {
         if levelled && early * span / 2.0 >= threshold / 2.0 {
             TrendState::LevelledOff
         } else {
@@ -896,6 +903,27 @@ mod tests {
             vec![("app::noisy", 2_000_000 + noise + spike)]
         });
         assert_eq!(state_of(&r, "app::noisy"), TrendState::Flat);
+    }
+
+    #[test]
+    fn one_high_reading_at_the_end_is_not_growth_yet() {
+        // A short run: six points, the first warm-up, the last at exit. A
+        // batch in flight at the last running point (second 4), after
+        // readings that rose a little.
+        let short = |f: &dyn Fn(i64) -> i64| {
+            let profiles: Vec<StackView> = (0..6)
+                .map(|t| profile(t, 100 * t as u64, &[("app::work", f(t))]))
+                .collect();
+            state_of(&profile_trends(&profiles), "app::work")
+        };
+        let batch = |t: i64| {
+            [
+                8_000_000, 8_000_000, 8_100_000, 8_300_000, 14_000_000, 8_000_000,
+            ][t as usize]
+        };
+        assert_ne!(short(&batch), TrendState::Growing);
+        // Growth that goes on grows before the end too.
+        assert_eq!(short(&|t| 8_000_000 + 1_000_000 * t), TrendState::Growing);
     }
 
     #[test]
