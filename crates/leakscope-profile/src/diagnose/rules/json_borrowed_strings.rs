@@ -113,6 +113,43 @@ mod tests {
         assert!(super::super::request_field_held::RequestFieldHeld
             .check(&unsampled_holder.evidence())
             .is_empty());
+        // A holder the walk knows (a map's table, sampled) that is no JSON
+        // value's, whose slices the field attribution reads inside a JSON
+        // document: JSON values' slices, kept inline in the table.
+        let json_fields = Run::walked(|t, p| {
+            p.pin_walked(
+                "static app::PROFILES",
+                TONIC_SERVER_READ,
+                300 * t as u64,
+                16384,
+                40,
+            );
+            if let Some(pin) = p.pinned.last_mut() {
+                pin.holder.name = "app::cache_user".into();
+                pin.holder.site = vec!["app::cache_user".into(), "app::handle".into()];
+                pin.fields = vec![crate::fields::PinnedField {
+                    field: crate::fields::FieldRef {
+                        framing: crate::fields::Framing::Grpc,
+                        content: crate::fields::Content::Protobuf,
+                        tags: vec![2],
+                        wire_type: Some(crate::fields::WireType::Len),
+                        json_path: Some("$.user".into()),
+                        json_key: false,
+                        http_part: None,
+                    },
+                    buffers: pin.buffers.blocks,
+                    bytes: pin.buffers.bytes,
+                    example: crate::fields::FieldExample::default(),
+                    seen_tags: Vec::new(),
+                    name: None,
+                }];
+            }
+            p.stack(SONIC_LAZY, 1, 32);
+        });
+        assert_eq!(only(&json_fields, &JsonBorrowedStrings).scenario, ID);
+        assert!(super::super::request_field_held::RequestFieldHeld
+            .check(&json_fields.evidence())
+            .is_empty());
         // The same walk without JSON values is a plain request field.
         let plain = Run::walked(|t, p| {
             p.pin_walked(

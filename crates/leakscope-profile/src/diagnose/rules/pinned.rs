@@ -124,11 +124,27 @@ pub(crate) fn is_json(ev: &Evidence, p: &PinEvidence) -> bool {
 fn is_json_in(snaps: &SnapshotEvidence, p: &PinEvidence) -> bool {
     let json =
         |c: crate::frames::Classes| c.contains(Class::Json) || c.contains(Class::JsonZeroCopy);
-    json(p.holder_facts.classes)
+    slices_in_json_documents(&p.pin)
+        || json(p.holder_facts.classes)
         || (p.root.is_some()
             && snaps.sites.iter().any(|g| {
                 json(g.facts.classes) && g.chain.first().map(|l| l.node.label()) == p.root
             }))
+}
+
+/// Whether most of the pinned buffers have their slice inside a JSON
+/// document (a value or key at a JSON path, as the snapshot's field
+/// attribution read it): whatever allocated the holder (a map's table that
+/// keeps parsed values inline, sampled in a walk while the parser's own
+/// blocks were not), the slices are JSON values' borrowed strings.
+fn slices_in_json_documents(pin: &crate::snapshot::Pinning) -> bool {
+    let in_json: u64 = pin
+        .fields
+        .iter()
+        .filter(|f| f.field.json_path.is_some())
+        .map(|f| f.buffers)
+        .sum();
+    in_json * 2 > pin.buffers.blocks
 }
 
 /// The finding for pinned buffers: counts, sizes, where they were read,

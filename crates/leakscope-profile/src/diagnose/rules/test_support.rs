@@ -78,7 +78,7 @@ pub(crate) struct Point {
     stacks: Vec<(Vec<String>, u64, u64, u64)>,
     groups: Vec<LeakGroup>,
     retention: Vec<RetentionPath>,
-    pinned: Vec<Pinning>,
+    pub(crate) pinned: Vec<Pinning>,
     largest: Vec<LargeBlock>,
     /// Source files of functions (default: `src/app.rs` for `app::`, none
     /// for others).
