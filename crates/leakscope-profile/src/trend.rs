@@ -472,23 +472,22 @@ pub fn profile_trends(profiles: &[StackView]) -> TrendReport {
             let largest = variances.iter().copied().fold(0.0, f64::max);
             let noise = STACK_NOISE_SIGMAS * (2.0 * largest).sqrt();
             let name = stack_name(&frames);
-            let judged = series(
-                SeriesKind::Stack,
-                name.clone(),
-                frames.clone(),
-                &line,
-                &values,
+            past_noise(
+                |floor| {
+                    series(
+                        SeriesKind::Stack,
+                        name.clone(),
+                        frames.clone(),
+                        &line,
+                        &values,
+                        floor,
+                    )
+                },
                 min_growth,
-            );
-            let within_noise = judged.state == TrendState::Growing
-                && noise > min_growth
-                && consistency_z(judged.consistency, judged_points)
-                    < SIGNIFICANT_STACK_CONSISTENCY_Z;
-            if within_noise {
-                series(SeriesKind::Stack, name, frames, &line, &values, noise)
-            } else {
-                judged
-            }
+                noise,
+                judged_points,
+                SIGNIFICANT_STACK_CONSISTENCY_Z,
+            )
         })
         .collect();
     // The total's estimate moves in the same steps, and counts about
@@ -698,6 +697,27 @@ fn sort(list: &mut [SeriesTrend]) {
     });
 }
 
+/// A series judged with `judge(floor)`: growth past `floor` but within an
+/// estimate's `noise` counts only if it rose too consistently for noise
+/// (a consistency z-score over `points` of at least `z_needed`).
+fn past_noise(
+    judge: impl Fn(f64) -> SeriesTrend,
+    floor: f64,
+    noise: f64,
+    points: usize,
+    z_needed: f64,
+) -> SeriesTrend {
+    let judged = judge(floor);
+    if judged.state == TrendState::Growing
+        && noise > floor
+        && consistency_z(judged.consistency, points) < z_needed
+    {
+        judge(noise)
+    } else {
+        judged
+    }
+}
+
 fn report(
     line: &Timeline,
     totals: &[f64],
@@ -718,15 +738,13 @@ fn report(
             floor,
         )
     };
-    // Growth past MIN_TOTAL_GROWTH but within an estimate's noise counts
-    // only if it rose too consistently for noise.
-    let mut judged = total(MIN_TOTAL_GROWTH);
-    if judged.state == TrendState::Growing
-        && noise_floor > MIN_TOTAL_GROWTH
-        && consistency_z(judged.consistency, samples) < SIGNIFICANT_CONSISTENCY_Z
-    {
-        judged = total(noise_floor);
-    }
+    let judged = past_noise(
+        total,
+        MIN_TOTAL_GROWTH,
+        noise_floor,
+        samples,
+        SIGNIFICANT_CONSISTENCY_Z,
+    );
     TrendReport {
         source,
         samples,

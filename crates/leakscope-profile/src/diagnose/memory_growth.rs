@@ -87,7 +87,7 @@ impl MemoryGrowth {
     /// in both of the later points.
     pub fn live_delta(&self) -> i64 {
         match self.live.as_slice() {
-            [a, b, .., y, z] if self.live.len() >= 4 => (*y).min(*z) - (*a).min(*b),
+            [a, b, .., y, z] => (*y).min(*z) - (*a).min(*b),
             [a, .., z] => z - a,
             _ => 0,
         }

@@ -71,6 +71,17 @@ mod tests {
             .is_empty());
     }
 
+    /// A walk's received buffers, pinned by slices held from a static.
+    fn pin_received_buffers(t: i64, p: &mut Point) {
+        p.pin_walked(
+            "static app::PROFILES",
+            TONIC_SERVER_READ,
+            300 * t as u64,
+            16384,
+            40,
+        );
+    }
+
     #[test]
     fn from_stacks_only_with_a_walk_finding_buffers_pinned_from_json_values() {
         // A receive path in a run that makes lazy values is no evidence by
@@ -81,13 +92,7 @@ mod tests {
         });
         assert!(JsonBorrowedStrings.check(&stacks.evidence()).is_empty());
         let walked = Run::walked(|t, p| {
-            p.pin_walked(
-                "static app::PROFILES",
-                TONIC_SERVER_READ,
-                300 * t as u64,
-                16384,
-                40,
-            );
+            pin_received_buffers(t, p);
             p.group("static app::PROFILES", SONIC_LAZY, 300 * t as u64, 32);
         });
         let f = only(&walked, &JsonBorrowedStrings);
@@ -100,13 +105,7 @@ mod tests {
         // A holder the walk knows nothing of (not sampled), in a run that
         // makes zero-copy JSON values: JSON values' slices.
         let unsampled_holder = Run::walked(|t, p| {
-            p.pin_walked(
-                "static app::PROFILES",
-                TONIC_SERVER_READ,
-                300 * t as u64,
-                16384,
-                40,
-            );
+            pin_received_buffers(t, p);
             p.stack(SONIC_LAZY, 1, 32);
         });
         assert_eq!(only(&unsampled_holder, &JsonBorrowedStrings).scenario, ID);
@@ -117,13 +116,7 @@ mod tests {
         // value's, whose slices the field attribution reads inside a JSON
         // document: JSON values' slices, kept inline in the table.
         let json_fields = Run::walked(|t, p| {
-            p.pin_walked(
-                "static app::PROFILES",
-                TONIC_SERVER_READ,
-                300 * t as u64,
-                16384,
-                40,
-            );
+            pin_received_buffers(t, p);
             if let Some(pin) = p.pinned.last_mut() {
                 pin.holder.name = "app::cache_user".into();
                 pin.holder.site = vec!["app::cache_user".into(), "app::handle".into()];
@@ -152,13 +145,7 @@ mod tests {
             .is_empty());
         // The same walk without JSON values is a plain request field.
         let plain = Run::walked(|t, p| {
-            p.pin_walked(
-                "static app::PROFILES",
-                TONIC_SERVER_READ,
-                300 * t as u64,
-                16384,
-                40,
-            );
+            pin_received_buffers(t, p);
         });
         assert!(JsonBorrowedStrings.check(&plain.evidence()).is_empty());
         assert_eq!(
