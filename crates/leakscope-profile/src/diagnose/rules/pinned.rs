@@ -50,7 +50,10 @@ pub(crate) fn counts_in(ev: &Evidence, snaps: &SnapshotEvidence, p: &PinEvidence
 /// allocates: the same frames up to its receive frame (else its first
 /// frame past allocation plumbing). Callers above may differ: hyper reads
 /// into its buffer from `parse` and from `force_io_read`, and the sampled
-/// profile may rank either path first.
+/// profile may rank either path first. Or the same application function
+/// asked for both, through a few library frames: a connection's read
+/// buffer is made by `BytesMut::with_capacity` and regrown by `reserve`
+/// in the same handler, and the walk may have sampled either kind.
 pub(crate) fn walked_pin<'e>(ev: &'e Evidence, s: &StackEvidence) -> Option<&'e PinEvidence> {
     walked_pin_of(ev, s, false)
 }
@@ -73,12 +76,40 @@ fn walked_pin_of<'e>(ev: &'e Evidence, s: &StackEvidence, json: bool) -> Option<
         let n = site.len().min(stack.len()).min(upto);
         n >= 1 && site[..n] == stack[..n]
     };
+    let same_caller = |p: &PinEvidence| {
+        same_application_caller(
+            stack,
+            s.facts.first_app,
+            &p.pin.buffer_site,
+            p.buffer_facts.first_app,
+        )
+    };
     walked
         .pins
         .iter()
-        .filter(|p| same(&p.pin.buffer_site) && counts_in(ev, walked, p))
+        .filter(|p| (same(&p.pin.buffer_site) || same_caller(p)) && counts_in(ev, walked, p))
         .filter(|p| walked_json(ev, walked, p) == json)
         .max_by_key(|p| p.pin.buffers.bytes)
+}
+
+/// How deep under its first application frame a buffer may be allocated
+/// for that frame to count as the one that asked for it: a few library
+/// frames (`reserve` < `chunk_mut` < `ReadBuf::poll`). Deeper, the first
+/// application frame is a spawn site or `main`, which asked for everything.
+const MAX_LIBRARY_DEPTH: usize = 8;
+
+/// Whether two stacks (leaf first) reach their first application frames
+/// (`i` in `a`, `j` in `b`) within [`MAX_LIBRARY_DEPTH`] and agree from
+/// there on (as far as both go: a snapshot's sites stop after 16 frames).
+fn same_application_caller(a: &[String], i: Option<usize>, b: &[String], j: Option<usize>) -> bool {
+    let (Some(i), Some(j)) = (i, j) else {
+        return false;
+    };
+    if i > MAX_LIBRARY_DEPTH || j > MAX_LIBRARY_DEPTH || i >= a.len() || j >= b.len() {
+        return false;
+    }
+    let n = (a.len() - i).min(b.len() - j);
+    a[i..i + n] == b[j..j + n]
 }
 
 /// Whether a walk's pin is JSON values': its holder is (or reaches) them,

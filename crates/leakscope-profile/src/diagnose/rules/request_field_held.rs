@@ -134,6 +134,38 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_may_find_pinned_the_read_buffers_the_same_handler_made_first() {
+        // The growing stack regrows the read buffer (`reserve`); the walk
+        // sampled the pinned buffers the handler made first
+        // (`with_capacity`): the same handler asked for both.
+        let first_made = &[
+            "bytes::bytes_mut::BytesMut::with_capacity",
+            "app::conn::serve::{{closure}}",
+            "tokio::runtime::task::core::Core<T,S>::poll",
+        ];
+        let run = Run::walked(|t, p| {
+            p.stack(TOKIO_READ_BUF, 300 * t, 8192);
+            p.pin_walked("static app::KEPT", first_made, 200, 8192, 4);
+        });
+        let f = only(&run, &RequestFieldHeld);
+        assert!(
+            f.evidence.iter().any(|e| e.contains("finds 200 buffers")),
+            "{f:#?}"
+        );
+        // Another handler's pinned buffers are not this stack's.
+        let elsewhere = &[
+            "bytes::bytes_mut::BytesMut::with_capacity",
+            "app::admin::serve::{{closure}}",
+            "tokio::runtime::task::core::Core<T,S>::poll",
+        ];
+        let run = Run::walked(|t, p| {
+            p.stack(TOKIO_READ_BUF, 300 * t, 8192);
+            p.pin_walked("static app::KEPT", elsewhere, 200, 8192, 4);
+        });
+        assert!(RequestFieldHeld.check(&run.evidence()).is_empty());
+    }
+
+    #[test]
     fn flat_receive_buffers_are_no_finding() {
         let run = Run::stacks_only(|_, p| p.stack(HYPER_READ, 100, 8192));
         assert!(RequestFieldHeld.check(&run.evidence()).is_empty());
