@@ -523,7 +523,7 @@ impl SnapshotReport {
         if self.blocks_from == BlocksFrom::HeapWalk {
             let _ = writeln!(
                 out,
-                "  blocks from a walk of glibc's heap{}: {} of them ({}) have an allocation stack (sampled); \
+                "  blocks from a walk of glibc's heap{}: {} of them ({}) have an allocation stack (recorded by leakscope); \
                  figures by allocation stack cover those",
                 self.glibc_heap
                     .as_ref()
@@ -657,12 +657,12 @@ impl SnapshotReport {
         let b = |v: u64| format_value(clamp_i64(v), "bytes");
         let _ = writeln!(
             out,
-            "\nSampled blocks by allocation stack, and what holds them directly:"
+            "\nBlocks with an allocation stack, by stack, and what holds them directly:"
         );
         for g in held.iter().take(limit) {
             let _ = writeln!(
                 out,
-                "  {} in {} sampled blocks allocated in {}",
+                "  {} in {} blocks with a stack, allocated in {}",
                 b(g.amount.bytes),
                 g.amount.blocks,
                 g.site.first().map_or("?", String::as_str)
@@ -802,7 +802,7 @@ pub(crate) mod tests {
         });
         let text = r.render(5);
         assert!(
-            text.contains("2.50kB in 40 sampled blocks allocated in app::remember"),
+            text.contains("2.50kB in 40 blocks with a stack, allocated in app::remember"),
             "{text}"
         );
         assert!(

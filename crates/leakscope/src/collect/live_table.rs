@@ -88,6 +88,32 @@ pub(crate) struct LiveTable {
     mapped_bytes: AtomicUsize,
 }
 
+/// Where the table keeps its blocks, for a reader of this process's memory
+/// from outside (`leakscope attach`, a core file): see `collect::tables`.
+pub(crate) mod layout {
+    use super::*;
+
+    pub(crate) const SHARDS_OFFSET: usize = std::mem::offset_of!(LiveTable, shards);
+    pub(crate) const SHARD_COUNT: usize = SHARDS;
+    pub(crate) const SHARD_STRIDE: usize = std::mem::size_of::<PaddedShard>();
+    const SHARD_IN_PADDING: usize =
+        std::mem::offset_of!(PaddedShard, 0) + SpinLock::<Shard>::VALUE_OFFSET;
+    pub(crate) const SHARD_SLOTS_OFFSET: usize =
+        SHARD_IN_PADDING + std::mem::offset_of!(Shard, slots);
+    pub(crate) const SHARD_CAP_OFFSET: usize = SHARD_IN_PADDING + std::mem::offset_of!(Shard, cap);
+    pub(crate) const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+    pub(crate) const SLOT_ADDR_OFFSET: usize = std::mem::offset_of!(Slot, addr);
+    pub(crate) const SLOT_META_OFFSET: usize = std::mem::offset_of!(Slot, meta);
+    /// A slot's `meta` word: size in the low `SIZE_BITS`, then the sampled
+    /// flag, then the site from `SITE_SHIFT`.
+    pub(crate) const META_SIZE_BITS: u32 = SIZE_BITS;
+    pub(crate) const META_SAMPLED_BIT: u32 = 38;
+    pub(crate) const META_SITE_SHIFT: u32 = SITE_SHIFT;
+    const _: () = assert!(1 << META_SAMPLED_BIT == SAMPLED_BIT);
+    // `Option<NonNull<Slot>>` is one word, 0 for none.
+    const _: () = assert!(std::mem::size_of::<Option<NonNull<Slot>>>() == 8);
+}
+
 fn address_hash(addr: usize) -> u64 {
     (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

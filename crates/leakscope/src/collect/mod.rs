@@ -37,6 +37,7 @@ pub(crate) mod sample_heap;
 pub(crate) mod sampler;
 pub(crate) mod spinlock;
 pub(crate) mod stack_table;
+pub(crate) mod tables;
 pub mod thread;
 pub(crate) mod thread_counters;
 pub(crate) mod unloaded;
@@ -480,6 +481,7 @@ pub fn initialize(settings: &Settings) -> bool {
         }
         thread_counters::install();
         fork::install_handlers();
+        tables::keep_linked();
         if resolved.mode == Mode::Full {
             check_every_free();
         }

@@ -51,11 +51,20 @@ const SLABS: usize = REGION_BYTES >> SLAB_SHIFT;
 const CLASSES: usize = 44;
 
 /// The reserved address range.
-static REGION: Region = Region::new();
+pub(crate) static REGION: Region = Region::new();
+
+/// Where the reservation's bounds lie, for a reader of this process's
+/// memory from outside: see `collect::tables`.
+pub(crate) mod layout {
+    use super::*;
+
+    pub(crate) const BASE_OFFSET: usize = std::mem::offset_of!(Region, base);
+    pub(crate) const LEN_OFFSET: usize = std::mem::offset_of!(Region, len);
+}
 
 /// One reservation of address space, made once by whichever thread first
 /// needs it.
-struct Region {
+pub(crate) struct Region {
     /// Start of the reservation; 0 until made. Published after `len`.
     base: AtomicUsize,
     /// Its size (a power of two, and its alignment).

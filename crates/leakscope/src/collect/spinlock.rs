@@ -20,6 +20,10 @@ pub(crate) struct SpinLock<T> {
 unsafe impl<T: Send> Sync for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
+    /// Where the value lies in the lock (for a reader of another process's
+    /// memory: `UnsafeCell` is transparent).
+    pub(crate) const VALUE_OFFSET: usize = std::mem::offset_of!(Self, value);
+
     pub(crate) const fn new(value: T) -> Self {
         SpinLock {
             locked: AtomicBool::new(false),

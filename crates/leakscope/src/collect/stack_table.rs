@@ -141,6 +141,22 @@ struct Inserter {
     indexed: usize,
 }
 
+/// Where the table keeps its records, for a reader of this process's
+/// memory from outside: see `collect::tables`.
+pub(crate) mod layout {
+    use super::*;
+
+    pub(crate) const CHUNKS_OFFSET: usize = std::mem::offset_of!(StackTable, chunks);
+    pub(crate) const COUNT_OFFSET: usize = std::mem::offset_of!(StackTable, count);
+    pub(crate) const CHUNK_RECORDS: usize = CHUNK_LEN;
+    pub(crate) const CHUNK_COUNT: usize = CHUNKS;
+    pub(crate) const RECORD_BYTES: usize = std::mem::size_of::<SiteRecord>();
+    pub(crate) const FRAMES_OFFSET: usize =
+        std::mem::offset_of!(SiteRecord, key) + std::mem::offset_of!(SiteKey, frames);
+    pub(crate) const DEPTH_OFFSET: usize =
+        std::mem::offset_of!(SiteRecord, key) + std::mem::offset_of!(SiteKey, depth);
+}
+
 pub(crate) struct StackTable {
     inserter: SpinLock<Inserter>,
     index: AtomicPtr<IndexHeader>,

@@ -144,6 +144,24 @@ pub(crate) fn walked_only<M: Memory>(
     merge_with(&[], &walked, |_| false)
 }
 
+/// The blocks of an instrumented process's image: its glibc heap, walked,
+/// with sizes and stacks from its own live table (read from the image),
+/// and the table's blocks in its sample heap (`[base, base + len)`).
+pub(crate) fn walked_with_table<M: Memory>(
+    prep: &Prepared,
+    mem: &M,
+    threads: &[ThreadRef],
+    heap: &mut HeapStats,
+    table: &[Block],
+    sample_heap: Option<(u64, u64)>,
+) -> Result<MmapVec<Block>, Failure> {
+    let mut walked: MmapVec<WalkedBlock> = MmapVec::new();
+    glibc::walk(prep, mem, threads, &mut walked, heap).map_err(Failure::Walk)?;
+    merge_with(table, &walked, |addr| {
+        sample_heap.is_some_and(|(base, len)| addr.wrapping_sub(base) < len)
+    })
+}
+
 /// glibc's own totals for the heap just walked. The arena locks this
 /// child holds (the parent's snapshot thread took them before the fork, and
 /// that thread is the child) are released first, in the child's copy only;

@@ -76,9 +76,8 @@ pub(crate) struct ChildInput<'a> {
     pub(crate) source: BlockSource,
     /// What the heap walker needs to know about libc.
     pub(crate) glibc: Prepared,
-    /// This process's live table describes the image's blocks (false for
-    /// another process's image: its heap is walked).
-    pub(crate) own_table: bool,
+    /// Which live table describes the image's blocks.
+    pub(crate) table: TableOf<'a>,
     /// Valgrind's leak-check heuristics in force (`config::Heuristics`
     /// bits), with [`Rules::Valgrind`] only.
     pub(crate) heuristics: u8,
@@ -88,6 +87,21 @@ pub(crate) struct ChildInput<'a> {
     pub(crate) anonymous_roots: bool,
     /// Processes the analysis may fork to scan blocks on other cores.
     pub(crate) scan_helpers: u32,
+}
+
+/// The live table of the image's blocks.
+#[derive(Clone, Copy)]
+pub(crate) enum TableOf<'a> {
+    /// This process's (the image is its own frozen copy).
+    ThisProcess,
+    /// Another process's, read from its image (an instrumented target):
+    /// its blocks sorted by address, and its sample heap's range.
+    Read {
+        blocks: &'a [Block],
+        sample_heap: Option<(u64, u64)>,
+    },
+    /// None: another process's heap, walked.
+    Walked,
 }
 
 /// Root-entity slots per thread: registers, thread-local storage, stack
@@ -983,17 +997,27 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
     let mut heap = HeapStats::default();
     let mut check = CrossCheck::default();
     let walker_threads = &walker_threads.0[..walker_threads.1];
-    let collected = if input.own_table {
-        blocks::collect(
+    let collected = match input.table {
+        TableOf::ThisProcess => blocks::collect(
             input.source,
             &input.glibc,
             mem,
             walker_threads,
             &mut heap,
             &mut check,
-        )
-    } else {
-        blocks::walked_only(&input.glibc, mem, walker_threads, &mut heap)
+        ),
+        TableOf::Read {
+            blocks: table,
+            sample_heap,
+        } => blocks::walked_with_table(
+            &input.glibc,
+            mem,
+            walker_threads,
+            &mut heap,
+            table,
+            sample_heap,
+        ),
+        TableOf::Walked => blocks::walked_only(&input.glibc, mem, walker_threads, &mut heap),
     };
     let blocks = match collected {
         Ok(blocks) => blocks,

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use leakscope_profile::snapshot::ThreadReport;
 
-use super::child::{self, ChildInput, RootLayout, ThreadRoots};
+use super::child::{self, ChildInput, RootLayout, TableOf, ThreadRoots};
+use super::foreign_table;
 use super::glibc::{self, Prepared};
 use super::image::Memory;
 use super::modules::{self, ForeignObject};
@@ -62,6 +63,11 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
         )));
     }
     let modules = modules::foreign_modules(image.objects);
+    // An instrumented target's own table gives its blocks' exact sizes and
+    // allocation stacks; any other target's heap is walked alone. A table
+    // that cannot be read (another leakscope's layout) leaves the walk.
+    let table =
+        foreign_table::find(image.objects).and_then(|at| foreign_table::read(image.mem, at).ok());
     let segments: Vec<(u64, u64)> = modules.segments.iter().map(|s| (s.start, s.end)).collect();
     let variables: Vec<(u64, u64)> = modules.variables.iter().map(|v| (v.start, v.end)).collect();
     let own_variables: Vec<bool> = modules.variables.iter().map(|v| v.own).collect();
@@ -99,7 +105,13 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
         static_tls_bytes: image.glibc.static_tls_bytes,
         source: BlockSource::HeapWalk,
         glibc: image.glibc,
-        own_table: false,
+        table: match &table {
+            Some(t) => TableOf::Read {
+                blocks: &t.blocks,
+                sample_heap: t.sample_heap,
+            },
+            None => TableOf::Walked,
+        },
         heuristics: 0,
         // Its heap is glibc's, walked.
         anonymous_roots: true,
@@ -143,7 +155,10 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
         out.read_fields(),
         &modules,
         &infos,
-        CodeOf::Objects(&code),
+        CodeOf::Objects {
+            code: &code,
+            sites: table.as_ref().map(|t| &t.sites),
+        },
     );
     let thread_reports: Vec<ThreadReport> = image
         .threads

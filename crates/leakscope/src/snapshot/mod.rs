@@ -19,6 +19,7 @@ mod blocks;
 mod child;
 mod fields;
 pub(crate) mod foreign;
+mod foreign_table;
 pub(crate) mod glibc;
 mod graph;
 mod heuristics;
@@ -660,7 +661,7 @@ fn take_snapshot(
             static_tls_bytes: modules.static_tls_bytes,
             source,
             glibc,
-            own_table: true,
+            table: child::TableOf::ThisProcess,
             heuristics,
             anonymous_roots,
             scan_helpers,

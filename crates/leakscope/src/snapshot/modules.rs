@@ -213,6 +213,24 @@ pub(crate) fn foreign_modules(objects: &[ForeignObject]) -> Modules {
     modules
 }
 
+/// Where the variable `name` (as its symbol is spelled) lies in another
+/// process, in whichever of its objects defines it, writable or not (a
+/// static of pointers sits in the read-only-after-relocation part).
+pub(crate) fn find_foreign_variable(objects: &[ForeignObject], name: &str) -> Option<u64> {
+    let mut cache = SYMBOL_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    objects.iter().find_map(|o| {
+        let symbols = cache
+            .entry(o.file.clone())
+            .or_insert_with(|| symbols_of(&o.file));
+        symbols
+            .variables
+            .iter()
+            .find(|(_, _, n)| n == name)
+            .map(|(offset, _, _)| o.base + offset)
+    })
+}
+
 /// Segments, variables and leakscope's own code of the loaded objects.
 fn modules_of(loaded: Vec<Loaded>) -> Modules {
     let mut modules = Modules::default();

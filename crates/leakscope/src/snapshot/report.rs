@@ -76,8 +76,8 @@ pub(crate) struct Resolved {
     head: Vec<u32>,
     /// Steps taken to find depths (linear in the blocks).
     pub(crate) naming_steps: u64,
-    /// Another process's snapshot (its heap walked from outside: no
-    /// allocation stacks at all).
+    /// Another process's snapshot without its own live table (its heap
+    /// walked from outside: no allocation stacks at all).
     outside: bool,
 }
 
@@ -108,7 +108,12 @@ fn basename(path: &str) -> &str {
 /// through its own maps), or another's, from its object files.
 pub(crate) enum CodeOf<'a> {
     ThisProcess,
-    Objects(&'a [crate::export::symbolize::ObjectCode<'a>]),
+    Objects {
+        code: &'a [crate::export::symbolize::ObjectCode<'a>],
+        /// The allocation stacks of the image's sites, when its own live
+        /// table was read (an instrumented target).
+        sites: Option<&'a HashMap<SiteId, Vec<usize>>>,
+    },
 }
 
 impl Resolved {
@@ -125,11 +130,20 @@ impl Resolved {
         sites.dedup();
         // Frames in code unloaded since they were captured are marked (and
         // stay unknown).
-        let site_frames: HashMap<SiteId, Vec<usize>> = sites
-            .iter()
-            .filter(|&&s| s < STACKS.len())
-            .map(|&s| (s, STACKS.record(s).frames_now()))
-            .collect();
+        let site_frames: HashMap<SiteId, Vec<usize>> = match code {
+            CodeOf::ThisProcess => sites
+                .iter()
+                .filter(|&&s| s < STACKS.len())
+                .map(|&s| (s, STACKS.record(s).frames_now()))
+                .collect(),
+            CodeOf::Objects {
+                sites: Some(known), ..
+            } => sites
+                .iter()
+                .filter_map(|s| Some((*s, known.get(s)?.clone())))
+                .collect(),
+            CodeOf::Objects { sites: None, .. } => HashMap::new(),
+        };
         let stacks: Vec<&[usize]> = site_frames.values().map(Vec::as_slice).collect();
         let frame_pcs = roots
             .iter()
@@ -141,7 +155,7 @@ impl Resolved {
                     call_site(r.pc as usize)
                 }
             });
-        let outside = matches!(code, CodeOf::Objects(_));
+        let outside = matches!(code, CodeOf::Objects { .. });
         // What blocks without a stack refer to: the first word at each
         // target (a vtable's first entry is a function), read from this
         // process's own copy of the object's segments.
@@ -171,7 +185,10 @@ impl Resolved {
         let frame_pcs = frame_pcs.chain(referred.iter().map(|&(_, w)| w));
         let symbols = match code {
             CodeOf::ThisProcess => Symbols::for_stacks_and_code(stacks.iter().copied(), frame_pcs),
-            CodeOf::Objects(objects) => Symbols::for_code_in_objects(frame_pcs, objects),
+            CodeOf::Objects { code: objects, .. } => Symbols::for_code_in_objects(
+                frame_pcs.chain(stacks.iter().flat_map(|s| s.iter().map(|&r| call_site(r)))),
+                objects,
+            ),
         };
         let referred_names: HashMap<u64, String> = referred
             .iter()
@@ -182,14 +199,14 @@ impl Resolved {
             .collect();
         let site_names: HashMap<SiteId, Vec<String>> = sites
             .iter()
-            .filter(|&&s| s < STACKS.len())
+            .filter(|s| site_frames.contains_key(s))
             .map(|&s| (s, symbols.names(&site_frames[&s])))
             .collect();
         let dependencies = symbols.dependency_crates(
             sites
                 .iter()
-                .filter(|&&s| s < STACKS.len())
-                .map(|&s| site_frames[&s].as_slice()),
+                .filter_map(|s| site_frames.get(s))
+                .map(Vec::as_slice),
         );
         let dependency_crates = dependencies.crates.into_iter().collect();
         let dependency_versions = dependencies.versions.into_iter().collect();
@@ -301,7 +318,9 @@ impl Resolved {
             depth,
             head,
             naming_steps,
-            outside,
+            // With the target's own table read, blocks have stacks as in a
+            // walk of this process's heap.
+            outside: matches!(code, CodeOf::Objects { sites: None, .. }),
         }
     }
 
