@@ -136,32 +136,29 @@ mod tests {
     #[test]
     fn a_walk_may_find_pinned_the_read_buffers_the_same_handler_made_first() {
         // The growing stack regrows the read buffer (`reserve`); the walk
-        // sampled the pinned buffers the handler made first
-        // (`with_capacity`): the same handler asked for both.
-        let first_made = &[
-            "bytes::bytes_mut::BytesMut::with_capacity",
-            "app::conn::serve::{{closure}}",
-            "tokio::runtime::task::core::Core<T,S>::poll",
-        ];
-        let run = Run::walked(|t, p| {
-            p.stack(TOKIO_READ_BUF, 300 * t, 8192);
-            p.pin_walked("static app::KEPT", first_made, 200, 8192, 4);
-        });
-        let f = only(&run, &RequestFieldHeld);
+        // sampled the pinned buffers a handler made first (`with_capacity`).
+        let pinned_made_by = |handler: &'static str| {
+            Run::walked(move |t, p| {
+                p.stack(TOKIO_READ_BUF, 300 * t, 8192);
+                let site = [
+                    "bytes::bytes_mut::BytesMut::with_capacity",
+                    handler,
+                    "tokio::runtime::task::core::Core<T,S>::poll",
+                ];
+                p.pin_walked("static app::KEPT", &site, 200, 8192, 4);
+            })
+        };
+        // The same handler asked for both.
+        let f = only(
+            &pinned_made_by("app::conn::serve::{{closure}}"),
+            &RequestFieldHeld,
+        );
         assert!(
             f.evidence.iter().any(|e| e.contains("finds 200 buffers")),
             "{f:#?}"
         );
         // Another handler's pinned buffers are not this stack's.
-        let elsewhere = &[
-            "bytes::bytes_mut::BytesMut::with_capacity",
-            "app::admin::serve::{{closure}}",
-            "tokio::runtime::task::core::Core<T,S>::poll",
-        ];
-        let run = Run::walked(|t, p| {
-            p.stack(TOKIO_READ_BUF, 300 * t, 8192);
-            p.pin_walked("static app::KEPT", elsewhere, 200, 8192, 4);
-        });
+        let run = pinned_made_by("app::admin::serve::{{closure}}");
         assert!(RequestFieldHeld.check(&run.evidence()).is_empty());
     }
 
