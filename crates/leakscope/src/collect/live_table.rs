@@ -107,9 +107,8 @@ pub(crate) mod layout {
     /// A slot's `meta` word: size in the low `SIZE_BITS`, then the sampled
     /// flag, then the site from `SITE_SHIFT`.
     pub(crate) const META_SIZE_BITS: u32 = SIZE_BITS;
-    pub(crate) const META_SAMPLED_BIT: u32 = 38;
+    pub(crate) const META_SAMPLED_BIT: u32 = SAMPLED_BIT.trailing_zeros();
     pub(crate) const META_SITE_SHIFT: u32 = SITE_SHIFT;
-    const _: () = assert!(1 << META_SAMPLED_BIT == SAMPLED_BIT);
     // `Option<NonNull<Slot>>` is one word, 0 for none.
     const _: () = assert!(std::mem::size_of::<Option<NonNull<Slot>>>() == 8);
 }

@@ -41,8 +41,7 @@ pub(crate) fn find(objects: &[ForeignObject]) -> Option<u64> {
 /// Reads the tables through the descriptor at `at`. An error says why they
 /// cannot be read (another layout version, memory that is not there).
 pub(crate) fn read<M: Memory>(mem: &M, at: u64) -> Result<ForeignTable, String> {
-    let words = mem
-        .words(at, at + tables::WORDS as u64 * 8)
+    let words = words_at(mem, at, tables::WORDS as u64)
         .ok_or("its tables' descriptor is not in the image")?;
     let d = TablesDescriptor::<u64>::from_words(words).ok_or_else(|| {
         format!(
@@ -62,8 +61,8 @@ pub(crate) fn read<M: Memory>(mem: &M, at: u64) -> Result<ForeignTable, String> 
     let sites = site_frames(mem, &d, &ids);
     let region = d.sample_region;
     let sample_heap = match (
-        mem.word(region + d.sample_base_offset),
-        mem.word(region + d.sample_len_offset),
+        word_at(mem, &[region, d.sample_base_offset]),
+        word_at(mem, &[region, d.sample_len_offset]),
     ) {
         (Some(base), Some(len)) if base != 0 && len != 0 => Some((base, len)),
         _ => None,
@@ -89,17 +88,25 @@ fn live_blocks<M: Memory>(mem: &M, d: &TablesDescriptor<u64>) -> Vec<Block> {
     }
     let mut blocks = Vec::new();
     for i in 0..d.live_shard_count.min(1 << 16) {
-        let shard = d.live_table + d.live_shards_offset + i * d.live_shard_stride;
+        let Some(shard) = i
+            .checked_mul(d.live_shard_stride)
+            .and_then(|o| add(&[d.live_table, d.live_shards_offset, o]))
+        else {
+            continue;
+        };
         let (Some(slots), Some(cap)) = (
-            mem.word(shard + d.live_shard_slots_offset),
-            mem.word(shard + d.live_shard_cap_offset),
+            word_at(mem, &[shard, d.live_shard_slots_offset]),
+            word_at(mem, &[shard, d.live_shard_cap_offset]),
         ) else {
             continue;
         };
         if slots == 0 || cap == 0 || cap > MAX_SHARD_SLOTS {
             continue;
         }
-        let Some(words) = mem.words(slots, slots + cap * d.live_slot_bytes) else {
+        let Some(words) = cap
+            .checked_mul(d.live_slot_bytes / 8)
+            .and_then(|n| words_at(mem, slots, n))
+        else {
             continue;
         };
         for slot in words.chunks_exact(per_slot) {
@@ -124,29 +131,50 @@ fn site_frames<M: Memory>(
     d: &TablesDescriptor<u64>,
     ids: &[SiteId],
 ) -> HashMap<SiteId, Vec<usize>> {
-    let count = read_u32(mem, d.stack_table + d.stack_count_offset).unwrap_or(0);
+    let count = add(&[d.stack_table, d.stack_count_offset])
+        .and_then(|at| read_u32(mem, at))
+        .unwrap_or(0);
     let records = d.stack_chunk_records.max(1);
     ids.iter()
         .filter(|&&id| id < count && u64::from(id) / records < d.stack_chunk_count)
         .filter_map(|&id| {
             let id64 = u64::from(id);
-            let chunk = mem.word(d.stack_table + d.stack_chunks_offset + id64 / records * 8)?;
+            let chunk = word_at(
+                mem,
+                &[d.stack_table, d.stack_chunks_offset, id64 / records * 8],
+            )?;
             if chunk == 0 {
                 return None;
             }
-            let record = chunk + id64 % records * d.stack_record_bytes;
-            let frames = mem.word(record + d.stack_frames_offset)?;
-            let depth = u64::from(read_u32(mem, record + d.stack_depth_offset)?);
+            let record = add(&[chunk, (id64 % records).checked_mul(d.stack_record_bytes)?])?;
+            let frames = word_at(mem, &[record, d.stack_frames_offset])?;
+            let depth = u64::from(read_u32(mem, add(&[record, d.stack_depth_offset])?)?);
             if frames == 0 || depth == 0 {
                 return Some((id, Vec::new()));
             }
             if depth > MAX_DEPTH {
                 return None;
             }
-            let words = mem.words(frames, frames + depth * 8)?;
+            let words = words_at(mem, frames, depth)?;
             Some((id, words.iter().map(|&w| w as usize).collect()))
         })
         .collect()
+}
+
+/// The sum of an address and offsets, if it does not overflow: every
+/// number comes from the image, which may be corrupt.
+fn add(terms: &[u64]) -> Option<u64> {
+    terms.iter().try_fold(0u64, |sum, &t| sum.checked_add(t))
+}
+
+/// The word at the sum of `terms`.
+fn word_at<M: Memory>(mem: &M, terms: &[u64]) -> Option<u64> {
+    mem.word(add(terms)?)
+}
+
+/// `count` words from `start`.
+fn words_at<M: Memory>(mem: &M, start: u64, count: u64) -> Option<&[u64]> {
+    mem.words(start, start.checked_add(count.checked_mul(8)?)?)
 }
 
 /// A `u32` at `addr` (4-aligned), read from the word that holds it.
