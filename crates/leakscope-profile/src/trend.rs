@@ -664,9 +664,30 @@ pub fn trends(profiles: &[StackView], snapshots: &[SnapshotReport]) -> TrendRepo
     } else {
         (by_stack, by_holder)
     };
+    if walked && out.source == TotalSource::Profiles && walks_refute_growth(&out, &other) {
+        out.total = other.total.clone();
+        out.source = TotalSource::Snapshots;
+        out.samples = other.samples;
+        out.warmup = other.warmup;
+        out.seconds = other.seconds;
+    }
     out.series.extend(other.series);
     sort(&mut out.series);
     out
+}
+
+/// Whether heap walks over the same run show that a sampled estimate's
+/// growth of the whole heap is noise. A walk counts every block the
+/// program holds (and some of leakscope's own), so it can overstate the
+/// program's growth but never hide it: when walks spanning most of the run
+/// found the heap flat or shrinking, the profiles' rise is the spread of
+/// their sampling (a heap of transient blocks read at 64 KiB wanders by a
+/// few MB).
+fn walks_refute_growth(sampled: &TrendReport, walks: &TrendReport) -> bool {
+    sampled.total.state == TrendState::Growing
+        && walks.samples >= 3
+        && walks.seconds >= sampled.seconds / 2.0
+        && matches!(walks.total.state, TrendState::Flat | TrendState::Shrinking)
 }
 
 /// Seconds since the first point; one unit per point when the points carry
@@ -1094,6 +1115,40 @@ mod tests {
             r.series[0].name,
             "h2::proto::streams::streams::Inner::new (heap) <- a thread's locals"
         );
+    }
+
+    /// The lab's arena-fragmentation run in sampled mode: the profiles'
+    /// estimate of a heap of transient blocks rose by chance over four
+    /// points, while the heap walks, which see every block, found it flat.
+    /// The walks decide; growth they saw too stands.
+    #[test]
+    fn flat_heap_walks_overrule_a_sampled_totals_rise() {
+        let judge = |walked_growth: u64| {
+            let profiles: Vec<StackView> = [118, 120, 130, 140, 150, 140]
+                .iter()
+                .enumerate()
+                .map(|(t, n)| {
+                    let t = t as i64;
+                    sampled_profile(t, 100 * t as u64, 65536, &[("work", n * 65_536)])
+                })
+                .collect();
+            let walks: Vec<SnapshotReport> = (0..6u64)
+                .map(|t| {
+                    let mut s = snapshot_with(t, None);
+                    s.totals.live.bytes = 8_000_000 + t * walked_growth;
+                    s.blocks_from = crate::snapshot::BlocksFrom::HeapWalk;
+                    s
+                })
+                .collect();
+            (profile_trends(&profiles), trends(&profiles, &walks))
+        };
+        let (sampled, flat) = judge(1_000);
+        assert_eq!(sampled.total.state, TrendState::Growing, "{sampled:#?}");
+        assert_eq!(flat.total.state, TrendState::Flat, "{flat:#?}");
+        assert_eq!(flat.source, TotalSource::Snapshots);
+        let (_, grown) = judge(400_000);
+        assert_eq!(grown.total.state, TrendState::Growing, "{grown:#?}");
+        assert_eq!(grown.source, TotalSource::Profiles);
     }
 
     #[test]
