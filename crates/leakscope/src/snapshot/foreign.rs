@@ -89,7 +89,7 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
         threads: thread_roots.len() as u32,
         anonymous: child::MAX_ANONYMOUS_ROOTS,
     };
-    let mut out = Output::new(
+    let mut out = Output::new_private(
         layout.roots() as usize + 1,
         heap_block_bound(image.mem) + 16,
     )
@@ -121,7 +121,7 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
     child::analyse(image.mem, &input, &mut out)
         .ok_or_else(|| SnapshotError::Analysis("out of memory".into()))?;
     let analysis = started.elapsed();
-    let (header, roots, blocks) = out
+    let (header, roots, _) = out
         .read()
         .ok_or_else(|| SnapshotError::Analysis("the analysis wrote no results".into()))?;
     if header.walk_error != 0 {
@@ -149,10 +149,15 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
             mappings: &c.mappings,
         })
         .collect();
+    let roots = roots.to_vec();
+    let fields = out.read_fields().to_vec();
+    let blocks = out
+        .into_block_records()
+        .ok_or_else(|| SnapshotError::Analysis("the analysis wrote no results".into()))?;
     let resolved = Resolved::new(
         roots,
         blocks,
-        out.read_fields(),
+        fields,
         &modules,
         &infos,
         CodeOf::Objects {
