@@ -10,11 +10,19 @@
 //!   runtime's intrusive task list; MIB counts the tasks' own blocks).
 //!
 //! `SNAPSHOT_CORES` limits the cores the analysis scans on (default: all).
+//! `SNAPSHOT_MUTATORS=N` (random shape only) runs N threads that keep
+//! changing the heap while the snapshots are taken and analysed, as a
+//! service's workers do (see [`mutate`]). The line also gives the
+//! snapshot's peak extra memory: how far the machine's free memory fell
+//! below what it was just before the snapshot (the analysis child's own
+//! arrays, naming the results, and the pages copied because the running
+//! process wrote to them while the child kept the old ones).
 //! Full mode unless `LEAKSCOPE_MODE` says otherwise: in `sampled` mode the
 //! snapshot's blocks come from a walk of glibc's heap (the `blocks` phase).
 
 use std::alloc::{alloc_zeroed, Layout};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The first block: the static root of lists and trees.
 static HEAD: AtomicUsize = AtomicUsize::new(0);
@@ -59,13 +67,33 @@ fn main() {
     let mut phases = String::new();
     let mut steps = 0;
     let mut best_total = f64::MAX;
+    let mutators: usize = std::env::var("SNAPSHOT_MUTATORS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        mutators == 0 || shape == "random",
+        "SNAPSHOT_MUTATORS needs the random shape (the others are reachable from one static only)"
+    );
+    // The mutators' own list of the blocks (only when there are mutators:
+    // it is one more reference to every block).
+    let long_lived: &'static [usize] = if mutators == 0 {
+        &[]
+    } else {
+        Box::leak(blocks.clone().into_boxed_slice())
+    };
+    let mutation = Mutation::start(mutators, long_lived, block);
+    let mut peak_extra = 0u64;
     for _ in 0..3 {
-        let started = std::time::Instant::now();
+        let free_before = free_memory();
+        let sampler = FreeMemorySampler::start();
+        let started = Instant::now();
         let snap = leakscope::snapshot_with(leakscope::SnapshotOptions {
             cores,
             ..leakscope::SnapshotOptions::default()
         })
         .expect("snapshot");
+        peak_extra = peak_extra.max(free_before.saturating_sub(sampler.lowest()));
         // Pause, analysis and naming the results (chains, groups, paths).
         best_total = best_total.min(started.elapsed().as_secs_f64() * 1e3);
         steps = snap.analysis_steps();
@@ -84,10 +112,20 @@ fn main() {
         best_analysis = best_analysis.min(analysis);
         live_bytes = snap.report().totals.live.bytes;
     }
+    let (requests, rewrites) = mutation.stop();
     let rss = leakscope_bench::rss_bytes();
     let mode = format!("{:?}", leakscope::mode()).to_lowercase();
+    let mut mutated = format!(
+        ",\"peak_extra_bytes\":{peak_extra},\"peak_extra_share_of_rss\":{:.4}",
+        peak_extra as f64 / rss as f64
+    );
+    if mutators > 0 {
+        mutated += &format!(
+            ",\"mutators\":{mutators},\"mutator_requests\":{requests},\"mutator_rewrites\":{rewrites}"
+        );
+    }
     println!(
-        "{{\"mode\":\"{mode}\",\"heap_mib\":{mib},\"block_bytes\":{block},\"shape\":\"{shape}\",\"scan_processes\":{scan_processes},\"analysis_steps\":{steps},\"blocks\":{n},\"live_bytes\":{live_bytes},\"rss_bytes\":{rss},\"pause_ms\":{best_pause:.3},\"analysis_ms\":{best_analysis:.1},\"total_ms\":{best_total:.1},\"pause_ms_per_gib_rss\":{:.3},\"analysis_gib_per_s\":{:.3},\"profiler_bytes_per_block\":{:.1},\"phases_ms\":{phases}}}",
+        "{{\"mode\":\"{mode}\",\"heap_mib\":{mib},\"block_bytes\":{block},\"shape\":\"{shape}\",\"scan_processes\":{scan_processes},\"analysis_steps\":{steps},\"blocks\":{n},\"live_bytes\":{live_bytes},\"rss_bytes\":{rss},\"pause_ms\":{best_pause:.3},\"analysis_ms\":{best_analysis:.1},\"total_ms\":{best_total:.1},\"pause_ms_per_gib_rss\":{:.3},\"analysis_gib_per_s\":{:.3},\"profiler_bytes_per_block\":{:.1},\"phases_ms\":{phases}{mutated}}}",
         best_pause / (rss as f64 / (1u64 << 30) as f64),
         (live_bytes as f64 / (1u64 << 30) as f64) / (best_analysis / 1e3),
         stats.profiler_bytes as f64 / stats.tracked_blocks.max(1) as f64
@@ -167,4 +205,146 @@ fn spawn_pending_tasks(n: usize, block: usize) -> tokio::runtime::Runtime {
         tokio::task::yield_now().await;
     });
     runtime
+}
+
+/// Rewrites of long-lived blocks per second and mutator, from
+/// `SNAPSHOT_REWRITES` (default 10,000: a service updating its sessions,
+/// caches and connection state).
+fn rewrites_per_second() -> f64 {
+    std::env::var("SNAPSHOT_REWRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000.0)
+}
+
+/// The threads that change the heap during the snapshots.
+struct Mutation {
+    stop: &'static AtomicBool,
+    requests: &'static AtomicU64,
+    rewrites: &'static AtomicU64,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Mutation {
+    fn start(n: usize, long_lived: &'static [usize], block: usize) -> Mutation {
+        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let requests: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let rewrites: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let threads = (0..n)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    mutate(i, long_lived, block, stop, requests, rewrites);
+                })
+            })
+            .collect();
+        Mutation {
+            stop,
+            requests,
+            rewrites,
+            threads,
+        }
+    }
+
+    /// Stops the threads; the requests handled and the rewrites made.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("mutator");
+        }
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.rewrites.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One mutator: handles requests back to back (each allocates a body and a
+/// batch of small objects, writes them and frees them: the churn that
+/// reuses the same free chunks), and points word 0 of random long-lived
+/// blocks at other random earlier blocks at a steady rate (writes spread
+/// over the whole heap: each first write to a page after the fork copies
+/// it).
+fn mutate(
+    index: usize,
+    long_lived: &'static [usize],
+    block: usize,
+    stop: &AtomicBool,
+    requests: &AtomicU64,
+    rewrites: &AtomicU64,
+) {
+    let rate = rewrites_per_second();
+    let started = Instant::now();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (index as u64 + 1);
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut handled, mut made) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let body = vec![handled as u8; block.max(64)];
+        let items: Vec<Box<[u64; 4]>> = (0..16).map(|k| Box::new([k; 4])).collect();
+        std::hint::black_box((&body, &items));
+        handled += 1;
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        while made < due && long_lived.len() > 1 {
+            let i = 1 + (next() % (long_lived.len() as u64 - 1)) as usize;
+            let target = long_lived[(next() % i as u64) as usize];
+            // SAFETY: `long_lived[i]` is a live block of the heap that
+            // `build` made (never freed) with room for word 0, which only
+            // this benchmark writes; a racing write of another mutator
+            // leaves one of the two values, both earlier blocks.
+            unsafe { std::ptr::write_volatile(long_lived[i] as *mut usize, target) };
+            made += 1;
+        }
+    }
+    requests.fetch_add(handled, Ordering::Relaxed);
+    rewrites.fetch_add(made, Ordering::Relaxed);
+}
+
+/// The machine's free memory (`MemFree`), in bytes.
+fn free_memory() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Polls the machine's free memory every 5 ms until dropped; the lowest
+/// reading. (Not the processes' own figures: reading another process's
+/// page counts takes its memory-map lock, which would stretch the fork.)
+struct FreeMemorySampler {
+    stop: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl FreeMemorySampler {
+    fn start() -> FreeMemorySampler {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut lowest = u64::MAX;
+            loop {
+                lowest = lowest.min(free_memory());
+                if flag.load(Ordering::Relaxed) {
+                    return lowest;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        FreeMemorySampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn lowest(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or(u64::MAX)
+    }
 }
