@@ -175,7 +175,7 @@ struct BlockIndex {
 const SCAN_BATCH: usize = 32;
 
 #[inline(always)]
-fn prefetch<T>(r: &T) {
+pub(crate) fn prefetch<T>(r: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint; the address is a valid reference.
     unsafe {

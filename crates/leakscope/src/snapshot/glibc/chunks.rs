@@ -13,6 +13,13 @@ use crate::snapshot::mmap_vec::MmapVec;
 
 const PAGE: u64 = 4096;
 
+/// How far ahead of the next chunk's header the walk asks for memory.
+/// Each header's address comes from the header before it: a chain of
+/// dependent loads, each a cache miss once the heap outgrows the cache
+/// (165 ns a chunk for 1 GiB of 512 B chunks). The chunks lie one after
+/// another, so the bytes ahead are read soon whatever their sizes.
+const PREFETCH_AHEAD: u64 = 4096;
+
 /// Walks the chunks of every heap region, appending the blocks in use.
 pub(crate) fn walk_heaps<M: Memory>(
     mem: &M,
@@ -81,6 +88,9 @@ fn walk_region<M: Memory>(
             || (r.top != 0 && c + size > r.top)
         {
             return Err(corrupt);
+        }
+        if let Some(ahead) = words.get(((c + size + PREFETCH_AHEAD - r.first) / 8) as usize) {
+            crate::snapshot::child::prefetch(ahead);
         }
         let looks_in_use = word(c + size + 8) & PREV_INUSE != 0;
         match free.kind_of(c) {
