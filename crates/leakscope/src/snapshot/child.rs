@@ -171,6 +171,12 @@ struct BlockIndex {
     unreadable: MmapVec<(u64, u64)>,
 }
 
+/// How many blocks ahead the scan asks for a block's first words: the
+/// blocks are scanned in address order, and each is read for the first
+/// time. A heap of 1 GiB of 512 B blocks scanned in 350 ms without, 260 ms
+/// 8 blocks ahead, 230 ms 16 or 32 ahead.
+const SCAN_PREFETCH_BLOCKS: usize = 16;
+
 /// Candidate words looked up together by [`BlockIndex::find_batch`].
 const SCAN_BATCH: usize = 32;
 
@@ -488,6 +494,9 @@ fn scan_blocks<M: Memory>(
 ) -> Option<u64> {
     let mut scanned = 0;
     for (i, b) in index.blocks[first..end].iter().enumerate() {
+        if let Some(ahead) = index.blocks.get(first + i + SCAN_PREFETCH_BLOCKS) {
+            mem.prefetch(ahead.addr);
+        }
         let node = first_block + (first + i) as u32;
         let block_end = b.addr + b.size;
         // The whole block, or its readable pieces when part of it is not.

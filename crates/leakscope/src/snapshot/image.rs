@@ -331,6 +331,10 @@ pub(crate) trait Memory {
     fn word(&self, addr: u64) -> Option<u64> {
         self.words(addr, addr.checked_add(8)?).map(|w| w[0])
     }
+
+    /// Asks for the cache line holding `addr`, which will be read soon (a
+    /// hint: nothing where that costs a lookup).
+    fn prefetch(&self, _addr: u64) {}
 }
 
 /// This process's own address space (in the snapshot child: a frozen copy
@@ -360,6 +364,17 @@ impl Memory for OwnMemory {
 
     fn is_populated(&self, addr: u64) -> bool {
         self.guards.borrow_mut().is_populated(addr)
+    }
+
+    fn prefetch(&self, addr: u64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint that loads nothing into registers
+        // and is dropped for an address with no mapping: it cannot fault.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(addr as *const i8, std::arch::x86_64::_MM_HINT_T0);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = addr;
     }
 
     fn words(&self, start: u64, end: u64) -> Option<&[u64]> {
