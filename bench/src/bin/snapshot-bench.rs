@@ -13,10 +13,11 @@
 //! `SNAPSHOT_MUTATORS=N` (random shape only) runs N threads that keep
 //! changing the heap while the snapshots are taken and analysed, as a
 //! service's workers do (see [`mutate`]). The line also gives the
-//! snapshot's peak extra memory: how far the machine's free memory fell
-//! below what it was just before the snapshot (the analysis child's own
-//! arrays, naming the results, and the pages copied because the running
-//! process wrote to them while the child kept the old ones).
+//! snapshot's peak extra memory (the median of the three snapshots'): how
+//! far the machine's free memory fell below what it was just before the
+//! snapshot (the analysis child's own arrays, naming the results, and the
+//! pages copied because the running process wrote to them while the child
+//! kept the old ones).
 //! Full mode unless `LEAKSCOPE_MODE` says otherwise: in `sampled` mode the
 //! snapshot's blocks come from a walk of glibc's heap (the `blocks` phase).
 
@@ -83,7 +84,9 @@ fn main() {
         Box::leak(blocks.clone().into_boxed_slice())
     };
     let mutation = Mutation::start(mutators, long_lived, block);
-    let mut peak_extra = 0u64;
+    // Each snapshot's peak, of which the median is reported: the machine's
+    // free memory also moves with everything else running on it.
+    let mut peaks_extra = Vec::new();
     for _ in 0..3 {
         let free_before = free_memory();
         let sampler = FreeMemorySampler::start();
@@ -93,7 +96,7 @@ fn main() {
             ..leakscope::SnapshotOptions::default()
         })
         .expect("snapshot");
-        peak_extra = peak_extra.max(free_before.saturating_sub(sampler.lowest()));
+        peaks_extra.push(free_before.saturating_sub(sampler.lowest()));
         // Pause, analysis and naming the results (chains, groups, paths).
         best_total = best_total.min(started.elapsed().as_secs_f64() * 1e3);
         steps = snap.analysis_steps();
@@ -113,6 +116,8 @@ fn main() {
         live_bytes = snap.report().totals.live.bytes;
     }
     let (requests, rewrites) = mutation.stop();
+    peaks_extra.sort_unstable();
+    let peak_extra = peaks_extra[peaks_extra.len() / 2];
     let rss = leakscope_bench::rss_bytes();
     let mode = format!("{:?}", leakscope::mode()).to_lowercase();
     let mut mutated = format!(
