@@ -239,3 +239,14 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
+
+/// A snapshot's analysis phases as a JSON object of milliseconds, for the
+/// benchmarks' one-line reports.
+pub fn phases_json(snap: &leakscope::Snapshot) -> String {
+    let timed: Vec<String> = snap
+        .analysis_phases()
+        .iter()
+        .map(|(name, d)| format!("\"{name}\":{:.1}", d.as_secs_f64() * 1e3))
+        .collect();
+    format!("{{{}}}", timed.join(","))
+}

@@ -117,12 +117,7 @@ fn main() {
         let engine = snap.analysis_time().as_secs_f64() * 1e3;
         if engine < best_engine {
             best_engine = engine;
-            let timed: Vec<String> = snap
-                .analysis_phases()
-                .iter()
-                .map(|(name, d)| format!("\"{name}\":{:.1}", d.as_secs_f64() * 1e3))
-                .collect();
-            phases = format!("{{{}}}", timed.join(","));
+            phases = leakscope_bench::phases_json(&snap);
         }
         (
             attached.pause.as_secs_f64() * 1e3,

@@ -104,12 +104,7 @@ fn main() {
         let analysis = snap.analysis_time().as_secs_f64() * 1e3;
         if analysis < best_analysis {
             // The phases of the best analysis, as a JSON object.
-            let timed: Vec<String> = snap
-                .analysis_phases()
-                .iter()
-                .map(|(name, d)| format!("\"{name}\":{:.1}", d.as_secs_f64() * 1e3))
-                .collect();
-            phases = format!("{{{}}}", timed.join(","));
+            phases = leakscope_bench::phases_json(&snap);
         }
         best_pause = best_pause.min(snap.pause().as_secs_f64() * 1e3);
         best_analysis = best_analysis.min(analysis);
