@@ -121,9 +121,10 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
     child::analyse(image.mem, &input, &mut out)
         .ok_or_else(|| SnapshotError::Analysis("out of memory".into()))?;
     let analysis = started.elapsed();
-    let (header, roots, _) = out
-        .read()
+    let results = out
+        .into_results()
         .ok_or_else(|| SnapshotError::Analysis("the analysis wrote no results".into()))?;
+    let header = results.header;
     if header.walk_error != 0 {
         let why = glibc::WalkError::from_code(header.walk_error)
             .map_or("unknown error", glibc::WalkError::message);
@@ -149,15 +150,10 @@ pub(crate) fn analyse<M: Memory>(image: &ForeignImage<'_, M>) -> Result<Snapshot
             mappings: &c.mappings,
         })
         .collect();
-    let roots = roots.to_vec();
-    let fields = out.read_fields().to_vec();
-    let blocks = out
-        .into_block_records()
-        .ok_or_else(|| SnapshotError::Analysis("the analysis wrote no results".into()))?;
     let resolved = Resolved::new(
-        roots,
-        blocks,
-        fields,
+        results.roots,
+        results.blocks,
+        results.fields,
         &modules,
         &infos,
         CodeOf::Objects {

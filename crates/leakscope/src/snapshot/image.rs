@@ -367,14 +367,7 @@ impl Memory for OwnMemory {
     }
 
     fn prefetch(&self, addr: u64) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint that loads nothing into registers
-        // and is dropped for an address with no mapping: it cannot fault.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(addr as *const i8, std::arch::x86_64::_MM_HINT_T0);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = addr;
+        super::child::prefetch_address(addr as usize);
     }
 
     fn words(&self, start: u64, end: u64) -> Option<&[u64]> {

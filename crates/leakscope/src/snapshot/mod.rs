@@ -772,15 +772,16 @@ impl Unnamed {
     /// Names the results: the snapshot's frames, roots and holders.
     pub(crate) fn name(self) -> Result<Snapshot, SnapshotError> {
         let _scope = UntrackedScope::enter();
-        let no_results = || SnapshotError::Analysis("the analysis wrote no results".into());
-        let (header, roots, _) = self.out.read().ok_or_else(no_results)?;
-        let roots = roots.to_vec();
-        let fields = self.out.read_fields().to_vec();
-        let blocks = self.out.into_block_records().ok_or_else(no_results)?;
+        let Some(results) = self.out.into_results() else {
+            return Err(SnapshotError::Analysis(
+                "the analysis wrote no results".into(),
+            ));
+        };
+        let header = results.header;
         let resolved = Resolved::new(
-            roots,
-            blocks,
-            fields,
+            results.roots,
+            results.blocks,
+            results.fields,
             &self.modules,
             &self.threads,
             report::CodeOf::ThisProcess,

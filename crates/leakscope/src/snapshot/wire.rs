@@ -330,6 +330,32 @@ impl Output {
             unsafe { std::slice::from_raw_parts(self.blocks_ptr(), header.blocks as usize) };
         Some((header, roots, blocks))
     }
+
+    /// The results of a finished analysis, for naming: its header, root and
+    /// field records (copied: a few), and its block records, which stay in
+    /// the mapping. `None` if the analysis did not finish.
+    pub(crate) fn into_results(self) -> Option<Results> {
+        let (header, roots, _) = self.read()?;
+        let roots = roots.to_vec();
+        let fields = self.read_fields().to_vec();
+        Some(Results {
+            header,
+            roots,
+            fields,
+            blocks: BlockRecords {
+                len: header.blocks as usize,
+                out: self,
+            },
+        })
+    }
+}
+
+/// What [`Output::into_results`] hands over.
+pub(crate) struct Results {
+    pub(crate) header: Header,
+    pub(crate) roots: Vec<RootOut>,
+    pub(crate) blocks: BlockRecords,
+    pub(crate) fields: Vec<FieldOut>,
 }
 
 /// The block records of a finished analysis, left where it wrote them: a
@@ -339,23 +365,11 @@ pub(crate) struct BlockRecords {
     len: usize,
 }
 
-impl Output {
-    /// The block records, keeping the mapping; `None` if the analysis did
-    /// not finish.
-    pub(crate) fn into_block_records(self) -> Option<BlockRecords> {
-        let (header, _, _) = self.read()?;
-        Some(BlockRecords {
-            len: header.blocks as usize,
-            out: self,
-        })
-    }
-}
-
 impl std::ops::Deref for BlockRecords {
     type Target = [BlockOut];
 
     fn deref(&self) -> &[BlockOut] {
-        // SAFETY: `into_block_records` checked `len` against the mapping's
+        // SAFETY: `into_results` checked `len` against the mapping's
         // block area, whose records are initialised (zeroed or written);
         // nothing writes them once the analysis finished.
         unsafe { std::slice::from_raw_parts(self.out.blocks_ptr(), self.len) }
@@ -368,7 +382,7 @@ unsafe impl Sync for BlockRecords {}
 
 impl Drop for Output {
     fn drop(&mut self) {
-        // SAFETY: the mapping was created in `new` with this size.
+        // SAFETY: the mapping was created in `mapped` with this size.
         unsafe { raw_mem::unmap(self.base, self.bytes) };
     }
 }
