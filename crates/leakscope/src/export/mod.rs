@@ -4,6 +4,7 @@
 
 pub(crate) mod at_exit;
 pub(crate) mod maps;
+mod names_memo;
 pub(crate) mod periodic;
 mod pprof;
 pub(crate) mod stacks;

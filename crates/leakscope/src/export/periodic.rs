@@ -176,6 +176,8 @@ extern "C" fn writer_loop(_: *mut libc::c_void) -> *mut libc::c_void {
         let _scope = UntrackedScope::enter();
         ensure_dir(&crate::config::expand_path(dir));
     }
+    // Before any writer child is forked, so that every child shares it.
+    super::names_memo::create();
     std::thread::sleep(pause_before_next_set(interval, None));
     loop {
         let started = Instant::now();

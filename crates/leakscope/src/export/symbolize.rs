@@ -140,6 +140,12 @@ pub(crate) fn symbolize_in_process(addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     if addrs.is_empty() {
         return Vec::new();
     }
+    super::names_memo::names(addrs, symbolize_now)
+}
+
+/// [`symbolize_in_process`] without the memo: every address through
+/// blazesym.
+pub(super) fn symbolize_now(addrs: &[u64]) -> Vec<Vec<SymFrame>> {
     let run = |symbolizer: &Symbolizer| symbolize_with(symbolizer, addrs);
     let shared = SHARED.try_with(|s| s.borrow().as_ref().map(&run));
     match shared {
