@@ -29,13 +29,7 @@ pub(crate) fn read_process() -> io::Result<Inputs> {
     let here = 0u8;
     let mut stack_pointers = vec![std::ptr::addr_of!(here) as u64];
     stack_pointers.extend(blocked_threads_stack_pointers());
-    let text = std::fs::read_to_string("/proc/self/smaps")?;
-    let mappings = smaps::parse(&text);
-    let mapped: u64 = mappings.iter().map(|m| m.rss).sum();
-    let rss = std::fs::read_to_string("/proc/self/smaps_rollup")
-        .ok()
-        .and_then(|t| smaps::rollup_rss(&t))
-        .unwrap_or(mapped);
+    let (mappings, rss) = consistent_mappings()?;
     let mut own = Vec::new();
     crate::collect::raw_mem::own_mappings(|start, len| {
         own.push((start as u64, len as u64, resident_bytes(start, len)));
@@ -60,6 +54,46 @@ pub(crate) fn read_process() -> io::Result<Inputs> {
         object_segments: objects.segments,
         heap: HeapFigures::default(),
     })
+}
+
+/// How many times the mappings are read again when RSS moved while they
+/// were read.
+const MAPPING_READS: usize = 3;
+
+/// This process's mappings (`smaps`) and its RSS (`smaps_rollup`), read
+/// again (up to [`MAPPING_READS`] times) while RSS differs before and after
+/// the mappings were read: the parts of a breakdown come from the mappings
+/// and must sum to the RSS beside them, which a service freeing or touching
+/// memory meanwhile (a trim, an unmapped large block) would contradict.
+/// The last reading stands if RSS never held still.
+fn consistent_mappings() -> io::Result<(Vec<leakscope_profile::memory::Mapping>, u64)> {
+    settled_reading(
+        || {
+            std::fs::read_to_string("/proc/self/smaps_rollup")
+                .ok()
+                .and_then(|t| smaps::rollup_rss(&t))
+        },
+        || Ok(smaps::parse(&std::fs::read_to_string("/proc/self/smaps")?)),
+    )
+}
+
+/// [`consistent_mappings`] over any readers of RSS and of the mappings.
+fn settled_reading(
+    mut rss: impl FnMut() -> Option<u64>,
+    mut mappings: impl FnMut() -> io::Result<Vec<leakscope_profile::memory::Mapping>>,
+) -> io::Result<(Vec<leakscope_profile::memory::Mapping>, u64)> {
+    let mut before = rss();
+    let mut read = 0;
+    loop {
+        let maps = mappings()?;
+        let after = rss();
+        read += 1;
+        if after == before || read == MAPPING_READS {
+            let mapped = maps.iter().map(|m| m.rss).sum();
+            return Ok((maps, after.unwrap_or(mapped)));
+        }
+        before = after;
+    }
 }
 
 /// The stack pointers of threads blocked in the kernel (most of a
@@ -238,4 +272,39 @@ pub fn breakdown() -> io::Result<Breakdown> {
     let _scope = UntrackedScope::enter();
     let profile = crate::heap_profile();
     breakdown_with_profile(&profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakscope_profile::memory::Mapping;
+
+    fn mapping(rss: u64) -> Mapping {
+        Mapping {
+            rss,
+            ..Mapping::default()
+        }
+    }
+
+    #[test]
+    fn mappings_are_read_again_while_rss_moves() {
+        // RSS shrank while the first reading ran (a trim), then held still.
+        let mut rss = [9000, 8000, 8000].into_iter();
+        let mut maps = [9000, 8000].into_iter();
+        let (read, at) =
+            settled_reading(|| rss.next(), || Ok(vec![mapping(maps.next().unwrap())])).unwrap();
+        assert_eq!((read[0].rss, at), (8000, 8000));
+        // RSS never holds still: the third reading stands.
+        let mut moving = 0..;
+        let mut reads = 0;
+        let (_, at) = settled_reading(
+            || moving.next(),
+            || {
+                reads += 1;
+                Ok(Vec::new())
+            },
+        )
+        .unwrap();
+        assert_eq!((reads, at), (MAPPING_READS, MAPPING_READS as u64));
+    }
 }
