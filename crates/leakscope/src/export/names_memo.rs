@@ -156,21 +156,26 @@ impl Memo {
             header.fingerprint.store(fingerprint, Ordering::Release);
         }
         let committed = (header.committed.load(Ordering::Acquire) as usize).min(self.capacity);
-        let known = decode(self.bytes(0, committed));
+        let mut known = decode(self.bytes(0, committed));
         let missing: Vec<u64> = addrs
             .iter()
             .copied()
-            .filter(|a| !known.contains_key(a))
+            .filter(|a| !known.names.contains_key(a))
             .collect();
         let named = if missing.is_empty() {
             Vec::new()
         } else {
             symbolize(&missing)
         };
-        let mut appended = Vec::new();
+        let mut appender = Appender {
+            at: committed,
+            strings: &mut known.strings,
+            out: Vec::new(),
+        };
         for (addr, frames) in missing.iter().zip(&named) {
-            encode(*addr, frames, &mut appended);
+            appender.address(*addr, frames);
         }
+        let appended = appender.out;
         if !appended.is_empty() && appended.len() <= self.capacity - committed {
             // SAFETY: the bytes after `committed` are ours alone while the
             // memo is held, and `appended` fits in the region.
@@ -190,7 +195,7 @@ impl Memo {
             .iter()
             .map(|a| match fresh.get(a) {
                 Some(frames) => (*frames).clone(),
-                None => known.get(a).cloned().unwrap_or_default(),
+                None => known.names.get(a).cloned().unwrap_or_default(),
             })
             .collect()
     }
@@ -230,54 +235,106 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Appends a record: the address, its frame count, then each frame's line,
-/// name and file (lengths first).
-fn encode(addr: u64, frames: &[SymFrame], out: &mut Vec<u8>) {
-    out.extend_from_slice(&addr.to_le_bytes());
-    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
-    for f in frames {
-        out.extend_from_slice(&f.line.to_le_bytes());
-        out.extend_from_slice(&(f.name.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(f.file.len() as u32).to_le_bytes());
-        out.extend_from_slice(f.name.as_bytes());
-        out.extend_from_slice(f.file.as_bytes());
+/// A record holding a string: its length (u32), then its bytes.
+const STRING: u8 = 0;
+/// A record holding an address's frames: the address (u64), the frame
+/// count (u32), then per frame its line (i64) and the offsets of its name's
+/// and file's string records (u32 each). A memo of the lab's 1,140
+/// addresses takes 760 KB with every string written out, most of it the
+/// same files and function names again.
+const ADDRESS: u8 = 1;
+
+/// What the memo holds.
+#[derive(Default)]
+struct Contents {
+    /// Frames by address.
+    names: HashMap<u64, Vec<SymFrame>>,
+    /// The offset of each string's record.
+    strings: HashMap<String, u32>,
+}
+
+/// Writes records to be appended at offset `at` of the records.
+struct Appender<'a> {
+    at: usize,
+    strings: &'a mut HashMap<String, u32>,
+    out: Vec<u8>,
+}
+
+impl Appender<'_> {
+    /// The offset of `s`'s record, written first if the memo has none.
+    fn string(&mut self, s: &str) -> u32 {
+        if let Some(&at) = self.strings.get(s) {
+            return at;
+        }
+        let at = (self.at + self.out.len()) as u32;
+        self.out.push(STRING);
+        self.out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(s.as_bytes());
+        self.strings.insert(s.to_string(), at);
+        at
+    }
+
+    /// Writes `addr`'s frames (after the strings they need).
+    fn address(&mut self, addr: u64, frames: &[SymFrame]) {
+        let refs: Vec<(i64, u32, u32)> = frames
+            .iter()
+            .map(|f| (f.line, self.string(&f.name), self.string(&f.file)))
+            .collect();
+        self.out.push(ADDRESS);
+        self.out.extend_from_slice(&addr.to_le_bytes());
+        self.out
+            .extend_from_slice(&(refs.len() as u32).to_le_bytes());
+        for (line, name, file) in refs {
+            self.out.extend_from_slice(&line.to_le_bytes());
+            self.out.extend_from_slice(&name.to_le_bytes());
+            self.out.extend_from_slice(&file.to_le_bytes());
+        }
     }
 }
 
-/// Every whole record of `bytes`. A record cut short or not UTF-8 ends the
-/// reading: what follows it is not trusted.
-fn decode(bytes: &[u8]) -> HashMap<u64, Vec<SymFrame>> {
-    let mut known = HashMap::new();
+/// Every whole record of `bytes`. A record cut short, a string that is not
+/// UTF-8 or a reference to no string ends the reading: what follows it is
+/// not trusted.
+fn decode(bytes: &[u8]) -> Contents {
+    let mut contents = Contents::default();
+    let mut by_offset: HashMap<u32, String> = HashMap::new();
     let mut at: usize = 0;
-    let mut take = |n: usize| -> Option<&[u8]> {
+    let mut take = |n: usize| -> Option<(usize, &[u8])> {
         let b = bytes.get(at..at.checked_add(n)?)?;
         at += n;
-        Some(b)
+        Some((at - n, b))
     };
-    let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize;
+    let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default());
     let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
-    'records: while let Some(addr) = take(8).map(u64_of) {
-        let Some(count) = take(4).map(u32_of) else {
-            break;
+    while let Some((start, tag)) = take(1) {
+        let whole = match tag[0] {
+            STRING => (|| {
+                let len = u32_of(take(4)?.1) as usize;
+                let text = std::str::from_utf8(take(len)?.1).ok()?.to_string();
+                by_offset.insert(start as u32, text);
+                Some(())
+            })(),
+            ADDRESS => (|| {
+                let addr = u64_of(take(8)?.1);
+                let count = u32_of(take(4)?.1) as usize;
+                let mut frames = Vec::with_capacity(count.min(64));
+                for _ in 0..count {
+                    let line = u64_of(take(8)?.1) as i64;
+                    let name = by_offset.get(&u32_of(take(4)?.1))?.clone();
+                    let file = by_offset.get(&u32_of(take(4)?.1))?.clone();
+                    frames.push(SymFrame { name, file, line });
+                }
+                contents.names.insert(addr, frames);
+                Some(())
+            })(),
+            _ => None,
         };
-        let mut frames = Vec::with_capacity(count.min(64));
-        for _ in 0..count {
-            let frame = (|| {
-                let line = u64_of(take(8)?) as i64;
-                let name_len = u32_of(take(4)?);
-                let file_len = u32_of(take(4)?);
-                let name = std::str::from_utf8(take(name_len)?).ok()?.to_string();
-                let file = std::str::from_utf8(take(file_len)?).ok()?.to_string();
-                Some(SymFrame { name, file, line })
-            })();
-            match frame {
-                Some(f) => frames.push(f),
-                None => break 'records,
-            }
+        if whole.is_none() {
+            break;
         }
-        known.insert(addr, frames);
     }
-    known
+    contents.strings = by_offset.into_iter().map(|(at, s)| (s, at)).collect();
+    contents
 }
 
 #[cfg(test)]
@@ -434,14 +491,22 @@ mod tests {
 
     #[test]
     fn records_cut_short_end_the_reading() {
-        let mut bytes = Vec::new();
-        encode(1, &[frame("a", 1)], &mut bytes);
-        let whole = bytes.len();
-        encode(2, &[frame("b", 2), frame("c", 3)], &mut bytes);
+        let mut strings = HashMap::new();
+        let mut appender = Appender {
+            at: 0,
+            strings: &mut strings,
+            out: Vec::new(),
+        };
+        appender.address(1, &[frame("a", 1)]);
+        let whole = appender.out.len();
+        appender.address(2, &[frame("b", 2), frame("a", 3)]);
+        let bytes = appender.out;
         for cut in whole..bytes.len() {
             let known = decode(&bytes[..cut]);
-            assert_eq!(known.len(), 1, "cut at {cut}");
+            assert_eq!(known.names.len(), 1, "cut at {cut}");
         }
-        assert_eq!(decode(&bytes).len(), 2);
+        let all = decode(&bytes);
+        assert_eq!(all.names[&2], vec![frame("b", 2), frame("a", 3)]);
+        assert_eq!(all.strings.len(), 4, "a, src/a.rs, b, src/b.rs: each once");
     }
 }
