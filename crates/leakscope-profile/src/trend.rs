@@ -536,6 +536,22 @@ fn holder_key(h: &crate::snapshot::Holder) -> (String, String) {
     (h.node.label(), root)
 }
 
+/// Whether work in flight (a holder reached from a thread's frames or
+/// registers) was held at enough of the judged points (`present`, one per
+/// point) to be judged as a trend rather than a burst: at every point, or,
+/// from five points on, at all but one. A structure a task owns is reached
+/// from the frame of whichever thread polls the task, and at a snapshot
+/// taken while no thread held it (the task parked in the runtime's lists)
+/// it is missing once; a burst is missing more often than that.
+pub fn held_throughout(present: impl Iterator<Item = bool>) -> bool {
+    let (mut points, mut held) = (0, 0);
+    for p in present {
+        points += 1;
+        held += usize::from(p);
+    }
+    held == points || (points >= 5 && held + 1 == points)
+}
+
 /// The root of a holder series whose chains start in a thread's frames or
 /// registers (work in flight, see [`is_in_flight_root`]).
 const IN_FLIGHT_ROOT: &str = "a thread's frame or registers";
@@ -589,7 +605,8 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
     // Work in flight is held by a thread's frames and registers, and from a
     // heap walk by anything that reaches it (a thread's locals reach its
     // runtime's buffers): such a holder listed now and then is a burst, not
-    // a trend. Those are judged only when present at every judged point.
+    // a trend. Those are judged only when present throughout (see
+    // `held_throughout`).
     let walked = snapshots.iter().any(|s| s.blocks_from.is_heap_walk());
     let judged = line.run.judged();
     let in_flight = |root: &str| walked || root == IN_FLIGHT_ROOT;
@@ -597,9 +614,11 @@ pub fn holder_trends(snapshots: &[SnapshotReport]) -> TrendReport {
         .into_iter()
         .filter(|((_, root), (_, values))| {
             !in_flight(root)
-                || values[judged.start..judged.end.min(n)]
-                    .iter()
-                    .all(Option::is_some)
+                || held_throughout(
+                    values[judged.start..judged.end.min(n)]
+                        .iter()
+                        .map(Option::is_some),
+                )
         })
         .map(|((name, root), (chain, values))| {
             let name = if root.is_empty() || root == name {
@@ -808,6 +827,16 @@ mod tests {
 
     fn state_of(r: &TrendReport, name: &str) -> TrendState {
         r.series.iter().find(|s| s.name == name).unwrap().state
+    }
+
+    #[test]
+    fn work_in_flight_missing_once_from_five_points_is_still_judged() {
+        let held = |p: &[bool]| held_throughout(p.iter().copied());
+        assert!(held(&[true; 4]));
+        assert!(!held(&[true, false, true, true]), "four points: a burst");
+        assert!(held(&[true, true, false, true, true]));
+        assert!(held(&[true, true, true, true, true, true, false]));
+        assert!(!held(&[true, false, true, true, false, true]), "twice");
     }
 
     #[test]

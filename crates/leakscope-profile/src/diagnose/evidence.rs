@@ -634,28 +634,37 @@ fn snapshot_evidence<'a>(
         .unwrap_or(0);
     let first_index = run.warmup;
     // A frame or registers holding work in flight are judged only when they
-    // hold something at every judged point (see `trend::holder_trends`).
+    // hold something throughout (see `trend::held_throughout`).
     let judged = run.judged();
     let held_throughout = |label: &str| {
-        reached[judged.start..judged.end.min(reached.len())]
-            .iter()
-            .all(|r| r.contains_key(label))
+        trend::held_throughout(
+            reached[judged.start..judged.end.min(reached.len())]
+                .iter()
+                .map(|r| r.contains_key(label)),
+        )
     };
     let mut roots: Vec<RootEvidence> = reached[last_index]
         .iter()
         .filter(|(label, _)| !is_own_root(label))
         .filter(|(label, _)| !trend::is_in_flight_root(label) || held_throughout(label))
         .map(|(&label, &amount)| {
-            let values: Vec<f64> = reached
-                .iter()
-                .map(|r| r.get(label).map_or(0.0, |a| a.bytes as f64))
+            // A static that reaches nothing holds 0 bytes; work in flight
+            // missing from a snapshot was not seen there.
+            let observed: Vec<usize> = (0..reached.len())
+                .filter(|&i| !trend::is_in_flight_root(label) || reached[i].contains_key(label))
                 .collect();
+            let values: Vec<f64> = observed
+                .iter()
+                .map(|&i| reached[i].get(label).map_or(0.0, |a| a.bytes as f64))
+                .collect();
+            let at_seconds: Vec<f64> = observed.iter().map(|&i| seconds[i]).collect();
+            let at_progress: Vec<Option<f64>> = observed.iter().map(|&i| progress[i]).collect();
             let trend = trend::judge_series(
                 SeriesKind::Holder,
                 label.to_string(),
                 vec![label.to_string()],
-                &seconds,
-                &progress,
+                &at_seconds,
+                &at_progress,
                 &values,
                 trend::MIN_SERIES_GROWTH,
             );
