@@ -542,10 +542,12 @@ fn record_slow(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
 
 /// [`record_slow`] for a caller that holds the re-entry guard.
 fn record_guarded(ptr: *mut u8, size: usize, sampled_at: Option<u64>) -> bool {
+    // The live-table lines load while the stack is walked and interned.
+    LIVE.prefetch(ptr as usize);
     let mut stack = backtrace::StackBuf::new();
     backtrace::capture(&mut stack);
-    let labels = thread::with(|t| t.labels.get());
-    let site = STACKS.intern(stack.as_slice(), labels);
+    let site =
+        thread::with(|t| STACKS.intern_recent(&t.recent_sites, stack.as_slice(), t.labels.get()));
     // This thread's own counters; the site record's shared ones only while
     // the thread is being torn down.
     let counts = thread::with(|t| thread_counters::counts_for(t, site));

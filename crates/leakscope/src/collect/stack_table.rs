@@ -9,6 +9,7 @@
 //! replaced, and the old one is kept for readers still probing it (the sizes
 //! double, so all old indexes together are smaller than the current one).
 
+use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
@@ -107,6 +108,36 @@ fn add_f64(cell: &AtomicU64, value: f64) {
 /// Reads an `f64` counter written by [`SiteRecord::add_estimate`].
 pub(crate) fn load_f64(cell: &AtomicU64) -> f64 {
     f64::from_bits(cell.load(Ordering::Relaxed))
+}
+
+/// A thread's memory of the sites it interned lately: a stack met again
+/// (a loop's allocations, a request's repeated calls) is recognised by
+/// comparing its frames with one remembered site's, without hashing them
+/// or probing the shared index. Direct-mapped on the innermost frames and
+/// the depth; a slot holds a site id + 1, 0 for none.
+pub(crate) struct RecentSites([Cell<u32>; RECENT_SITES]);
+
+const RECENT_SITES: usize = 64;
+/// Innermost frames that choose a stack's slot: deep enough to reach past
+/// the allocating library's frames (`format!`'s, a collection's growth)
+/// into the code that called it.
+const RECENT_KEY_FRAMES: usize = 6;
+
+impl RecentSites {
+    pub(crate) const fn new() -> Self {
+        RecentSites([const { Cell::new(0) }; RECENT_SITES])
+    }
+
+    /// The slot for a stack: mixes the depth and the innermost return
+    /// addresses, which tell apart most call paths that meet in one
+    /// allocating function.
+    fn slot(&self, frames: &[usize]) -> &Cell<u32> {
+        let mut key = frames.len() as u64;
+        for &f in frames.iter().take(RECENT_KEY_FRAMES) {
+            key = (key ^ f as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        &self.0[(key >> (64 - RECENT_SITES.trailing_zeros())) as usize]
+    }
 }
 
 /// Header of an index allocation; `cap` slots follow it.
@@ -228,6 +259,30 @@ impl StackTable {
             i = if i + 1 == cap { 0 } else { i + 1 };
         }
         None
+    }
+
+    /// [`StackTable::intern`], first asking the calling thread's `recent`
+    /// sites: one comparison of frames when the stack was met lately.
+    #[inline]
+    pub(crate) fn intern_recent(
+        &self,
+        recent: &RecentSites,
+        frames: &[usize],
+        labels: u32,
+    ) -> SiteId {
+        let slot = recent.slot(frames);
+        let remembered = slot.get();
+        if remembered != 0 {
+            let rec = self.record(remembered - 1);
+            if rec.key.labels == labels && rec.frames() == frames {
+                return remembered - 1;
+            }
+        }
+        let id = self.intern(frames, labels);
+        if id != OVERFLOW_SITE {
+            slot.set(id + 1);
+        }
+        id
     }
 
     /// Returns the site of `frames` (innermost first) with `labels`,
@@ -413,6 +468,35 @@ mod tests {
         // Same frames, other labels: another site.
         assert_ne!(table.intern(&[0, 1, 7], 9), ids[0]);
         assert_eq!(table.len(), 10_002);
+    }
+
+    /// The recent-sites memory answers what the table answers: for stacks
+    /// met again, for stacks that share their slot (more stacks than slots,
+    /// same innermost frames), and for the same stack under other labels.
+    #[test]
+    fn recent_sites_agree_with_the_table() {
+        let table = Box::leak(Box::new(StackTable::new()));
+        let recent = RecentSites::new();
+        let stacks: Vec<Vec<usize>> = (0..40)
+            .map(|k| vec![0x1000, 0x2000, 0x3000, 0x4000 + k % 5, 0x5000 + k])
+            .collect();
+        for round in 0..3 {
+            for (k, frames) in stacks.iter().enumerate() {
+                let labels = (k % 2) as u32;
+                let via_recent = table.intern_recent(&recent, frames, labels);
+                assert_eq!(
+                    via_recent,
+                    table.intern(frames, labels),
+                    "round {round}, stack {k}"
+                );
+                assert_eq!(table.record(via_recent).frames(), &frames[..]);
+                assert_eq!(table.record(via_recent).labels(), labels);
+                let other_labels = table.intern_recent(&recent, frames, labels + 2);
+                assert_ne!(other_labels, via_recent);
+            }
+        }
+        // Twice the stacks, once per label set, plus the overflow site.
+        assert_eq!(table.len(), 1 + 2 * stacks.len() as u32);
     }
 
     #[test]

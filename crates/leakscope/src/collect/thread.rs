@@ -45,6 +45,8 @@ pub(crate) struct ThreadState {
     pub(crate) scope_active: Cell<bool>,
     pub(crate) scope_net: Cell<i64>,
     pub(crate) scope_peak: Cell<i64>,
+    /// Sites this thread interned lately (see `StackTable::intern_recent`).
+    pub(crate) recent_sites: super::stack_table::RecentSites,
 }
 
 impl ThreadState {
@@ -65,6 +67,7 @@ impl ThreadState {
             scope_active: Cell::new(false),
             scope_net: Cell::new(0),
             scope_peak: Cell::new(0),
+            recent_sites: super::stack_table::RecentSites::new(),
         }
     }
 }
