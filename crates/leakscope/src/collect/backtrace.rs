@@ -232,8 +232,11 @@ pub(crate) fn capture(out: &mut StackBuf) {
 /// The frame-pointer walk on its own.
 #[inline(never)]
 pub(crate) fn walk_frame_pointers(out: &mut StackBuf) -> WalkEnd {
-    let mut fp = frame_pointer();
-    let here = &fp as *const usize as usize;
+    // This function's own frame record: the live part of the stack starts
+    // at or below it. (A value, not the address of a local, so that the
+    // walk keeps its frame pointer in a register.)
+    let here = frame_pointer();
+    let mut fp = here;
     let Some((low, high, user_frame)) =
         thread::with(|t| stack_bounds(t).map(|(low, high)| (low, high, t.user_frame.get())))
     else {
@@ -251,19 +254,20 @@ pub(crate) fn walk_frame_pointers(out: &mut StackBuf) -> WalkEnd {
         fp = user_frame;
     }
     // A frame record (two words: the caller's frame pointer, then the return
-    // address) must lie in [here, high - 16], aligned: one unsigned compare
-    // checks both ends.
-    let span = high - 16 - here;
-    let mut last = 0;
+    // address) must lie in [here, high - 16], aligned. Each link must move
+    // toward the high end, so after the first record only the upper bound
+    // needs checking.
+    let limit = high - 16;
+    let aligned = |p: usize| p % std::mem::align_of::<usize>() == 0;
+    if fp > limit || !aligned(fp) {
+        return WalkEnd::Broken { last: 0 };
+    }
     let mut n = out.len;
     while n < MAX_FRAMES {
-        if fp.wrapping_sub(here) > span || fp % std::mem::align_of::<usize>() != 0 {
-            out.len = n;
-            return WalkEnd::Broken { last };
-        }
         // SAFETY: `fp` is aligned and `[fp, fp + 16)` lies inside
         // `[here, high)`, the live part of this thread's stack, which is
-        // mapped and readable.
+        // mapped and readable: checked above for the first record, and for
+        // each next one below before it becomes `fp`.
         let (next, ret) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
         if ret == 0 {
             out.len = n;
@@ -271,17 +275,17 @@ pub(crate) fn walk_frame_pointers(out: &mut StackBuf) -> WalkEnd {
         }
         out.frames[n].write(ret);
         n += 1;
-        if next <= fp {
+        if next <= fp || next > limit || !aligned(next) {
             out.len = n;
             // A null link is the outermost frame; anything else that does not
-            // move toward the stack's high end is not a frame pointer.
+            // move toward the stack's high end, or leaves the stack, is not a
+            // frame pointer.
             return if next == 0 {
                 WalkEnd::Complete
             } else {
                 WalkEnd::Broken { last: fp }
             };
         }
-        last = fp;
         fp = next;
     }
     out.len = n;
