@@ -36,15 +36,20 @@ pub(crate) fn frame_pointer() -> usize {
     fp
 }
 
-/// Looks up (once per thread) the bounds of the current thread's stack.
+/// The bounds of the current thread's stack, looked up once per thread.
+#[inline(always)]
 fn stack_bounds(t: &ThreadState) -> Option<(usize, usize)> {
-    let high = t.stack_high.get();
-    if high == usize::MAX {
-        return None;
+    match t.stack_high.get() {
+        0 => find_stack_bounds(t),
+        usize::MAX => None,
+        high => Some((t.stack_low.get(), high)),
     }
-    if high != 0 {
-        return Some((t.stack_low.get(), high));
-    }
+}
+
+/// [`stack_bounds`] the first time on a thread.
+#[cold]
+#[inline(never)]
+fn find_stack_bounds(t: &ThreadState) -> Option<(usize, usize)> {
     // The mapping that holds this thread's stack, read from /proc/self/maps
     // with plain system calls. Not pthread_getattr_np: it holds the thread's
     // lock while it allocates (a CPU-set buffer; for the main thread also
