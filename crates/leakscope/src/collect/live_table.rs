@@ -374,6 +374,7 @@ impl LiveTable {
     ///
     /// `entry_for` is called under the shard lock, so it can look at state
     /// that changes only while every shard is locked (the profiling mode).
+    #[inline(always)]
     pub(crate) fn insert(
         &self,
         addr: usize,
@@ -428,6 +429,7 @@ impl LiveTable {
     }
 
     /// Forgets a block; returns what was recorded for it.
+    #[inline(always)]
     pub(crate) fn remove(&self, addr: usize) -> Option<LiveEntry> {
         self.prefetch(addr);
         let shard = self.shard(addr).lock();
