@@ -135,20 +135,6 @@ struct SlotHint {
     cap: AtomicUsize,
 }
 
-/// Asks for the cache line at `addr` with the intent to write it; `addr`
-/// need not be mapped.
-#[inline(always)]
-fn prefetch_for_write(addr: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it loads nothing into registers and is
-    // dropped for an address with no mapping, so it cannot fault.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(addr as *const i8, std::arch::x86_64::_MM_HINT_ET0);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
-}
-
 fn address_hash(addr: usize) -> u64 {
     (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
@@ -353,14 +339,14 @@ impl LiveTable {
     #[inline(always)]
     pub(crate) fn prefetch(&self, addr: usize) {
         let shard = shard_of(addr);
-        prefetch_for_write(&self.shards[shard] as *const PaddedShard as usize);
+        raw_mem::prefetch_address(&self.shards[shard] as *const PaddedShard as usize);
         let hint = &self.slot_hints[shard];
         let cap = hint.cap.load(Ordering::Relaxed);
         if cap != 0 {
             let (b1, b2) = buckets_of(addr, cap / BUCKET);
             let base = hint.base.load(Ordering::Relaxed);
-            prefetch_for_write(base.wrapping_add(b1 * BUCKET_BYTES));
-            prefetch_for_write(base.wrapping_add(b2 * BUCKET_BYTES));
+            raw_mem::prefetch_address(base.wrapping_add(b1 * BUCKET_BYTES));
+            raw_mem::prefetch_address(base.wrapping_add(b2 * BUCKET_BYTES));
         }
     }
 

@@ -144,6 +144,19 @@ impl Arena {
     }
 }
 
+/// Asks for the cache line holding `addr`, which need not be mapped.
+#[inline(always)]
+pub(crate) fn prefetch_address(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that loads nothing into registers and
+    // is dropped for an address with no mapping: it cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(addr as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
