@@ -117,7 +117,7 @@ impl Target {
         // 512 words 0x1000 + i: 512 * 0x1000 + 511 * 512 / 2.
         let sum = 512 * 0x1000 + 511 * 256;
         assert!(
-            first.starts_with(&format!("pong {n} sum={sum} spin=")),
+            first.starts_with(&format!("pong {n} sum={sum} vec=0 spin=")),
             "{first}"
         );
         let spun = |l: &str| l.rsplit('=').next().unwrap().parse::<u64>().unwrap();
@@ -125,6 +125,10 @@ impl Target {
         let second = self.ask(&format!("ping {n}"));
         if spin {
             assert!(spun(&second) > spun(&first), "{first} / {second}");
+            assert!(
+                second.contains(" vec=0 "),
+                "the spinner's vector registers changed: {second}"
+            );
         }
         assert_eq!(self.ask("wake"), "woke 57ac4ed0000000de b10cb10cb10cb10c");
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();

@@ -244,8 +244,9 @@ pub(crate) fn plan(
     if xstate.is_empty() {
         put(&mut bytes, fp_at, fxsave);
     } else {
-        let mut x = xstate.to_vec();
-        let xcr0 = u64::from_ne_bytes(x[464..472].try_into().ok()?);
+        let xcr0 = u64::from_ne_bytes(xstate.get(464..472)?.try_into().ok()?);
+        let in_use = u64::from_ne_bytes(xstate.get(512..520)?.try_into().ok()?);
+        let mut x = xstate[..signal_xstate_len(xcr0, in_use, xstate.len())].to_vec();
         // struct _fpx_sw_bytes in the fxsave area's software bytes.
         let mut sw = [0u8; 48];
         sw[0..4].copy_from_slice(&FP_XSTATE_MAGIC1.to_ne_bytes());
@@ -290,6 +291,49 @@ pub(crate) fn plan(
         at: parent,
         regs,
     })
+}
+
+/// The legacy FXSAVE area and the XSAVE header: the least extended state
+/// a signal frame may hold.
+const XSAVE_MIN: usize = 512 + 64;
+
+/// How much of a thread's extended state (standard XSAVE layout, `len`
+/// bytes from `NT_X86_XSTATE`) its signal frame carries: up to the end of
+/// the last component it has in use (`in_use`, the header's XSTATE_BV)
+/// among those enabled (`xcr0`). Components not in use come back in their
+/// initial state, which is what they hold.
+///
+/// Not the whole `len`: ptrace gives the size of every feature the machine
+/// has, AMX's 8 KiB of tile data among them, while `rt_sigreturn` refuses
+/// an extended state larger than the thread's own (tile data counts only
+/// for a process that asked for AMX) and then restores the legacy
+/// FPU/SSE part alone, zeroing the upper halves of the YMM registers and
+/// every ZMM register, which glibc's string functions keep data in.
+fn signal_xstate_len(xcr0: u64, in_use: u64, len: usize) -> usize {
+    let mut end = XSAVE_MIN;
+    for component in 2..64 {
+        if (xcr0 & in_use) >> component & 1 == 1 {
+            let (size, offset) = xsave_component(component);
+            end = end.max(offset as usize + size as usize);
+        }
+    }
+    end.min(len)
+}
+
+/// The size and offset of XSAVE state component `i` in the standard
+/// layout (CPUID leaf 0xD, sub-leaf `i`). The tracer reads its own CPUID:
+/// the layout is the machine's, the same in every process on it.
+#[cfg(target_arch = "x86_64")]
+fn xsave_component(i: u32) -> (u32, u32) {
+    // CPUID is on every x86-64 processor; leaf 0xD is valid where XSAVE
+    // is, which a non-empty NT_X86_XSTATE implies.
+    let r = std::arch::x86_64::__cpuid_count(0xd, i);
+    (r.eax, r.ebx)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn xsave_component(_: u32) -> (u32, u32) {
+    (0, 0)
 }
 
 /// Writes `struct rt_sigframe`'s pretcode and `uc` at `frame`.

@@ -2,7 +2,9 @@
  * at known addresses, planted heap blocks, and threads in each state an
  * attach meets (user code, a restartable read, a timed sleep). It prints
  * one line of addresses, then serves commands on stdin:
- *   ping N  -> "pong N sum=S spin=K"  (S: a checksum of the planted block)
+ *   ping N  -> "pong N sum=S vec=V spin=K"  (S: a checksum of the planted
+ *             block; V: times the spinner found its vector registers
+ *             changed behind its back, which must stay 0)
  *   wake    -> the sleeper thread's read returns; it answers "woke M"
  *   leakcheck -> under Valgrind (built with -DWITH_VALGRIND), its leak
  *             check now; answers "checked"
@@ -67,12 +69,59 @@ static void *sleeper(void *arg) {
     return NULL;
 }
 
+/* The spinner keeps a pattern in vector registers while it counts, in
+ * the upper half of a YMM register and (with AVX-512) in ZMM16, which
+ * glibc's string functions use: an attach that stops it there must give
+ * every bit back. */
+static const uint64_t vector_pattern = 0x5eed5eed12345678ULL;
+volatile uint64_t vector_faults;
+
+__attribute__((target("avx2"))) static int ymm_kept(void) {
+    unsigned int mask;
+    __asm__ volatile(
+        "vpbroadcastq %1, %%ymm15\n\t"
+        "mov $20000, %%ecx\n"
+        "1:\n\t"
+        "dec %%ecx\n\t"
+        "jnz 1b\n\t"
+        "vpbroadcastq %1, %%ymm14\n\t"
+        "vpcmpeqq %%ymm14, %%ymm15, %%ymm14\n\t"
+        "vpmovmskb %%ymm14, %0\n\t"
+        "vzeroupper"
+        : "=r"(mask)
+        : "m"(vector_pattern)
+        : "ecx", "xmm14", "xmm15", "cc");
+    return mask == 0xffffffffu;
+}
+
+__attribute__((target("avx512f"))) static int zmm_kept(void) {
+    unsigned int mask;
+    __asm__ volatile(
+        "vpbroadcastq %1, %%zmm16\n\t"
+        "mov $20000, %%ecx\n"
+        "1:\n\t"
+        "dec %%ecx\n\t"
+        "jnz 1b\n\t"
+        "vpbroadcastq %1, %%zmm17\n\t"
+        "vpcmpeqq %%zmm17, %%zmm16, %%k1\n\t"
+        "kmovw %%k1, %0"
+        : "=r"(mask)
+        : "m"(vector_pattern)
+        : "ecx", "xmm16", "xmm17", "k1", "cc");
+    return (mask & 0xff) == 0xff;
+}
+
 static void *spinner(void *arg) {
     (void)arg;
     snprintf(spinner_info, sizeof spinner_info, " spinner_tid=%ld spinner_tp=%lx",
              (long)syscall(SYS_gettid), (unsigned long)pthread_self());
     arrived();
-    for (;;) spin_count++;
+    int avx2 = __builtin_cpu_supports("avx2"), avx512 = __builtin_cpu_supports("avx512f");
+    for (;;) {
+        spin_count++;
+        if (avx2 && !ymm_kept()) vector_faults++;
+        if (avx512 && !zmm_kept()) vector_faults++;
+    }
     return NULL;
 }
 
@@ -170,8 +219,9 @@ int main(void) {
             uint64_t sum = 0;
             for (int i = 0; i < PLANTED_WORDS; i++) sum += planted[i];
             char out[128];
-            snprintf(out, sizeof out, "pong %ld sum=%lu spin=%lu\n", strtol(command + 5, NULL, 10),
-                     (unsigned long)sum, (unsigned long)spin_count);
+            snprintf(out, sizeof out, "pong %ld sum=%lu vec=%lu spin=%lu\n",
+                     strtol(command + 5, NULL, 10), (unsigned long)sum,
+                     (unsigned long)vector_faults, (unsigned long)spin_count);
             say(out);
         } else if (strncmp(command, "wake", 4) == 0) {
             if (write(wake_pipe[1], "w", 1) != 1) return 5;
