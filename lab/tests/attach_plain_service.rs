@@ -111,9 +111,18 @@ fn attach_and_core_find_the_static_pinning_request_buffers() {
             }
         })
     };
-    while served.load(Ordering::Relaxed) < 3 {
-        std::thread::yield_now();
-    }
+    // The client's thread ends only by panicking before it is stopped:
+    // waiting for it then fails the test instead of hanging it.
+    let wait_for = |n: u64, client: &std::thread::JoinHandle<()>| {
+        while served.load(Ordering::Relaxed) < n {
+            assert!(
+                !client.is_finished(),
+                "the client failed (see its panic above)"
+            );
+            std::thread::yield_now();
+        }
+    };
+    wait_for(3, &client);
     let attached = outside::attach(pid as i32, &AttachOptions::default()).unwrap();
     assert!(
         matches!(attached.made, Made::Forked { .. }),
@@ -129,9 +138,7 @@ fn attach_and_core_find_the_static_pinning_request_buffers() {
     let during = served.load(Ordering::Relaxed);
     let live = outside::snapshot_of_attached(&attached).unwrap();
     drop(attached);
-    while served.load(Ordering::Relaxed) < during + 3 {
-        std::thread::yield_now();
-    }
+    wait_for(during + 3, &client);
     stop.store(true, Ordering::Relaxed);
     client
         .join()

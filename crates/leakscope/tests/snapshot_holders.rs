@@ -122,6 +122,75 @@ fn a_static_map_of_one_byte_slices_pins_whole_buffers() {
     REQUEST_CACHE.lock().unwrap().take();
 }
 
+/// Slices an application keeps, and a stale copy of the first half of
+/// their words elsewhere (as a freed `Vec`'s old elements are left in a
+/// block that reused its memory): a second holder of those buffers, which
+/// moves their dominator up to the program itself.
+static KEPT_SLICES: Mutex<Vec<Bytes>> = Mutex::new(Vec::new());
+static STALE_WORDS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+const KEPT: usize = 12;
+const KEPT_BUFFER: usize = 64 * 1024;
+
+#[inline(never)]
+fn keep_slices_and_a_stale_copy() -> Vec<usize> {
+    let mut starts = Vec::new();
+    for i in 0..KEPT {
+        let body = Bytes::from(vec![i as u8; KEPT_BUFFER]);
+        let kept = body.slice(0..4);
+        starts.push(kept.as_ptr() as usize ^ usize::MAX);
+        if i < KEPT / 2 {
+            STALE_WORDS
+                .lock()
+                .unwrap()
+                .extend([kept.as_ptr() as usize, kept.len()]);
+        }
+        KEPT_SLICES.lock().unwrap().push(kept);
+    }
+    black_box(starts)
+}
+
+fn stale_copies_of_slices_do_not_hide_the_pinning() {
+    let hidden = std::thread::spawn(keep_slices_and_a_stale_copy)
+        .join()
+        .unwrap();
+    let snap = leakscope::snapshot().expect("snapshot");
+    for (i, &h) in hidden.iter().enumerate() {
+        let block = snap
+            .block_at((h ^ usize::MAX) as *const u8)
+            .expect("the buffer is a tracked block");
+        assert_eq!(block.size, KEPT_BUFFER as u64);
+        let views = block
+            .pinned_by_slices
+            .unwrap_or_else(|| panic!("buffer {i} not reported as pinned: {block:#?}"));
+        // 4 bytes here, and 4 more in the stale copy for the first half.
+        assert!((4..=64).contains(&views), "buffer {i}: {views} bytes");
+        assert!(
+            block.chain[0].node.name.ends_with("KEPT_SLICES"),
+            "buffer {i}: {block:#?}"
+        );
+    }
+    let report = snap.report();
+    let pin = report
+        .pinned
+        .iter()
+        .find(|p| p.chain.iter().any(|l| l.node.name.ends_with("KEPT_SLICES")))
+        .unwrap_or_else(|| panic!("no pinning under the static: {:#?}", report.pinned));
+    assert_eq!(pin.buffers.blocks, KEPT as u64, "{pin:#?}");
+    assert_eq!(pin.buffers.bytes, (KEPT * KEPT_BUFFER) as u64);
+    assert!(
+        !report
+            .pinned
+            .iter()
+            .any(|p| p.chain.iter().any(|l| l.node.name.ends_with("STALE_WORDS"))),
+        "{:#?}",
+        report.pinned
+    );
+    // Freed, not cleared: a cleared vector's unused capacity would keep
+    // stale words for the next case's scans.
+    drop(std::mem::take(&mut *KEPT_SLICES.lock().unwrap()));
+    drop(std::mem::take(&mut *STALE_WORDS.lock().unwrap()));
+}
+
 static RELEASE_HOLDER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[inline(never)]
@@ -564,6 +633,10 @@ const CASES: &[(&str, fn())] = &[
     (
         "a_static_map_of_one_byte_slices_pins_whole_buffers",
         a_static_map_of_one_byte_slices_pins_whole_buffers,
+    ),
+    (
+        "stale_copies_of_slices_do_not_hide_the_pinning",
+        stale_copies_of_slices_do_not_hide_the_pinning,
     ),
     (
         "a_vec_on_a_thread_stack_is_held_by_that_frame",

@@ -701,6 +701,88 @@ fn owns_rest_of_block(pointer: u64, len: u64, capacity: u64, end: u64) -> bool {
             .is_some_and(|reach| reach <= end && end - reach < ROUNDING_SLACK)
 }
 
+/// What a word pointing into a pinning candidate is.
+#[derive(Clone, Copy)]
+enum View {
+    /// It holds the whole block (see [`owns_block`], [`owns_rest_of_block`]).
+    Owner,
+    /// A view `offset` bytes into the block, of `len` bytes (0: no
+    /// plausible length beside it); `next` is the word after the length
+    /// (a `Bytes`'s shared header).
+    Slice { offset: u64, len: u64, next: u64 },
+}
+
+/// Adds a view of a pinning candidate to its view bytes and first view.
+fn add_view(bytes: &mut u64, first: &mut FirstView, view: View) {
+    if *bytes == u64::MAX {
+        return;
+    }
+    match view {
+        View::Owner => *bytes = u64::MAX,
+        View::Slice { offset, len, .. } => {
+            *bytes = bytes.saturating_add(if len == 0 { 8 } else { len });
+            first.note(offset, len);
+        }
+    }
+}
+
+/// Reads the words of `[start, end)` (a holder) and calls `seen(block,
+/// word address, view)` for each one pointing into a block, telling owners
+/// from views by the words around it.
+fn read_views<M: Memory>(
+    mem: &M,
+    index: &BlockIndex,
+    readable: &Maps,
+    (start, end): (u64, u64),
+    mut seen: impl FnMut(u32, u64, View),
+) {
+    if end <= start || !readable.covers(start, end) {
+        return;
+    }
+    let word_at = |at: u64, limit: u64| {
+        if at >= start && at + 8 <= limit {
+            mem.word(at).unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    let mut at = start.next_multiple_of(8);
+    while at + 8 <= end {
+        let word = mem.word(at).unwrap_or(0);
+        if let Some((b, _)) = index.find(word) {
+            let blk = &index.blocks[b as usize];
+            let blk_end = blk.addr + blk.size;
+            let len = word_at(at + 8, end);
+            let before = at.checked_sub(8).map_or(0, |a| word_at(a, end));
+            let capacity = word_at(at + 16, end);
+            // An owner, not a view, holds the whole block: one with an
+            // owner's length or capacity beside it, or a plain pointer to
+            // its start (a C pointer, a `Box`: a view has a length), or one
+            // whose capacity runs to the block's end.
+            let plausible = len > 0 && word.checked_add(len).is_some_and(|e| e <= blk_end);
+            let owner = if word == blk.addr {
+                owns_block(before, len, blk.size) || !plausible
+            } else {
+                owns_rest_of_block(word, len, capacity, blk_end)
+            };
+            seen(
+                b,
+                at,
+                if owner {
+                    View::Owner
+                } else {
+                    View::Slice {
+                        offset: word - blk.addr,
+                        len: if plausible { len } else { 0 },
+                        next: capacity,
+                    }
+                },
+            );
+        }
+        at += 8;
+    }
+}
+
 /// The graph's edges that point to the start of a block (and the
 /// super-root's), as CSR offsets and targets.
 fn start_pointer_csr(
@@ -1621,100 +1703,144 @@ pub(crate) fn analyse<M: Memory>(mem: &M, input: &ChildInput<'_>, out: &mut Outp
     lap(Phase::Classify);
     // Slice pinning: a large data buffer (a block that holds no pointers of
     // its own, like a network read buffer or a JSON document; containers
-    // such as hash tables are excluded) whose dominator holds it only
-    // through small views: pointers into it followed by a plausible length
-    // (the layout of Rust slices, `Bytes` and `&str`). A pointer without a
-    // plausible length counts as a pointer-sized view: conservative scanning
-    // also meets stale words, which must not hide a pinned buffer.
+    // such as hash tables are excluded) whose holder holds it only through
+    // small views: pointers into it followed by a plausible length (the
+    // layout of Rust slices, `Bytes` and `&str`). A pointer without a
+    // plausible length counts as a pointer-sized view: conservative
+    // scanning also meets stale words, which must not hide a pinned buffer.
+    //
+    // The holder read is the buffer's dominator. Where that holds no word
+    // pointing to it (a second holder moved the dominator up: a stale copy
+    // of some slices, as a freed `Vec`'s old elements left in a block that
+    // reused its memory), every direct holder is read instead: the buffer
+    // is pinned if they hold views only, but for the shared header of a
+    // view (a `Bytes`'s reference count and capacity, the word after its
+    // length), and its chain is made to end in the holder of the most
+    // views (the application's collection of slices, not a stale copy of
+    // part of it).
     let mut view_bytes = MmapVec::filled(n_blocks, u64::MAX)?;
     let mut first_view = MmapVec::filled(n_blocks, FirstView::NONE)?;
     {
-        let mut candidates: MmapVec<(u32, u32)> = MmapVec::new();
-        for (i, b) in index.blocks.iter().enumerate() {
-            let node = first_block as usize + i;
-            let holds_pointers = !succ.neighbours(node as u32).is_empty();
-            if b.size >= PIN_MIN_BYTES
-                && parent[node] != NONE
-                && idom[node] != 0
-                && !holds_pointers
-                && block_flags[i] & flags::UNSCANNED == 0
-            {
-                candidates.push((idom[node], i as u32))?;
-            }
-        }
-        candidates.as_mut_slice().sort_unstable();
-        let mut g = 0;
-        while g < candidates.len() {
-            let holder = candidates[g].0;
-            let mut g_end = g;
-            while g_end < candidates.len() && candidates[g_end].0 == holder {
-                view_bytes[candidates[g_end].1 as usize] = 0;
-                g_end += 1;
-            }
-            let (h_start, h_end) = if holder >= first_block {
+        let range = |holder: u32| {
+            if holder >= first_block {
                 let hb = &index.blocks[(holder - first_block) as usize];
                 (hb.addr, hb.addr + hb.size)
             } else {
                 let r = &roots_out[holder as usize];
                 (r.start, r.end)
-            };
-            if h_end > h_start && readable.covers(h_start, h_end) {
-                let mut at = h_start.next_multiple_of(8);
-                while at + 8 <= h_end {
-                    let word = mem.word(at).unwrap_or(0);
-                    if let Some((b, _)) = index.find(word) {
-                        let node = (first_block + b) as usize;
-                        if idom[node] == holder && view_bytes[b as usize] != u64::MAX {
-                            let blk = &index.blocks[b as usize];
-                            let len = if at + 16 <= h_end {
-                                mem.word(at + 8).unwrap_or(0)
-                            } else {
-                                0
-                            };
-                            let before = if at >= h_start + 8 {
-                                mem.word(at - 8).unwrap_or(0)
-                            } else {
-                                0
-                            };
-                            let capacity = if at + 24 <= h_end {
-                                mem.word(at + 16).unwrap_or(0)
-                            } else {
-                                0
-                            };
-                            // An owner, not a view, holds the whole block:
-                            // one with an owner's length or capacity beside
-                            // it, or a plain pointer to its start (a C
-                            // pointer, a `Box`: a view has a length), or
-                            // one whose capacity runs to the block's end.
-                            let plausible = len > 0 && word + len <= blk.addr + blk.size;
-                            let owner = if word == blk.addr {
-                                owns_block(before, len, blk.size) || !plausible
-                            } else {
-                                owns_rest_of_block(word, len, capacity, blk.addr + blk.size)
-                            };
-                            view_bytes[b as usize] += if owner {
-                                blk.size
-                            } else if plausible {
-                                len
-                            } else {
-                                8
-                            };
-                            if !owner {
-                                first_view[b as usize]
-                                    .note(word - blk.addr, if plausible { len } else { 0 });
-                            }
-                        }
+            }
+        };
+        let mut by_dominator: MmapVec<(u32, u32)> = MmapVec::new();
+        for (i, b) in index.blocks.iter().enumerate() {
+            let node = first_block as usize + i;
+            let holds_pointers = !succ.neighbours(node as u32).is_empty();
+            if b.size >= PIN_MIN_BYTES
+                && parent[node] != NONE
+                && !holds_pointers
+                && block_flags[i] & flags::UNSCANNED == 0
+            {
+                view_bytes[i] = 0;
+                by_dominator.push((idom[node], i as u32))?;
+            }
+        }
+        by_dominator.as_mut_slice().sort_unstable();
+        let mut previous = NONE;
+        for &(holder, _) in by_dominator.iter() {
+            if holder == previous || holder == 0 {
+                continue;
+            }
+            previous = holder;
+            read_views(mem, &index, readable, range(holder), |b, _, view| {
+                let node = first_block as usize + b as usize;
+                if idom[node] == holder && view_bytes[b as usize] != u64::MAX {
+                    add_view(
+                        &mut view_bytes[b as usize],
+                        &mut first_view[b as usize],
+                        view,
+                    );
+                }
+            });
+        }
+        drop(by_dominator);
+
+        // Buffers whose dominator holds no word to them: their direct
+        // holders, each read once.
+        let mut holders: MmapVec<u32> = MmapVec::new();
+        let mut second_look = MmapVec::filled(n_blocks, false)?;
+        for (i, &bytes) in view_bytes.iter().enumerate() {
+            if bytes == 0 {
+                second_look[i] = true;
+                for &holder in pred.neighbours(first_block + i as u32) {
+                    // The virtual root's edges are not words in memory; an
+                    // unreached holder is garbage that holds nothing.
+                    if holder != 0 && parent[holder as usize] != NONE {
+                        holders.push(holder)?;
                     }
-                    at += 8;
                 }
             }
-            g = g_end;
         }
+        holders.as_mut_slice().sort_unstable();
+        let mut distinct = 0;
+        for i in 0..holders.len() {
+            if distinct == 0 || holders[i] != holders[distinct - 1] {
+                holders[distinct] = holders[i];
+                distinct += 1;
+            }
+        }
+        let holders = &holders[..distinct];
+        // Views per holder (indexed like `holders`), and the blocks that
+        // are a view's shared header.
+        let mut views_held = MmapVec::filled(holders.len(), 0u32)?;
+        let mut is_header = MmapVec::filled(n_blocks, false)?;
+        for (h, &holder) in holders.iter().enumerate() {
+            read_views(mem, &index, readable, range(holder), |b, _, view| {
+                let i = b as usize;
+                if let View::Slice { next, .. } = view {
+                    if let Some((header, _)) = index.find(next) {
+                        is_header[header as usize] = true;
+                    }
+                    // Views of every buffer that may be pinned count
+                    // (a collection of slices holds views of buffers it
+                    // dominates as well).
+                    if view_bytes[i] != u64::MAX {
+                        views_held[h] = views_held[h].saturating_add(1);
+                    }
+                    if second_look[i] {
+                        add_view(&mut view_bytes[i], &mut first_view[i], view);
+                    }
+                }
+            });
+        }
+        let mut most_views = MmapVec::filled(n_blocks, 0u32)?;
+        for (h, &holder) in holders.iter().enumerate() {
+            let (start, _) = range(holder);
+            let header = holder >= first_block && is_header[(holder - first_block) as usize];
+            read_views(mem, &index, readable, range(holder), |b, at, view| {
+                let i = b as usize;
+                if !second_look[i] {
+                    return;
+                }
+                match view {
+                    View::Owner if !header => view_bytes[i] = u64::MAX,
+                    View::Owner => {}
+                    View::Slice { .. } if views_held[h] > most_views[i] => {
+                        // A pinned buffer holds no pointers: no other
+                        // node's chain passes through it.
+                        most_views[i] = views_held[h];
+                        let node = first_block as usize + i;
+                        parent[node] = holder;
+                        parent_offset[node] = u32::try_from(at - start).unwrap_or(u32::MAX);
+                    }
+                    View::Slice { .. } => {}
+                }
+            });
+        }
+
         for (i, b) in index.blocks.iter().enumerate() {
             if view_bytes[i] == u64::MAX {
                 continue;
             }
-            if view_bytes[i] == 0 || view_bytes[i] * 8 > b.size {
+            if view_bytes[i] == 0 || view_bytes[i].saturating_mul(8) > b.size {
                 view_bytes[i] = u64::MAX;
             } else {
                 block_flags[i] |= flags::PINNED;

@@ -628,7 +628,11 @@ impl Resolved {
                 }
             }
             if b.flags & flags::PINNED != 0 {
-                let group = (b.idom, if walked { 0 } else { key(b.site) });
+                // By the holder its chain ends in (the shortest chain,
+                // statics first), which holds a view of it: its dominator
+                // is higher up when a stale word elsewhere also points to
+                // it.
+                let group = (b.parent, if walked { 0 } else { key(b.site) });
                 let p = pinned.entry(group).or_insert((
                     Amount::default(),
                     0,

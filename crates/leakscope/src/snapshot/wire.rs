@@ -130,7 +130,7 @@ pub(crate) struct BlockOut {
     pub(crate) idom: u32,
     pub(crate) retained_blocks: u32,
     pub(crate) retained: u64,
-    /// Bytes of the slices its dominator holds of it, for pinned blocks;
+    /// Bytes of the slices its holders hold of it, for pinned blocks;
     /// `u64::MAX` otherwise.
     pub(crate) view_bytes: u64,
     /// For a block without an allocation stack: the first of its first
