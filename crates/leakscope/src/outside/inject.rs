@@ -198,6 +198,14 @@ pub(crate) fn plan(
     let sp = user[RSP];
     let top = sp.checked_sub(RED_ZONE)?;
     let child = (top.checked_sub(FRAME)?) & !63;
+    // The extended state the frame carries (see `signal_xstate_len`).
+    let xstate = if xstate.is_empty() {
+        xstate
+    } else {
+        let xcr0 = u64::from_ne_bytes(xstate.get(464..472)?.try_into().ok()?);
+        let in_use = u64::from_ne_bytes(xstate.get(512..520)?.try_into().ok()?);
+        &xstate[..signal_xstate_len(xcr0, in_use, xstate.len())]
+    };
     let fp_len = if xstate.is_empty() {
         512
     } else {
@@ -244,9 +252,8 @@ pub(crate) fn plan(
     if xstate.is_empty() {
         put(&mut bytes, fp_at, fxsave);
     } else {
-        let xcr0 = u64::from_ne_bytes(xstate.get(464..472)?.try_into().ok()?);
-        let in_use = u64::from_ne_bytes(xstate.get(512..520)?.try_into().ok()?);
-        let mut x = xstate[..signal_xstate_len(xcr0, in_use, xstate.len())].to_vec();
+        let xcr0 = u64::from_ne_bytes(xstate[464..472].try_into().ok()?);
+        let mut x = xstate.to_vec();
         // struct _fpx_sw_bytes in the fxsave area's software bytes.
         let mut sw = [0u8; 48];
         sw[0..4].copy_from_slice(&FP_XSTATE_MAGIC1.to_ne_bytes());
@@ -386,8 +393,13 @@ mod tests {
         user[RAX] = ERESTARTNOHAND as u64;
         user[CS] = 0x33;
         user[SS] = 0x2b;
-        let mut xstate = vec![0u8; 832];
-        xstate[464..472].copy_from_slice(&7u64.to_ne_bytes());
+        // Every component of a machine with AMX enabled (ptrace gives the
+        // size of them all), with x87, SSE and AVX in use: the frame holds
+        // the state up to AVX's end (offset 576, 256 bytes), which a thread
+        // without AMX tile data can restore.
+        let mut xstate = vec![0u8; 11008];
+        xstate[464..472].copy_from_slice(&0x602e7u64.to_ne_bytes());
+        xstate[512..520].copy_from_slice(&7u64.to_ne_bytes());
         let g = Gadgets {
             syscall_ret: 0x1000,
             sigreturn: 0x2000,

@@ -99,7 +99,20 @@ pub(crate) fn discover(
     for (name, maps) in by_path {
         let is_exe = entry.is_some_and(|e| maps.iter().any(|m| m.start <= e && e < m.end));
         let path = open(name, is_exe);
-        let Some(first) = maps.iter().filter(|m| m.offset == 0).map(|m| m.start).min() else {
+        // The load base: the mapping of the file's start that its other
+        // segments are laid out from. A process may also map the same file
+        // whole for reading (a symboliser, leakscope itself): that mapping
+        // starts at offset 0 too, with nothing laid out from it.
+        let zero_offset = || maps.iter().filter(|m| m.offset == 0).map(|m| m.start);
+        let laid_out_from = |base: u64| {
+            maps.iter()
+                .any(|m| m.offset > 0 && m.start.checked_sub(m.offset) == Some(base))
+        };
+        let Some(first) = zero_offset()
+            .filter(|&base| laid_out_from(base))
+            .min()
+            .or_else(|| zero_offset().min())
+        else {
             continue;
         };
         let Ok(map) = map_file(&path) else {
@@ -211,6 +224,21 @@ mod tests {
                 })
             })
             .collect();
+        // The same libc also mapped whole for reading, below everything (as
+        // a symboliser maps it): not its load base.
+        let mut mappings = mappings;
+        let libc_path = mappings
+            .iter()
+            .find(|m| m.path.contains("/libc.so"))
+            .unwrap()
+            .path
+            .clone();
+        mappings.push(FileMapping {
+            start: 0x10000,
+            end: 0x10000 + (2 << 20),
+            offset: 0,
+            path: libc_path,
+        });
         let entry = {
             let auxv = std::fs::read("/proc/self/auxv").unwrap();
             auxv_entry_and_vdso(&auxv).0
