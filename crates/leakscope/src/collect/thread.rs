@@ -40,6 +40,8 @@ pub(crate) struct ThreadState {
     pub(crate) counter_block: Cell<*mut super::thread_counters::Block>,
     /// Set once the block was handed back at thread exit.
     pub(crate) counters_released: Cell<bool>,
+    /// Where the counts of this thread's latest sites are.
+    pub(crate) counts_cache: super::thread_counters::CountsCache,
     /// A measuring scope (`leakscope::testing`) is open on this thread: in
     /// full mode its allocations add to `scope_net` and its frees take away.
     pub(crate) scope_active: Cell<bool>,
@@ -64,6 +66,7 @@ impl ThreadState {
             fp_outer_edge: Cell::new(0),
             counter_block: Cell::new(std::ptr::null_mut()),
             counters_released: Cell::new(false),
+            counts_cache: super::thread_counters::CountsCache::new(),
             scope_active: Cell::new(false),
             scope_net: Cell::new(0),
             scope_peak: Cell::new(0),

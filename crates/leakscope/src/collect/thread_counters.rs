@@ -14,6 +14,7 @@
 //! block (while it is being torn down) counts into the shared fallback
 //! counters of the site record instead.
 
+use std::cell::Cell;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
@@ -83,6 +84,7 @@ fn home(site: SiteId, cap: usize) -> usize {
 
 extern "C" fn release_at_thread_exit(block: *mut libc::c_void) {
     super::thread::with(|t| {
+        t.counts_cache.clear();
         t.counter_block.set(ptr::null_mut());
         t.counters_released.set(true);
     });
@@ -162,9 +164,48 @@ fn block_of(t: &ThreadState) -> Option<NonNull<Block>> {
     NonNull::new(block)
 }
 
+/// A thread's memory of where the counts of its latest sites are: one
+/// comparison instead of finding its block and probing its table.
+/// Direct-mapped on the site id; a slot holds site id + 1 (0: none) and
+/// its counts. Emptied whenever the counts move (the table grows) or stop
+/// being the thread's (its block is handed back at exit).
+pub(crate) struct CountsCache([(Cell<u32>, Cell<*const Counts>); COUNTS_CACHE]);
+
+const COUNTS_CACHE: usize = 32;
+
+impl CountsCache {
+    pub(crate) const fn new() -> Self {
+        CountsCache([const { (Cell::new(0), Cell::new(ptr::null())) }; COUNTS_CACHE])
+    }
+
+    fn clear(&self) {
+        for (site, counts) in &self.0 {
+            site.set(0);
+            counts.set(ptr::null());
+        }
+    }
+}
+
 /// The counts of `site` in this thread's block, or `None` when the thread has
 /// no block (the caller then uses the shared fallback counters).
+#[inline]
 pub(crate) fn counts_for(t: &ThreadState, site: SiteId) -> Option<&'static Counts> {
+    let (cached_site, counts) = &t.counts_cache.0[site as usize % COUNTS_CACHE];
+    let cached = counts.get();
+    if cached_site.get() == site.wrapping_add(1) && !cached.is_null() {
+        // SAFETY: non-null, so cached from `find_counts` below while this
+        // thread owned the block; tables are never freed, and the cache is
+        // emptied before the counts move or the block changes hands.
+        return Some(unsafe { &*cached });
+    }
+    let found = find_counts(t, site)?;
+    cached_site.set(site.wrapping_add(1));
+    counts.set(found);
+    Some(found)
+}
+
+#[inline(never)]
+fn find_counts(t: &ThreadState, site: SiteId) -> Option<&'static Counts> {
     let block = block_of(t)?;
     // SAFETY: blocks are never freed; this thread owns this one.
     let block = unsafe { block.as_ref() };
@@ -172,6 +213,7 @@ pub(crate) fn counts_for(t: &ThreadState, site: SiteId) -> Option<&'static Count
     // SAFETY: only the owning thread (us) reads or writes `len`.
     let len = unsafe { table.as_ref().len };
     if (len + 1) * 10 > slots(table).len() * 7 {
+        t.counts_cache.clear();
         table = grow(block, table)?;
     }
     let slots = slots(table);
@@ -317,4 +359,45 @@ pub(crate) fn lock_for_fork() {
 pub(crate) unsafe fn unlock_after_fork() {
     // SAFETY: forwarded from the caller.
     unsafe { FREE_BLOCKS.raw_unlock() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A site's cached counts are dropped when the table grows: its later
+    /// allocations land in the new table, where readers look.
+    #[test]
+    fn cached_counts_follow_the_table_when_it_grows() {
+        install();
+        std::thread::spawn(|| {
+            let t = ThreadState::new();
+            let hot: SiteId = 5;
+            counts_for(&t, hot).unwrap().add_exact(10);
+            // Enough new sites to grow the table, none in the hot site's
+            // cache slot (which stays filled).
+            let others = (100..)
+                .filter(|s| s % COUNTS_CACHE as u32 != hot % COUNTS_CACHE as u32)
+                .take(200);
+            for site in others {
+                counts_for(&t, site).unwrap().add_exact(1);
+            }
+            for _ in 0..10 {
+                counts_for(&t, hot).unwrap().add_exact(10);
+            }
+            let block = block_of(&t).unwrap();
+            // SAFETY: blocks are never freed; this thread owns this one.
+            let table = NonNull::new(unsafe { block.as_ref() }.table.load(Ordering::Acquire));
+            let table = table.unwrap();
+            assert!(slots(table).len() > 64, "the table grew");
+            let counts = slots(table)
+                .iter()
+                .find(|s| s.site.load(Ordering::Relaxed) == hot + 1)
+                .unwrap();
+            assert_eq!(counts.exact_objects.load(Ordering::Relaxed), 11);
+            assert_eq!(counts.exact_bytes.load(Ordering::Relaxed), 110);
+        })
+        .join()
+        .unwrap();
+    }
 }
