@@ -294,8 +294,12 @@ fn judge(
         }
     };
     // A late slope from two points is one difference of two readings (of
-    // sampled estimates, noisy ones): levelling off needs three.
-    let levelled = late <= 0.25 * early && slowed_per_request && points.len() - mid >= 3;
+    // sampled estimates, noisy ones), and one from three is two: a leak
+    // that paused for a second (its load starved on a busy machine, a
+    // burst still to come) reads as levelled. Levelling off needs a
+    // plateau over three intervals, four late points; a shorter run that
+    // grew is growing.
+    let levelled = late <= 0.25 * early && slowed_per_request && points.len() - mid >= 4;
     // Growth must show before the last point too: one high reading at the
     // end (work in flight when it was taken: a batch being built) may be a
     // spike or the start of growth, which the next points would tell.
@@ -868,6 +872,33 @@ mod tests {
         assert_eq!(judged(&progress), TrendState::Growing);
         // Without a progress count the same bytes look levelled off.
         assert_eq!(judged(&[None; 10]), TrendState::LevelledOff);
+    }
+
+    #[test]
+    fn a_leak_that_pauses_at_the_end_of_a_short_run_is_growing() {
+        // A four-second run, a point every half second: the running points
+        // past warm-up grow by 1 MB each, then stay for two intervals (the
+        // load starved for a second). A plateau of three points is a pause;
+        // of four, a level.
+        let judged = |values: &[f64]| {
+            let seconds: Vec<f64> = (0..values.len()).map(|i| i as f64 * 0.5).collect();
+            judge_series(
+                SeriesKind::Stack,
+                "s".into(),
+                Vec::new(),
+                &seconds,
+                &vec![None; values.len()],
+                values,
+                1.0,
+            )
+            .state
+        };
+        let mb = |v: &[f64]| v.iter().map(|m| m * 1e6).collect::<Vec<f64>>();
+        // 9 points: 8 running (the last is the exit's), 2 of them warm-up.
+        let paused = mb(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0]);
+        assert_eq!(judged(&paused), TrendState::Growing);
+        let levelled = mb(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]);
+        assert_eq!(judged(&levelled), TrendState::LevelledOff);
     }
 
     #[test]
