@@ -68,6 +68,9 @@ pub struct Settings {
     /// Reads the wrapped allocator's own statistics for memory breakdowns
     /// (see [`crate::Profiler::with_allocator_stats`]).
     pub(crate) allocator_stats: Option<crate::memory::AllocatorStatsReader>,
+    /// The wrapped allocator's type name (`std::any::type_name`), which
+    /// says how it lays out threads' memory (see `collect::live_table`).
+    pub(crate) inner_type: Option<fn() -> &'static str>,
 }
 
 /// Which allocator's heap the profiled blocks live in.
@@ -93,6 +96,7 @@ impl Settings {
             on_init: None,
             heap: HeapKind::Other,
             allocator_stats: None,
+            inner_type: None,
         }
     }
 

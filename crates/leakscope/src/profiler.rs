@@ -49,6 +49,7 @@ impl<A: GlobalAlloc> Profiler<A> {
     pub const fn wrap(inner: A) -> Self {
         let mut settings = Settings::new();
         settings.on_init = Some(crate::export::at_exit::install);
+        settings.inner_type = Some(std::any::type_name::<A>);
         Profiler { inner, settings }
     }
 

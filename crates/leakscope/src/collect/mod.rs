@@ -462,6 +462,12 @@ pub(crate) fn heap_kind() -> crate::config::HeapKind {
 /// Initialises the profiler from `settings` and the environment, once. Returns
 /// true when the mode is known; false while another thread is initialising
 /// (its concurrent allocations simply go untracked).
+/// Whether an allocator (by its type name) hands threads 64 KiB pages
+/// interleaved within 2 MiB: mimalloc's `MiMalloc`. Allocates nothing.
+fn interleaves_threads_pages(type_name: &str) -> bool {
+    type_name.contains("mimalloc") || type_name.contains("MiMalloc")
+}
+
 pub fn initialize(settings: &Settings) -> bool {
     if MODE
         .compare_exchange(UNINIT, INITIALIZING, Ordering::Acquire, Ordering::Acquire)
@@ -478,6 +484,13 @@ pub fn initialize(settings: &Settings) -> bool {
         HEAP_KIND.store(settings.heap as u8, Ordering::Relaxed);
         if let Some(read) = settings.allocator_stats {
             crate::memory::register_allocator_stats(read);
+        }
+        if settings
+            .inner_type
+            .is_some_and(|name| interleaves_threads_pages(name()))
+        {
+            // Nothing is tracked yet: the mode is still being decided.
+            live_table::use_page_regions();
         }
         thread_counters::install();
         fork::install_handlers();
@@ -771,5 +784,17 @@ pub(crate) unsafe fn unlock_all() {
         STACKS.unlock_after_fork();
         thread_counters::unlock_after_fork();
         MODE_SWITCH.raw_unlock();
+    }
+}
+
+#[cfg(test)]
+mod region_tests {
+    #[test]
+    fn mimalloc_alone_gets_page_regions() {
+        assert!(super::interleaves_threads_pages("mimalloc::MiMalloc"));
+        assert!(!super::interleaves_threads_pages("std::alloc::System"));
+        assert!(!super::interleaves_threads_pages(
+            "tikv_jemallocator::Jemalloc"
+        ));
     }
 }

@@ -124,7 +124,7 @@ mod tests {
         let read = TablesDescriptor::<u64>::from_words(words).expect("magic and version");
         assert_eq!(read.live_table, std::ptr::addr_of!(LIVE) as u64);
         assert_eq!(read.stack_table, std::ptr::addr_of!(STACKS) as u64);
-        assert_eq!(read.live_shard_count, 64);
+        assert_eq!(read.live_shard_count, 256);
         let mut other = words.to_vec();
         other[1] = VERSION + 1;
         assert!(TablesDescriptor::<u64>::from_words(&other).is_none());

@@ -28,7 +28,7 @@ pub(crate) struct ForeignTable {
 }
 
 /// A shard holds at most this many slots (each shard maps its own; 2³²
-/// slots would be 64 GiB for one of 64 shards).
+/// slots would be 64 GiB for one shard).
 const MAX_SHARD_SLOTS: u64 = 1 << 32;
 /// Stacks are captured at most this deep.
 const MAX_DEPTH: u64 = 1024;
