@@ -199,12 +199,15 @@ pub(crate) fn plan(
     let top = sp.checked_sub(RED_ZONE)?;
     let child = (top.checked_sub(FRAME)?) & !63;
     // The extended state the frame carries (see `signal_xstate_len`).
-    let xstate = if xstate.is_empty() {
-        xstate
+    let (xstate, xcr0) = if xstate.is_empty() {
+        (xstate, 0)
     } else {
         let xcr0 = u64::from_ne_bytes(xstate.get(464..472)?.try_into().ok()?);
         let in_use = u64::from_ne_bytes(xstate.get(512..520)?.try_into().ok()?);
-        &xstate[..signal_xstate_len(xcr0, in_use, xstate.len())]
+        (
+            &xstate[..signal_xstate_len(xcr0, in_use, xstate.len())],
+            xcr0,
+        )
     };
     let fp_len = if xstate.is_empty() {
         512
@@ -252,7 +255,6 @@ pub(crate) fn plan(
     if xstate.is_empty() {
         put(&mut bytes, fp_at, fxsave);
     } else {
-        let xcr0 = u64::from_ne_bytes(xstate[464..472].try_into().ok()?);
         let mut x = xstate.to_vec();
         // struct _fpx_sw_bytes in the fxsave area's software bytes.
         let mut sw = [0u8; 48];
